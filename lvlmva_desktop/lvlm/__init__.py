@@ -1,0 +1,1 @@
+"""LVLM back-ends (local transformers folders, OpenAI-compatible endpoints), prompts and parsing."""
