@@ -1,0 +1,481 @@
+"""The headless twin of the GUI: every pipeline step as a command, scriptable and reproducible.
+
+    lvlmva generate isic-like data/isic            # a benchmark data set (CSV manifest + masks)
+    lvlmva import proj --csv data/isic/manifest.csv --image-size 64 --channels 3
+    lvlmva describe proj --defaults isic-like      # or --class NAME "text" ...
+    lvlmva train proj                              # step 1
+    lvlmva sample proj --n 200                     # step 2
+    lvlmva explain proj                            # steps 3-4
+    lvlmva critique proj --critic simulated --verdict-accuracy 0.87   # steps 5-6
+    lvlmva verdict proj --sample 12 --segment 2 --set spurious        # the expert's word
+    lvlmva align proj                              # steps 7-8
+    lvlmva evaluate proj                           # step 9
+    lvlmva run proj                                # all of it, one results JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+log = logging.getLogger("lvlmva")
+
+
+class _Bar:
+    """A TaskState whose progress drives a tqdm bar on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        from .core.jobs import TaskState
+
+        self.bar = None if quiet else tqdm(total=1000, unit="‰", file=sys.stderr, leave=False,
+                                           bar_format="{desc:30.30} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        self.state = TaskState(on_progress=self._progress, on_message=self._message)
+
+    def _progress(self, frac: float, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.n = int(frac * 1000)
+            self.bar.set_description_str(msg or "", refresh=False)
+            self.bar.refresh()
+
+    def _message(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _parse_value(v: str):
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def _pipeline_settings(args: argparse.Namespace):
+    from .core.pipeline import PipelineSettings
+
+    d = PipelineSettings().to_dict()
+    if getattr(args, "settings", None):
+        loaded = json.loads(Path(args.settings).read_text(encoding="utf-8"))
+        for k, v in loaded.items():
+            if isinstance(v, dict):
+                d.setdefault(k, {}).update(v)
+            else:
+                d[k] = v
+    for item in getattr(args, "set", None) or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. align.lambda=100), got '{item}'")
+        key, value = item.split("=", 1)
+        parts = key.split(".")
+        target = d
+        for p in parts[:-1]:
+            if p not in target or not isinstance(target[p], dict):
+                raise ValueError(f"Unknown setting '{key}'. Known sections: {', '.join(k for k in d if isinstance(d[k], dict))}")
+            target = target[p]
+        if parts[-1] not in target:
+            raise ValueError(f"Unknown setting '{key}'. Known: {', '.join(sorted(target))}")
+        target[parts[-1]] = _parse_value(value)
+    if getattr(args, "arch", None):
+        d["arch"] = args.arch
+    if getattr(args, "seed", None) is not None:
+        for sec in ("train", "sampling", "explain", "segment", "align"):
+            d[sec]["seed"] = args.seed
+    return PipelineSettings.from_dict(d)
+
+
+def _open(args: argparse.Namespace):
+    from .core.project import Project
+
+    return Project.open(args.project)
+
+
+def _device(args: argparse.Namespace):
+    from .core.devices import resolve_device
+
+    return resolve_device(getattr(args, "device", None))
+
+
+def _make_critic(args: argparse.Namespace, project, expl_id: int | None):
+    from .core.critic import ExpertCritic, GroundTruthCritic
+
+    if args.critic == "simulated":
+        acc = args.verdict_accuracy
+        return GroundTruthCritic(error_rate=1.0 - acc, seed=args.critic_seed)
+    if args.critic == "expert":
+        return ExpertCritic(project.expert_verdicts(expl_id) if expl_id is not None else {})
+    raise ValueError(f"Unknown critic '{args.critic}'")
+
+
+def _latest(project, table: str, given: int | None, what: str) -> int:
+    if given is not None:
+        return given
+    got = project.latest_id(table)
+    if got is None:
+        raise ValueError(f"This project has no {what} yet; run the step that makes it first.")
+    return got
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_generate(args):
+    from .core.benchsets import GENERATORS
+
+    bar = _Bar(args.quiet)
+    try:
+        params = {k: _parse_value(v) for k, v in (p.split("=", 1) for p in args.param or [])}
+        path = GENERATORS[args.name](args.out, seed=args.seed, state=bar.state, **params)
+    finally:
+        bar.close()
+    print(f"Wrote {args.name} (seed {args.seed}): {path}")
+
+
+def cmd_import(args):
+    from .core.data import import_class_folders, import_csv_manifest
+    from .core.project import Project
+
+    root = Path(args.project)
+    existing = (root / "project.json").exists()
+    classes = Project.open(root).classes if existing else None
+    bar = _Bar(args.quiet)
+    try:
+        if args.csv:
+            report = import_csv_manifest(args.csv, classes=classes, test_fraction=args.test_fraction,
+                                         seed=args.seed or 0, state=bar.state)
+        else:
+            report = import_class_folders(args.folder, classes=classes, test_fraction=args.test_fraction,
+                                          seed=args.seed or 0, state=bar.state)
+    finally:
+        bar.close()
+    if not report.samples:
+        print(report.summary())
+        raise ValueError("No usable image was found; nothing was imported.")
+    if existing:
+        project = Project.open(root)
+    else:
+        channels = args.channels
+        if channels is None:
+            channels = 1 if all(_is_gray(s.path) for s in report.samples[:50]) else 3
+        size = tuple(args.image_size) if args.image_size else (report.samples[0].height, report.samples[0].width)
+        if len(size) == 1:
+            size = (size[0], size[0])
+        project = Project.create(root, args.name or root.name, report.classes, size, channels)
+    with project:
+        added = project.add_samples(report)
+        print(report.summary())
+        print(f"{added} new images added to project {root} ({len(project.samples())} in all).")
+        if args.report:
+            Path(args.report).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+
+
+def _is_gray(path: str) -> bool:
+    from .core.images import read_image
+
+    return read_image(path).shape[2] == 1
+
+
+def cmd_describe(args):
+    with _open(args) as p:
+        _, current = p.class_descriptions()
+        desc = dict(current)
+        if args.defaults:
+            from .core.benchsets import default_class_descriptions
+
+            desc.update(default_class_descriptions(args.defaults))
+        if args.file:
+            desc.update(json.loads(Path(args.file).read_text(encoding="utf-8")))
+        for name, text in args.cls or []:
+            if name not in p.classes:
+                raise ValueError(f"'{name}' is not a class of this project ({', '.join(p.classes)}).")
+            desc[name] = text
+        if args.defaults or args.file or args.cls:
+            version = p.set_class_descriptions(desc)
+            print(f"Saved class descriptions as version {version}.")
+        for c in p.classes:
+            print(f"{c}: {desc.get(c) or '(not described)'}")
+
+
+def cmd_train(args):
+    from .core.pipeline import train_original
+
+    s = _pipeline_settings(args)
+    with _open(args) as p:
+        bar = _Bar(args.quiet)
+        try:
+            mid = train_original(p, s.arch, s.train, _device(args), bar.state, weights=args.weights)
+        finally:
+            bar.close()
+        print(f"Trained model version {mid} ({s.arch}).")
+
+
+def cmd_import_model(args):
+    from .core.pipeline import import_model
+
+    with _open(args) as p:
+        mid = import_model(p, args.weights, args.arch)
+        print(f"Imported model version {mid} from {args.weights}.")
+
+
+def cmd_sample(args):
+    from .core.pipeline import sample_alignment_set
+
+    s = _pipeline_settings(args)
+    with _open(args) as p:
+        mid = _latest(p, "models", args.model, "model")
+        bar = _Bar(args.quiet)
+        try:
+            sid = sample_alignment_set(p, mid, s.sampling, _device(args), bar.state)
+        finally:
+            bar.close()
+        res = json.loads(p.db.execute("SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets "
+                                      "WHERE id=?)", (sid,)).fetchone()[0])
+        print(f"Alignment set {sid}: {res['n']} images ({s.sampling.strategy}) from model {mid}; "
+              f"{res['artefact_share']:.0%} carry a known artefact.")
+
+
+def cmd_explain(args):
+    from .core.pipeline import explain_alignment_set
+
+    s = _pipeline_settings(args)
+    with _open(args) as p:
+        set_id = _latest(p, "alignment_sets", args.set_id, "alignment set")
+        mid = args.model or p.db.execute("SELECT model_id FROM alignment_sets WHERE id=?", (set_id,)).fetchone()[0]
+        bar = _Bar(args.quiet)
+        try:
+            eid = explain_alignment_set(p, mid, set_id, s.explain, s.segment, _device(args), bar.state)
+        finally:
+            bar.close()
+        print(f"Explanation {eid}: attributions and {s.segment.n_components} segments per image of set {set_id}.")
+
+
+def cmd_critique(args):
+    from .core.pipeline import run_critique
+
+    with _open(args) as p:
+        eid = _latest(p, "explanations", args.explanation, "explanation")
+        critic = _make_critic(args, p, eid)
+        bar = _Bar(args.quiet)
+        try:
+            res = run_critique(p, eid, critic, bar.state)
+        finally:
+            bar.close()
+        print(f"Critique by {critic.name}: {res['n_images']} images, verdicts {res['verdicts']}.")
+        if res.get("verdict_accuracy") is not None:
+            print(f"Verdict accuracy against the ground truth: {res['verdict_accuracy']:.3f}")
+
+
+def cmd_verdict(args):
+    with _open(args) as p:
+        eid = _latest(p, "explanations", args.explanation, "explanation")
+        if args.set:
+            if args.sample is None or args.segment is None:
+                raise ValueError("--set needs --sample and --segment (segments are numbered from 1).")
+            p.set_expert_verdict(eid, args.sample, args.segment - 1, args.set)
+            print(f"Expert verdict stored: sample {args.sample}, segment {args.segment} -> {args.set}.")
+        eff = p.effective_verdicts(eid)
+        for sid in sorted(eff):
+            if args.sample is not None and sid != args.sample:
+                continue
+            parts = [f"{s + 1}:{d['verdict']}{'*' if d['source'] == 'expert' else ''}" for s, d in sorted(eff[sid].items())]
+            print(f"sample {sid}: " + "  ".join(parts))
+        print("(* = the expert's verdict, overriding the critic's)")
+
+
+def cmd_align(args):
+    from .core.pipeline import align_model
+
+    s = _pipeline_settings(args)
+    with _open(args) as p:
+        eid = _latest(p, "explanations", args.explanation, "explanation")
+        mid = args.model or p.db.execute("SELECT model_id FROM explanations WHERE id=?", (eid,)).fetchone()[0]
+        bar = _Bar(args.quiet)
+        try:
+            new = align_model(p, mid, eid, s.align, _device(args), bar.state)
+        finally:
+            bar.close()
+        print(f"Aligned model version {new} (from {mid}, explanation {eid}).")
+
+
+def cmd_evaluate(args):
+    from .core.pipeline import evaluate_models
+
+    s = _pipeline_settings(args)
+    with _open(args) as p:
+        ids = args.models or [int(r["id"]) for r in p.models()][-2:]
+        if not ids:
+            raise ValueError("This project has no model yet; train one first.")
+        bar = _Bar(args.quiet)
+        try:
+            evs = evaluate_models(p, ids, s.evaluate, _device(args), bar.state)
+        finally:
+            bar.close()
+        out = {str(k): v.to_dict() for k, v in evs.items()}
+        for mid, ev in evs.items():
+            wga = "n/a" if ev.worst_group_accuracy is None else f"{ev.worst_group_accuracy:.3f} ({ev.worst_group})"
+            al = "n/a" if ev.alignment is None else f"{ev.alignment:.3f}"
+            print(f"model {mid}: accuracy {ev.accuracy:.3f}, worst-group accuracy {wga}, alignment {al}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
+
+
+def cmd_run(args):
+    from .core.pipeline import results_table, run_pipeline
+
+    s = _pipeline_settings(args)
+    with _open(args) as p:
+        critic = _make_critic(args, p, None)
+        bar = _Bar(args.quiet)
+        try:
+            res = run_pipeline(p, s, critic, _device(args), bar.state, model_id=args.model)
+        finally:
+            bar.close()
+        print(results_table(res))
+        print(f"Results: {res['results_file']}  ({res['total_s']:.0f} s)")
+
+
+def cmd_status(args):
+    with _open(args) as p:
+        m = p.manifest
+        print(f"Project '{m['name']}' at {p.root}: classes {', '.join(p.classes)}; images "
+              f"{m['image_size'][0]}x{m['image_size'][1]}x{m['channels']}")
+        for split in ("train", "val", "test"):
+            n = len(p.samples(split))
+            if n:
+                print(f"  {split}: {n} images")
+        for r in p.models():
+            print(f"  model {r['id']}: {r['name']} [{r['kind']}] sha256 {r['sha256'][:12]}")
+        for r in p.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 10"):
+            print(f"  run {r['id']}: {r['kind']} {r['status']}" + (f" ({r['error']})" if r["error"] else ""))
+
+
+def cmd_demo(args):
+    from .app import run_demo
+
+    run_demo(Path(args.folder) if args.folder else None, device=args.device, quiet=args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lvlmva", description="LVLM-aided visual alignment, headless.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_, project=True, settings=False):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if project:
+            sp.add_argument("project", help="project folder")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+        if settings:
+            sp.add_argument("--settings", help="JSON file of pipeline settings (see `lvlmva settings`)")
+            sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                            help="override one setting, e.g. align.lambda=100 or sampling.n=300")
+            sp.add_argument("--seed", type=int, help="seed for every step")
+            sp.add_argument("--arch", choices=["mlp", "small_cnn", "resnet18", "resnet50"])
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("generate", cmd_generate, "generate a benchmark data set", project=False)
+    sp.add_argument("name", choices=["decoymnist", "isic-like", "elpv-tags"])
+    sp.add_argument("out", help="output folder")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="generator parameter, e.g. n_train=500")
+
+    sp = add("import", cmd_import, "import images (class folders or CSV manifest); creates the project if needed")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", help="CSV manifest with columns path,label[,group,split,mask]")
+    src.add_argument("--folder", help="folder with one subfolder per class (optionally under train/ and test/)")
+    sp.add_argument("--name", help="project name (new projects)")
+    sp.add_argument("--image-size", type=int, nargs="+", metavar="PX", help="model input size H [W] (new projects)")
+    sp.add_argument("--channels", type=int, choices=[1, 3], help="1 = grayscale, 3 = RGB (new projects)")
+    sp.add_argument("--test-fraction", type=float, default=0.2, help="share of rows without a split put in test")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--report", help="write the validation report as JSON here")
+
+    sp = add("describe", cmd_describe, "show or set what each class must be judged by")
+    sp.add_argument("--class", dest="cls", nargs=2, action="append", metavar=("NAME", "TEXT"))
+    sp.add_argument("--file", help="JSON {class: description}")
+    sp.add_argument("--defaults", choices=["decoymnist", "isic-like", "elpv-tags"],
+                    help="the built-in descriptions of a benchmark set")
+
+    sp = add("train", cmd_train, "step 1: train the original model with cross-entropy", settings=True)
+    sp.add_argument("--weights", help="local weights file to start from (safetensors or .pth)")
+
+    sp = add("import-model", cmd_import_model, "step 1: register an existing model's weights")
+    sp.add_argument("weights")
+    sp.add_argument("--arch", required=True, choices=["mlp", "small_cnn", "resnet18", "resnet50"])
+
+    sp = add("sample", cmd_sample, "step 2: choose the alignment set (low entropy by default)", settings=True)
+    sp.add_argument("--model", type=int, help="model version (default: latest)")
+
+    sp = add("explain", cmd_explain, "steps 3-4: DeepLIFT-SHAP attributions and PPEPS-WGM segments", settings=True)
+    sp.add_argument("--set-id", type=int, help="alignment set (default: latest)")
+    sp.add_argument("--model", type=int, help="model version (default: the set's)")
+
+    def critic_args(sp):
+        sp.add_argument("--critic", choices=["simulated", "expert"], default="simulated",
+                        help="simulated = ground-truth critic for BENCHMARKS ONLY; expert = your stored verdicts")
+        sp.add_argument("--verdict-accuracy", type=float, default=1.0,
+                        help="simulated critic's verdict accuracy (1.0 = ground-truth masks)")
+        sp.add_argument("--critic-seed", type=int, default=0)
+
+    sp = add("critique", cmd_critique, "steps 5-6: critic and judge give a verdict per segment")
+    sp.add_argument("--explanation", type=int)
+    critic_args(sp)
+
+    sp = add("verdict", cmd_verdict, "list verdicts, or set the expert's verdict for one segment")
+    sp.add_argument("--explanation", type=int)
+    sp.add_argument("--sample", type=int)
+    sp.add_argument("--segment", type=int, help="segment number, from 1")
+    sp.add_argument("--set", choices=["spurious", "relevant", "undecided"])
+
+    sp = add("align", cmd_align, "steps 7-8: masks from verdicts, RRR fine-tuning into a new model version",
+             settings=True)
+    sp.add_argument("--explanation", type=int)
+    sp.add_argument("--model", type=int)
+
+    sp = add("evaluate", cmd_evaluate, "step 9: accuracy, worst-group accuracy and alignment on the test split",
+             settings=True)
+    sp.add_argument("--models", type=int, nargs="+")
+    sp.add_argument("--json", help="write the metrics here")
+
+    sp = add("run", cmd_run, "steps 1-9 in one go; writes runs/run-N.json and prints the table", settings=True)
+    sp.add_argument("--model", type=int, help="start from this model version instead of training one")
+    critic_args(sp)
+
+    add("status", cmd_status, "what the project holds")
+
+    sp = add("demo", cmd_demo, "build the demo project and run the whole pipeline on it", project=False)
+    sp.add_argument("--folder", help="where to put the demo project (default: the user data folder)")
+
+    sp = sub.add_parser("settings", help="print the default pipeline settings as JSON")
+    sp.set_defaults(func=lambda a: print(json.dumps(_pipeline_settings(a).to_dict(), indent=2)))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .core.jobs import Cancelled
+    from .core.project import ProjectError
+
+    try:
+        args.func(args)
+    except (ProjectError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled; the project is consistent and the run is marked cancelled.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

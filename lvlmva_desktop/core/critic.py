@@ -1,0 +1,172 @@
+"""Critics turn a model's evidence into verdicts per segment (METHOD.md steps 5-7).
+
+Every critic implements ``Critic.critique``: given an image, its true label, the class description and
+the PPEPS-WGM segments of the model's attribution, it returns free text (what the expert reads) and one
+verdict per segment. The LVLM critic (critic + judge) plugs in here; this module holds the critics that
+need no LVLM: the expert's own stored verdicts, and the ground-truth critic for benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from .jobs import TaskState, ensure_state
+
+SPURIOUS, RELEVANT, UNDECIDED = "spurious", "relevant", "undecided"
+VERDICTS = (SPURIOUS, RELEVANT, UNDECIDED)
+
+
+@dataclass
+class CritiqueRequest:
+    sample_id: int
+    image: torch.Tensor  # (C, H, W) in [0, 1]
+    label: int
+    class_name: str
+    class_description: str
+    attribution: torch.Tensor  # (H, W), summed over channels
+    segments: torch.Tensor  # (H, W) int, segment index 0..J-1
+    segment_evidence: list[float]  # share of positive evidence per segment
+    gt_mask: torch.Tensor | None = None  # (H, W) bool, only known on benchmark data
+
+
+@dataclass
+class SegmentVerdict:
+    segment: int  # 0-based index
+    verdict: str  # one of VERDICTS
+    rationale: str = ""
+
+
+@dataclass
+class Critique:
+    sample_id: int
+    critic: str
+    text: str
+    verdicts: list[SegmentVerdict]
+    raw: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@runtime_checkable
+class Critic(Protocol):
+    """What every critic offers; ``identity`` is recorded in each run so an auditor can reproduce it."""
+
+    name: str
+
+    def identity(self) -> dict: ...
+
+    def critique(self, requests: Sequence[CritiqueRequest], state: TaskState | None = None) -> Iterator[Critique]: ...
+
+
+def segment_mask(segments: torch.Tensor, verdicts: Sequence[SegmentVerdict]) -> torch.Tensor:
+    """A = union of the segments judged spurious (undecided is not spurious)."""
+    mask = torch.zeros_like(segments, dtype=torch.bool)
+    for v in verdicts:
+        if v.verdict == SPURIOUS:
+            mask |= segments == v.segment
+    return mask
+
+
+def ground_truth_segment_labels(
+    attribution: torch.Tensor, segments: torch.Tensor, gt_mask: torch.Tensor | None, n_segments: int,
+    threshold: float = 0.5,
+) -> list[bool]:
+    """True for a segment whose positive evidence lies mostly (>= threshold) inside the artefact mask.
+
+    A segment without positive evidence is judged by the share of its pixels inside the mask.
+    """
+    out = []
+    pos = attribution.clamp_min(0)
+    gt = gt_mask.bool() if gt_mask is not None else torch.zeros_like(segments, dtype=torch.bool)
+    for s in range(n_segments):
+        sel = segments == s
+        if not bool(sel.any()):
+            out.append(False)
+            continue
+        mass = float(pos[sel].sum())
+        if mass > 0:
+            share = float(pos[sel & gt].sum()) / mass
+        else:
+            share = float((sel & gt).sum()) / float(sel.sum())
+        out.append(share >= threshold)
+    return out
+
+
+class GroundTruthCritic:
+    """Benchmark-only stand-in: judges segments from ground-truth artefact masks.
+
+    With ``error_rate`` 0 it is the paper's upper bound ("RRR with ground-truth masks" through segments);
+    with an error rate e it flips each verdict with probability e, simulating an LVLM whose verdict
+    accuracy is 1 - e. It is never offered as a real critic: its name says "simulated" everywhere.
+    """
+
+    def __init__(self, error_rate: float = 0.0, seed: int = 0, threshold: float = 0.5) -> None:
+        if not 0.0 <= error_rate <= 1.0:
+            raise ValueError("error_rate must be in [0, 1]")
+        self.error_rate = error_rate
+        self.seed = seed
+        self.threshold = threshold
+        acc = 1.0 - error_rate
+        self.name = f"simulated-critic(ground truth, verdict accuracy {acc:.2f}) [benchmark only]"
+
+    def identity(self) -> dict:
+        return {"kind": "ground_truth_simulated", "benchmark_only": True, "error_rate": self.error_rate,
+                "seed": self.seed, "threshold": self.threshold}
+
+    def _flip(self, sample_id: int, segment: int) -> bool:
+        if self.error_rate <= 0:
+            return False
+        h = hashlib.sha256(f"{self.seed}:{sample_id}:{segment}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < self.error_rate
+
+    def critique(self, requests: Sequence[CritiqueRequest], state: TaskState | None = None) -> Iterator[Critique]:
+        state = ensure_state(state)
+        for i, r in enumerate(requests):
+            state.check()
+            n_seg = len(r.segment_evidence)
+            truth = ground_truth_segment_labels(r.attribution, r.segments, r.gt_mask, n_seg, self.threshold)
+            verdicts, lines = [], []
+            for s, t in enumerate(truth):
+                flipped = self._flip(r.sample_id, s)
+                spurious = t != flipped
+                verdicts.append(SegmentVerdict(s, SPURIOUS if spurious else RELEVANT))
+                lines.append(
+                    f"Segment {s + 1} ({r.segment_evidence[s]:.0%} of the evidence): "
+                    f"{'inside' if t else 'outside'} the known artefact region"
+                    f"{' (verdict deliberately flipped)' if flipped else ''} -> {verdicts[-1].verdict}."
+                )
+            text = "Simulated critic for benchmarks (no LVLM involved).\n" + "\n".join(lines)
+            yield Critique(r.sample_id, self.name, text, verdicts, raw={"truth": truth})
+            state.progress(i + 1, len(requests), "critique")
+
+
+class ExpertCritic:
+    """The expert's own verdicts, entered by hand and stored in the project; missing ones are undecided."""
+
+    name = "expert"
+
+    def __init__(self, verdicts: Mapping[int, Mapping[int, str]]) -> None:
+        for per in verdicts.values():
+            for v in per.values():
+                if v not in VERDICTS:
+                    raise ValueError(f"Unknown verdict '{v}'; use one of {VERDICTS}.")
+        self.verdicts = verdicts
+
+    def identity(self) -> dict:
+        return {"kind": "expert"}
+
+    def critique(self, requests: Sequence[CritiqueRequest], state: TaskState | None = None) -> Iterator[Critique]:
+        state = ensure_state(state)
+        for i, r in enumerate(requests):
+            state.check()
+            given = self.verdicts.get(r.sample_id, {})
+            verdicts = [SegmentVerdict(s, given.get(s, UNDECIDED)) for s in range(len(r.segment_evidence))]
+            text = "Verdicts entered by the expert." if given else "No expert verdict entered for this image."
+            yield Critique(r.sample_id, self.name, text, verdicts)
+            state.progress(i + 1, len(requests), "critique")

@@ -1,0 +1,133 @@
+"""Attributions toward the true label (METHOD.md step 3): DeepLIFT-SHAP with captum, batched.
+
+The background is a small random set of training images (default 16). The result is summed over colour
+channels, giving one (H, W) map per image; the convergence delta (DeepLIFT's summation-to-delta error) is
+returned so callers can check and record it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .jobs import TaskState, ensure_state
+from .models import check_no_reused_modules
+
+log = logging.getLogger(__name__)
+
+METHODS = ("deeplift_shap", "input_x_gradient")
+
+
+@dataclass
+class ExplainSettings:
+    method: str = "deeplift_shap"
+    n_background: int = 16
+    batch_size: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Attributions:
+    maps: torch.Tensor  # (N, H, W) summed over channels
+    deltas: torch.Tensor  # (N,) mean absolute convergence delta per image (0 for gradient methods)
+    target_gap: torch.Tensor  # (N,) |f_y(x) - mean_b f_y(b)|, to put deltas into scale
+
+
+def _maxpool2d_rule(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor, grad_input: torch.Tensor,
+                    grad_output: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """DeepLIFT multipliers of a MaxPool2d (captum's rule, with overlapping windows accumulated).
+
+    captum 0.9 routes the output change back with max_unpool, which assigns instead of adding: when
+    windows overlap (ResNet's 3x3/2 stem pool) one input can win several windows and all but one
+    contribution is lost. Here the routing is a scatter-add, identical where windows do not overlap.
+    """
+    with torch.no_grad():
+        x, r = inputs.chunk(2)
+        o, o_r = outputs.chunk(2)
+        delta_in = torch.cat([x - r, x - r])
+        xmax = torch.max(o, o_r)
+        d_via_x = torch.cat([xmax - o_r] * 2) * grad_output
+        d_via_r = torch.cat([o - xmax] * 2) * grad_output
+        _, idx = F.max_pool2d(inputs, module.kernel_size, module.stride, module.padding, module.dilation,
+                              module.ceil_mode, True)
+        ix, ir = idx.chunk(2)
+        routed = torch.zeros_like(inputs).flatten(2)
+        routed.scatter_add_(2, torch.cat([ix, ix]).flatten(2), d_via_x.flatten(2))
+        routed.scatter_add_(2, torch.cat([ir, ir]).flatten(2), d_via_r.flatten(2))
+        routed = routed.view_as(inputs)
+        small = delta_in.abs() < eps
+        return torch.where(small, grad_input, routed / torch.where(small, torch.ones_like(delta_in), delta_in))
+
+
+@contextlib.contextmanager
+def _fixed_maxpool_rule() -> Iterator[None]:
+    from captum.attr._core import deep_lift
+
+    old = deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d]
+    deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d] = _maxpool2d_rule
+    try:
+        yield
+    finally:
+        deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d] = old
+
+
+def background_set(x_train: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x_train), generator=gen)[: min(n, len(x_train))]
+    return x_train[idx]
+
+
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    background: torch.Tensor,
+    settings: ExplainSettings,
+    device: torch.device,
+    state: TaskState | None = None,
+) -> Attributions:
+    """Attributions of ``model`` for ``x`` toward ``targets``, in batches, on ``device``."""
+    from captum.attr import DeepLiftShap, InputXGradient
+
+    state = ensure_state(state)
+    if settings.method not in METHODS:
+        raise ValueError(f"Unknown attribution method '{settings.method}'; choose one of {METHODS}.")
+    model = model.to(device).eval()
+    reused = check_no_reused_modules(model, x[:1].to(device))
+    if reused and settings.method == "deeplift_shap":
+        raise ValueError(f"Model reuses modules {reused}; DeepLIFT would give wrong attributions.")
+    bg = background.to(device)
+    maps, deltas, gaps = [], [], []
+    n = len(x)
+    for start in range(0, n, settings.batch_size):
+        state.check()
+        xb = x[start : start + settings.batch_size].to(device)
+        tb = targets[start : start + settings.batch_size].to(device)
+        if settings.method == "deeplift_shap":
+            with _fixed_maxpool_rule():
+                attr, delta = DeepLiftShap(model).attribute(xb, baselines=bg, target=tb,
+                                                            return_convergence_delta=True)
+            delta = delta.detach().view(len(xb), -1).abs().mean(1)
+        else:
+            attr = InputXGradient(model).attribute(xb.clone().requires_grad_(True), target=tb)
+            delta = torch.zeros(len(xb), device=device)
+        with torch.no_grad():
+            fx = model(xb).gather(1, tb[:, None]).squeeze(1)
+            fb = model(bg).mean(0)[tb]
+        maps.append(attr.detach().sum(dim=1).cpu())
+        deltas.append(delta.cpu())
+        gaps.append((fx - fb).abs().cpu())
+        state.progress(min(start + settings.batch_size, n), n, "attributions")
+    if not maps:
+        h, w = x.shape[-2:]
+        return Attributions(torch.empty(0, h, w), torch.empty(0), torch.empty(0))
+    return Attributions(torch.cat(maps), torch.cat(deltas), torch.cat(gaps))

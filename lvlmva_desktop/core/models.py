@@ -1,0 +1,217 @@
+"""Classifier architectures: the paper's two-layer MLP, a small CNN for CPU demos, ResNet-18/50.
+
+Every ReLU is its own module, used once: DeepLIFT (captum) hooks modules, and torchvision's ResNet blocks
+reuse one ReLU per block, which silently corrupts the attributions. Nothing is downloaded: ResNets start
+from random weights or from a local weights file the user gives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "resnet50")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model from its weights; stored in the safetensors metadata."""
+
+    arch: str
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    hidden: int = 128
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        d = dict(d)
+        d["image_size"] = tuple(d["image_size"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class HookBoundary(nn.Module):
+    """Identity that returns a new tensor, placed between two adjacent non-linear modules.
+
+    captum's DeepLIFT hooks register tensor hooks on a module's input and output; when a ReLU feeds a
+    MaxPool directly, both hooks sit on one tensor and the ReLU reads the gradient before the pool's rule
+    has rewritten it, which breaks summation-to-delta. A copy in between keeps the two hooks apart.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+class MLP(nn.Module):
+    """Two hidden layers as in the RRR / LVLM-VA DecoyMNIST experiments."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.relu1 = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.relu2 = nn.ReLU()
+        self.out = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.relu2(self.fc2(self.relu1(self.fc1(self.flatten(x))))))
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks and global average pooling: trains in seconds on a CPU at 28-96 px."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1),
+            nn.ReLU(),
+            HookBoundary(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.ReLU(),
+            HookBoundary(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class _BasicBlock(tv_resnet.BasicBlock):
+    """torchvision's BasicBlock with one ReLU module per use and no in-place ops (DeepLIFT-safe)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu = nn.ReLU()
+        self.relu_out = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu_out(out + identity)
+
+
+class _Bottleneck(tv_resnet.Bottleneck):
+    """torchvision's Bottleneck with one ReLU module per use and no in-place ops (DeepLIFT-safe)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu = nn.ReLU()
+        self.relu2 = nn.ReLU()
+        self.relu_out = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu_out(out + identity)
+
+
+def _resnet(arch: str, in_channels: int, num_classes: int) -> tv_resnet.ResNet:
+    block, layers = {"resnet18": (_BasicBlock, [2, 2, 2, 2]), "resnet50": (_Bottleneck, [3, 4, 6, 3])}[arch]
+    model = tv_resnet.ResNet(block, layers, num_classes=num_classes)
+    model.relu = nn.Sequential(nn.ReLU(), HookBoundary())  # the stem's ReLU, not in-place, before maxpool
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    if spec.arch == "mlp":
+        h, w = spec.image_size
+        return MLP(spec.in_channels * h * w, spec.num_classes, spec.hidden)
+    if spec.arch == "small_cnn":
+        return SmallCNN(spec.in_channels, spec.num_classes)
+    if spec.arch in ("resnet18", "resnet50"):
+        return _resnet(spec.arch, spec.in_channels, spec.num_classes)
+    raise ValueError(f"Unknown architecture '{spec.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
+
+
+def check_no_reused_modules(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of leaf modules called more than once in a forward pass (DeepLIFT needs none)."""
+    calls: dict[str, int] = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if len(list(mod.children())) == 0:
+            hooks.append(mod.register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [n for n, c in calls.items() if c > 1]
+
+
+def load_pretrained_weights(model: nn.Module, spec: ModelSpec, path: str | Path) -> list[str]:
+    """Load backbone weights from a local file (safetensors, or a .pth read with weights_only=True).
+
+    Keys whose shape does not fit (the classifier head for another number of classes) are skipped; an
+    RGB first convolution is summed over colours for grayscale input. Returns the skipped keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict of tensors.")
+    own = model.state_dict()
+    skipped = []
+    fitted = {}
+    for k, v in state.items():
+        k = k.removeprefix("module.")
+        if k not in own:
+            skipped.append(k)
+            continue
+        if k == "conv1.weight" and v.ndim == 4 and v.shape[1] == 3 and own[k].shape[1] == 1:
+            v = v.sum(dim=1, keepdim=True)
+        if own[k].shape != v.shape:
+            skipped.append(k)
+            continue
+        fitted[k] = v
+    if not fitted:
+        raise ValueError(f"No tensor in {path} fits a {spec.arch} model.")
+    model.load_state_dict(fitted, strict=False)
+    return skipped
+
+
+def spec_metadata(spec: ModelSpec, extra: dict | None = None) -> dict[str, str]:
+    meta = {"lvlmva.spec": json.dumps(spec.to_dict())}
+    for k, v in (extra or {}).items():
+        meta[f"lvlmva.{k}"] = v if isinstance(v, str) else json.dumps(v)
+    return meta
+
+
+@dataclass
+class TrainedModel:
+    """A model with the spec that rebuilds it; the unit stored as a model version."""
+
+    spec: ModelSpec
+    module: nn.Module
+    info: dict = field(default_factory=dict)

@@ -1,0 +1,436 @@
+"""The method's steps as jobs on a project (METHOD.md steps 1-9), each recorded as a run.
+
+Each step is a plain function (project, settings, device, state) -> id of what it produced; the GUI runs
+the same functions in a worker, the CLI with a progress bar. ``run_pipeline`` chains them and writes one
+results JSON per run under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .critic import (
+    UNDECIDED,
+    Critic,
+    CritiqueRequest,
+    SegmentVerdict,
+    ground_truth_segment_labels,
+    segment_mask,
+)
+from .devices import describe_device
+from .explain import ExplainSettings, attribute, background_set
+from .jobs import TaskState, ensure_state
+from .metrics import Evaluation, alignment_score, deltas, evaluate_predictions, verdict_accuracy
+from .models import ModelSpec, build_model, load_pretrained_weights
+from .project import Project, ProjectError, SplitData
+from .sampling import SamplingSettings, predictive_entropy, select_alignment_set
+from .segment import SegmentSettings, ppeps_wgm
+from .train import AlignSettings, TrainSettings, fine_tune_rrr, predict_proba, train_erm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    n_attribution_images: int = 200  # test images with an artefact mask used for the alignment score
+    min_group_size: int = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PipelineSettings:
+    """All settings of one pipeline run, with the defaults of METHOD.md; recorded with every run."""
+
+    arch: str = "small_cnn"
+    train: TrainSettings = field(default_factory=TrainSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
+    segment: SegmentSettings = field(default_factory=SegmentSettings)
+    align: AlignSettings = field(default_factory=AlignSettings)
+    evaluate: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict:
+        return {
+            "arch": self.arch,
+            "train": self.train.to_dict(),
+            "sampling": self.sampling.to_dict(),
+            "explain": self.explain.to_dict(),
+            "segment": self.segment.to_dict(),
+            "align": self.align.to_dict(),
+            "evaluate": self.evaluate.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PipelineSettings:
+        def sub(klass, key):
+            v = d.get(key, {})
+            return klass(**{k: x for k, x in v.items() if k in klass.__dataclass_fields__})
+
+        return cls(
+            arch=d.get("arch", "small_cnn"),
+            train=sub(TrainSettings, "train"),
+            sampling=sub(SamplingSettings, "sampling"),
+            explain=sub(ExplainSettings, "explain"),
+            segment=sub(SegmentSettings, "segment"),
+            align=AlignSettings.from_dict(d.get("align", {})),
+            evaluate=sub(EvalSettings, "evaluate"),
+        )
+
+
+def environment(device: torch.device) -> dict:
+    """Library versions and device, recorded in every run for reproducibility."""
+    import captum
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "lvlmva_desktop": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "captum": captum.__version__,
+        "platform": platform.platform(),
+        "device": describe_device(device),
+    }
+
+
+# -- step 1: the original model -----------------------------------------------------------------------
+def train_original(
+    project: Project, arch: str, settings: TrainSettings, device: torch.device,
+    state: TaskState | None = None, weights: str | None = None,
+) -> int:
+    """Train f with cross-entropy on the training split; store it as a new model version."""
+    state = ensure_state(state)
+    spec = ModelSpec(arch=arch, num_classes=len(project.classes), in_channels=project.channels,
+                     image_size=project.image_size)
+    run_settings = {"arch": arch, "train": settings.to_dict(), "weights": weights, "device": str(device)}
+    with project.run("train", run_settings) as run:
+        data = project.load_split("train", state.child(0.0, 0.1))
+        if len(data.y) == 0:
+            raise ProjectError("The project has no training images; import data first.")
+        torch.manual_seed(settings.seed)
+        model = build_model(spec)
+        skipped = load_pretrained_weights(model, spec, weights) if weights else []
+        hist = train_erm(model, data.x, data.y, settings, device, state.child(0.1, 1.0))
+        info = {"history": [asdict(h) for h in hist], "weights": weights, "skipped_keys": skipped,
+                "data_hash": project.data_hash()}
+        model_id = project.save_model(model, spec, f"{arch} (ERM)", "erm", None, run.id, info)
+        run.results = {"model_id": model_id, "final_train_accuracy": hist[-1].train_accuracy if hist else None}
+    return model_id
+
+
+def import_model(project: Project, path: str, arch: str) -> int:
+    """Register an existing classifier (weights file of a supported architecture) as the original model."""
+    spec = ModelSpec(arch=arch, num_classes=len(project.classes), in_channels=project.channels,
+                     image_size=project.image_size)
+    with project.run("import_model", {"path": path, "arch": arch}) as run:
+        model = build_model(spec)
+        skipped = load_pretrained_weights(model, spec, path)
+        if skipped:
+            raise ProjectError(f"The weights in {path} do not fully fit a {arch} for this project: {skipped[:5]}")
+        model_id = project.save_model(model, spec, f"{arch} (imported)", "imported", None, run.id, {"source": path})
+        run.results = {"model_id": model_id}
+    return model_id
+
+
+# -- step 2: alignment set --------------------------------------------------------------------------
+def sample_alignment_set(
+    project: Project, model_id: int, settings: SamplingSettings, device: torch.device,
+    state: TaskState | None = None,
+) -> int:
+    state = ensure_state(state)
+    with project.run("sample", {"model_id": model_id, "sampling": settings.to_dict()}) as run:
+        model, _ = project.load_model(model_id)
+        data = project.load_split("train", state.child(0.0, 0.3))
+        probs = predict_proba(model, data.x, device)
+        idx = select_alignment_set(probs, data.y, settings)
+        ent = predictive_entropy(probs)
+        ids = [data.sample_ids[i] for i in idx.tolist()]
+        set_id = project.save_alignment_set(run.id, model_id, settings.to_dict(), ids, ent[idx].tolist())
+        share = float(data.has_mask[idx].float().mean()) if len(idx) else float("nan")
+        run.results = {"set_id": set_id, "n": len(ids), "artefact_share": share,
+                       "artefact_share_train": float(data.has_mask.float().mean())}
+        state.progress(1.0)
+    return set_id
+
+
+def _rows(data: SplitData, sample_ids: list[int]) -> torch.Tensor:
+    pos = {s: i for i, s in enumerate(data.sample_ids)}
+    return torch.tensor([pos[s] for s in sample_ids], dtype=torch.long)
+
+
+# -- steps 3-4: attributions and segments -------------------------------------------------------------
+def explain_alignment_set(
+    project: Project, model_id: int, set_id: int, explain: ExplainSettings, segment: SegmentSettings,
+    device: torch.device, state: TaskState | None = None,
+) -> int:
+    state = ensure_state(state)
+    settings = {"model_id": model_id, "set_id": set_id, "explain": explain.to_dict(), "segment": segment.to_dict()}
+    with project.run("explain", settings) as run:
+        model, _ = project.load_model(model_id)
+        data = project.load_split("train", state.child(0.0, 0.1))
+        ids = [r["sample_id"] for r in project.alignment_members(set_id)]
+        rows = _rows(data, ids)
+        bg = background_set(data.x, explain.n_background, explain.seed)
+        attr = attribute(model, data.x[rows], data.y[rows], bg, explain, device, state.child(0.1, 0.8))
+        seg = ppeps_wgm(attr.maps.to(device), segment, state.child(0.8, 1.0))
+        tensors = {
+            "sample_ids": torch.tensor(ids, dtype=torch.int64),
+            "maps": attr.maps,
+            "deltas": attr.deltas,
+            "target_gap": attr.target_gap,
+            "segments": seg.labels.cpu().to(torch.int8),
+            "evidence": seg.evidence.cpu(),
+            "weights": seg.weights.cpu(),
+            "means": seg.means.cpu(),
+        }
+        expl_id = project.save_explanation(run.id, model_id, set_id, settings, tensors)
+        rel_delta = (attr.deltas / attr.target_gap.clamp_min(1e-6)).median().item() if len(ids) else 0.0
+        run.results = {"explanation_id": expl_id, "n": len(ids), "median_relative_delta": rel_delta}
+    return expl_id
+
+
+# -- steps 5-7: critique, verdicts, masks ---------------------------------------------------------------
+def critique_requests(project: Project, expl_id: int, state: TaskState | None = None) -> list[CritiqueRequest]:
+    _, t = project.explanation(expl_id)
+    data = project.load_split("train", state)
+    ids = t["sample_ids"].tolist()
+    rows = _rows(data, ids)
+    _, descriptions = project.class_descriptions()
+    reqs = []
+    for k, (sid, r) in enumerate(zip(ids, rows.tolist())):
+        label = int(data.y[r])
+        name = project.classes[label]
+        reqs.append(CritiqueRequest(
+            sample_id=sid, image=data.x[r], label=label, class_name=name,
+            class_description=descriptions.get(name, ""), attribution=t["maps"][k],
+            segments=t["segments"][k].long(), segment_evidence=t["evidence"][k].tolist(),
+            gt_mask=data.masks[r] if bool(data.has_mask[r]) else None,
+        ))
+    return reqs
+
+
+def run_critique(project: Project, expl_id: int, critic: Critic, state: TaskState | None = None) -> dict:
+    """Ask the critic about every image of the explanation; verdicts are stored as they arrive."""
+    state = ensure_state(state)
+    version, _ = project.class_descriptions()
+    settings = {"explanation_id": expl_id, "critic": critic.identity(), "critic_name": critic.name,
+                "class_descriptions_version": version}
+    with project.run("critique", settings) as run:
+        reqs = critique_requests(project, expl_id, state.child(0.0, 0.05))
+        counts = {"spurious": 0, "relevant": 0, "undecided": 0}
+        n_done = 0
+        for c in critic.critique(reqs, state.child(0.05, 1.0)):
+            project.save_critique(run.id, expl_id, c)
+            for v in c.verdicts:
+                counts[v.verdict] = counts.get(v.verdict, 0) + 1
+            n_done += 1
+            run.results = {"n_images": n_done, "verdicts": counts}
+            state.partial({"kind": "critique", "sample_id": c.sample_id})
+        run.results["verdict_accuracy"] = verdict_accuracy_of(project, expl_id, reqs)
+    return run.results
+
+
+def verdict_accuracy_of(project: Project, expl_id: int, reqs: list[CritiqueRequest]) -> float | None:
+    """Share of effective verdicts equal to the ground truth, over images whose artefact mask is known."""
+    if not _split_has_masks(project):
+        return None  # no ground truth in this data: verdict accuracy is unknown
+    eff = project.effective_verdicts(expl_id)
+    pred, truth = [], []
+    for r in reqs:
+        t = ground_truth_segment_labels(r.attribution, r.segments, r.gt_mask, len(r.segment_evidence))
+        for s, tv in enumerate(t):
+            v = eff.get(r.sample_id, {}).get(s, {}).get("verdict", UNDECIDED)
+            pred.append(None if v == UNDECIDED else v == "spurious")
+            truth.append(tv)
+    return verdict_accuracy(pred, truth) if truth else None
+
+
+def _split_has_masks(project: Project) -> bool:
+    return project.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+def alignment_masks(project: Project, expl_id: int) -> tuple[list[int], torch.Tensor, dict]:
+    """Masks A per alignment image from the effective verdicts (expert overrides the critic)."""
+    _, t = project.explanation(expl_id)
+    eff = project.effective_verdicts(expl_id)
+    ids = t["sample_ids"].tolist()
+    masks = []
+    stats = {"images_with_mask": 0, "spurious_segments": 0, "expert_overrides": 0, "undecided": 0}
+    for k, sid in enumerate(ids):
+        per = eff.get(sid, {})
+        verdicts = [SegmentVerdict(s, d["verdict"]) for s, d in per.items()]
+        stats["spurious_segments"] += sum(v.verdict == "spurious" for v in verdicts)
+        stats["undecided"] += sum(v.verdict == UNDECIDED for v in verdicts)
+        stats["expert_overrides"] += sum(d["source"] == "expert" for d in per.values())
+        m = segment_mask(t["segments"][k].long(), verdicts)
+        stats["images_with_mask"] += int(bool(m.any()))
+        masks.append(m)
+    h, w = project.image_size
+    return ids, torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool), stats
+
+
+# -- step 8: RRR fine-tuning ------------------------------------------------------------------------------
+def align_model(
+    project: Project, model_id: int, expl_id: int, settings: AlignSettings, device: torch.device,
+    state: TaskState | None = None,
+) -> int:
+    state = ensure_state(state)
+    with project.run("align", {"model_id": model_id, "explanation_id": expl_id, "align": settings.to_dict()}) as run:
+        model, spec = project.load_model(model_id)
+        data = project.load_split("train", state.child(0.0, 0.05))
+        ids, masks, stats = alignment_masks(project, expl_id)
+        rows = _rows(data, ids)
+        tuned, hist = fine_tune_rrr(model, data.x, data.y, data.x[rows], data.y[rows], masks, settings, device,
+                                    state.child(0.05, 1.0))
+        info = {"history": [asdict(h) for h in hist], "explanation_id": expl_id, "mask_stats": stats,
+                "align": settings.to_dict()}
+        new_id = project.save_model(tuned, spec, f"{spec.arch} (RRR, lambda={settings.lambda_:g})", "rrr",
+                                    model_id, run.id, info)
+        run.results = {"model_id": new_id, "mask_stats": stats}
+    return new_id
+
+
+# -- step 9: evaluation --------------------------------------------------------------------------------
+def evaluate_model(
+    module: torch.nn.Module, data: SplitData, classes: list[str], settings: EvalSettings,
+    background: torch.Tensor, device: torch.device, state: TaskState | None = None,
+) -> Evaluation:
+    state = ensure_state(state)
+    probs = predict_proba(module, data.x, device)
+    ev = evaluate_predictions(probs.argmax(1), data.y, data.groups, classes, settings.min_group_size)
+    idx = torch.nonzero(data.has_mask & data.masks.flatten(1).any(1)).flatten()[: settings.n_attribution_images]
+    if len(idx) and settings.n_attribution_images > 0:
+        attr = attribute(module, data.x[idx], data.y[idx], background, ExplainSettings(), device, state)
+        ev.alignment = alignment_score(attr.maps, data.masks[idx])
+    return ev
+
+
+def evaluate_models(
+    project: Project, model_ids: list[int], settings: EvalSettings, device: torch.device,
+    state: TaskState | None = None,
+) -> dict:
+    state = ensure_state(state)
+    with project.run("evaluate", {"model_ids": model_ids, "evaluate": settings.to_dict()}) as run:
+        test = project.load_split("test", state.child(0.0, 0.1))
+        if len(test.y) == 0:
+            raise ProjectError("The project has no test images; import data with a test split first.")
+        train = project.load_split("train")
+        bg = background_set(train.x, 16, 0)
+        out = {}
+        for i, mid in enumerate(model_ids):
+            module, _ = project.load_model(mid)
+            sub = state.child(0.1 + 0.9 * i / len(model_ids), 0.1 + 0.9 * (i + 1) / len(model_ids))
+            ev = evaluate_model(module, test, project.classes, settings, bg, device, sub)
+            out[mid] = ev
+            project.save_metrics(run.id, mid, "test", {"accuracy": ev.accuracy, "wga": ev.worst_group_accuracy,
+                                                        "alignment": ev.alignment}, ev.to_dict())
+        run.results = {str(k): v.to_dict() for k, v in out.items()}
+    return out
+
+
+# -- the whole pipeline ---------------------------------------------------------------------------------
+def run_pipeline(
+    project: Project, settings: PipelineSettings, critic: Critic, device: torch.device,
+    state: TaskState | None = None, model_id: int | None = None,
+) -> dict:
+    """Steps 1-9 on a project; returns the results dict also written to runs/run-<id>.json."""
+    state = ensure_state(state)
+    t0 = time.perf_counter()
+    with project.run("pipeline", settings.to_dict()) as run:
+        timings = {}
+
+        def timed(name, fn, *a, **k):
+            t = time.perf_counter()
+            r = fn(*a, **k)
+            timings[name] = time.perf_counter() - t
+            return r
+
+        if model_id is None:
+            model_id = timed("train", train_original, project, settings.arch, settings.train, device,
+                             state.child(0.0, 0.25))
+        set_id = timed("sample", sample_alignment_set, project, model_id, settings.sampling, device,
+                       state.child(0.25, 0.3))
+        expl_id = timed("explain", explain_alignment_set, project, model_id, set_id, settings.explain,
+                        settings.segment, device, state.child(0.3, 0.45))
+        crit = timed("critique", run_critique, project, expl_id, critic, state.child(0.45, 0.55))
+        new_id = timed("align", align_model, project, model_id, expl_id, settings.align, device,
+                       state.child(0.55, 0.85))
+        evals = timed("evaluate", evaluate_models, project, [model_id, new_id], settings.evaluate, device,
+                      state.child(0.85, 1.0))
+        set_run = project.db.execute(
+            "SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets WHERE id=?)", (set_id,)
+        ).fetchone()
+        version, _ = project.class_descriptions()
+        results = {
+            "run_id": run.id,
+            "project": project.manifest["name"],
+            "data_hash": project.data_hash(),
+            "settings": settings.to_dict(),
+            "environment": environment(device),
+            "critic": {"name": critic.name, **critic.identity()},
+            "class_descriptions_version": version,
+            "models": {
+                "original": {"id": model_id, "sha256": project.model_row(model_id)["sha256"]},
+                "aligned": {"id": new_id, "sha256": project.model_row(new_id)["sha256"]},
+            },
+            "alignment_set": {"id": set_id, **json.loads(set_run["results"])},
+            "explanation_id": expl_id,
+            "critique": crit,
+            "before": evals[model_id].to_dict(),
+            "after": evals[new_id].to_dict(),
+            "deltas": deltas(evals[model_id], evals[new_id]),
+            "timings_s": timings,
+            "total_s": time.perf_counter() - t0,
+        }
+        path = project.root / "runs" / f"run-{run.id:04d}.json"
+        path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        results["results_file"] = str(path)
+        run.results = {"results_file": project.rel(path), "deltas": results["deltas"]}
+    return results
+
+
+def results_table(results: dict) -> str:
+    """A plain-text before/after table of a pipeline run's results."""
+    b, a = results["before"], results["after"]
+
+    def f(v):
+        return "  n/a" if v is None else f"{v:5.3f}"
+
+    lines = [
+        f"{'':28s} {'original':>9s} {'aligned':>9s} {'change':>8s}",
+        f"{'average accuracy':28s} {f(b['accuracy']):>9s} {f(a['accuracy']):>9s} {results['deltas']['dAGA']:+8.3f}",
+    ]
+    if "dWGA" in results["deltas"]:
+        lines.append(f"{'worst-group accuracy':28s} {f(b['worst_group_accuracy']):>9s} "
+                     f"{f(a['worst_group_accuracy']):>9s} {results['deltas']['dWGA']:+8.3f}")
+    if b.get("alignment") is not None and a.get("alignment") is not None:
+        lines.append(f"{'alignment (outside artefact)':28s} {f(b['alignment']):>9s} {f(a['alignment']):>9s} "
+                     f"{a['alignment'] - b['alignment']:+8.3f}")
+    lines.append("per group (class / attribute, n):")
+    after_groups = {(g["label"], g["group"]): g for g in a["groups"]}
+    for g in b["groups"]:
+        ag = after_groups.get((g["label"], g["group"]), {})
+        lines.append(f"  {g['label'] + ' / ' + (g['group'] or '-'):26s} {f(g['accuracy']):>9s} "
+                     f"{f(ag.get('accuracy')):>9s}   n={g['n']}")
+    va = results.get("critique", {}).get("verdict_accuracy")
+    if va is not None:
+        lines.append(f"verdict accuracy of the critic: {va:.3f}")
+    share = results.get("alignment_set", {}).get("artefact_share")
+    if share is not None:
+        lines.append(f"alignment set: {results['alignment_set']['n']} images, {share:.0%} with an artefact")
+    return "\n".join(lines)
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.write_text(json.dumps(results, indent=2), encoding="utf-8")

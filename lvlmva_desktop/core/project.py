@@ -1,0 +1,521 @@
+"""The project: a folder with a versioned manifest, one SQLite database and immutable model versions.
+
+Layout::
+
+    project.json        manifest (schema_version, name, classes, image size, channels)
+    project.sqlite      samples, alignment sets, explanations, critiques, verdicts, runs, metrics (WAL)
+    models/             model versions as safetensors, read-only, sha256 recorded in the database
+    artifacts/          attribution and segment maps as safetensors
+    runs/               one results JSON per pipeline run
+    cache/              derived data (decoded image tensors); safe to delete
+
+Paths inside are relative to the project folder, so a project can be moved. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .data import ImportReport
+from .images import mask_to_tensor, read_image, read_mask, to_tensor
+from .jobs import Cancelled, TaskState, ensure_state
+from .models import ModelSpec, build_model, spec_metadata
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "project.json"
+DATABASE = "project.sqlite"
+
+# Manifest migrations: MIGRATIONS[v] turns a version-v manifest into version v+1.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, label INTEGER NOT NULL, split TEXT NOT NULL,
+    grp TEXT, mask_path TEXT, height INTEGER, width INTEGER, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS imports (
+    id INTEGER PRIMARY KEY, created REAL, source TEXT, n_imported INTEGER, n_skipped INTEGER, report TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, started REAL, finished REAL,
+    user TEXT, settings TEXT, results TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS models (
+    id INTEGER PRIMARY KEY, name TEXT, kind TEXT, parent_id INTEGER REFERENCES models(id),
+    run_id INTEGER REFERENCES runs(id), path TEXT NOT NULL, sha256 TEXT NOT NULL, spec TEXT NOT NULL,
+    info TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS alignment_sets (
+    id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs(id), model_id INTEGER REFERENCES models(id),
+    settings TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS alignment_members (
+    set_id INTEGER REFERENCES alignment_sets(id), rank INTEGER, sample_id INTEGER REFERENCES samples(id),
+    entropy REAL, PRIMARY KEY (set_id, rank));
+CREATE TABLE IF NOT EXISTS explanations (
+    id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs(id), model_id INTEGER REFERENCES models(id),
+    set_id INTEGER REFERENCES alignment_sets(id), settings TEXT, path TEXT, sha256 TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS critiques (
+    id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs(id),
+    explanation_id INTEGER REFERENCES explanations(id), sample_id INTEGER REFERENCES samples(id),
+    critic TEXT, text TEXT, raw TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY, explanation_id INTEGER REFERENCES explanations(id),
+    sample_id INTEGER REFERENCES samples(id), segment INTEGER, verdict TEXT NOT NULL,
+    source TEXT NOT NULL, author TEXT, critique_id INTEGER REFERENCES critiques(id), created REAL);
+CREATE INDEX IF NOT EXISTS verdicts_by_expl ON verdicts(explanation_id, sample_id, segment);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs(id), model_id INTEGER REFERENCES models(id),
+    split TEXT, name TEXT, value REAL, detail TEXT);
+CREATE TABLE IF NOT EXISTS class_descriptions (
+    version INTEGER PRIMARY KEY, created REAL, author TEXT, descriptions TEXT NOT NULL);
+"""
+
+
+class ProjectError(Exception):
+    """A project cannot be created or opened; the message says why in plain words."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some sandboxes
+        return "unknown"
+
+
+@dataclass
+class SplitData:
+    """Decoded images of one split, ready for a model: rows align across all fields."""
+
+    sample_ids: list[int]
+    x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    y: torch.Tensor  # (N,) int64
+    groups: list[str | None]
+    masks: torch.Tensor  # (N, H, W) bool ground-truth artefact masks (all False where unknown / none)
+    has_mask: torch.Tensor  # (N,) bool
+
+
+class Project:
+    """An open project folder. Use ``Project.create`` or ``Project.open``; close (or use ``with``)."""
+
+    def __init__(self, root: Path, manifest: dict) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.db = sqlite3.connect(str(root / DATABASE), timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        root: str | Path,
+        name: str,
+        classes: list[str],
+        image_size: tuple[int, int],
+        channels: int,
+    ) -> Project:
+        root = Path(root)
+        if (root / MANIFEST).exists():
+            raise ProjectError(f"A project already exists in {root}.")
+        if channels not in (1, 3):
+            raise ProjectError("Images must be used with 1 (grayscale) or 3 (RGB) channels.")
+        for sub in ("models", "artifacts", "runs", "cache"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "created": time.time(),
+            "classes": list(classes),
+            "image_size": list(image_size),
+            "channels": channels,
+        }
+        _atomic_write_json(root / MANIFEST, manifest)
+        return cls(root, manifest)
+
+    @classmethod
+    def open(cls, root: str | Path) -> Project:
+        root = Path(root)
+        mpath = root / MANIFEST
+        if not mpath.is_file():
+            raise ProjectError(f"{root} is not an LVLM-VA project (no {MANIFEST}).")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ProjectError(f"The project manifest {mpath} cannot be read: {e}") from e
+        version = manifest.get("schema_version")
+        if not isinstance(version, int):
+            raise ProjectError(f"The project manifest {mpath} has no schema version.")
+        if version > SCHEMA_VERSION:
+            raise ProjectError(
+                f"This project was written by a newer version (schema {version}); this program reads up to "
+                f"{SCHEMA_VERSION}. Update the program to open it."
+            )
+        while version < SCHEMA_VERSION:
+            manifest = MIGRATIONS[version](manifest)
+            version = manifest["schema_version"] = version + 1
+            _atomic_write_json(mpath, manifest)
+        try:
+            return cls(root, manifest)
+        except sqlite3.DatabaseError as e:
+            raise ProjectError(f"The project database {root / DATABASE} is damaged or not a database: {e}") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    # -- manifest -----------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.manifest["image_size"]
+        return int(h), int(w)
+
+    @property
+    def channels(self) -> int:
+        return int(self.manifest["channels"])
+
+    def rel(self, path: str | Path) -> str:
+        return Path(os.path.relpath(Path(path).resolve(), self.root.resolve())).as_posix()
+
+    def abs(self, rel: str) -> Path:
+        return (self.root / rel).resolve()
+
+    # -- data -----------------------------------------------------------------------------------------
+    def add_samples(self, report: ImportReport) -> int:
+        """Add the good rows of an import report; unknown classes are refused by the report's importer."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({s.label for s in report.samples} - set(index))
+        if unknown:
+            raise ProjectError(f"Labels {unknown} are not classes of this project ({self.classes}).")
+        added = 0
+        with self.transaction() as db:
+            for s in report.samples:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO samples (path, label, split, grp, mask_path, height, width, sha256) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (self.rel(s.path), index[s.label], s.split, s.group,
+                     self.rel(s.mask_path) if s.mask_path else None, s.height, s.width, s.sha256),
+                )
+                added += cur.rowcount
+            db.execute(
+                "INSERT INTO imports (created, source, n_imported, n_skipped, report) VALUES (?,?,?,?,?)",
+                (time.time(), report.source, added, len(report.skipped), json.dumps(report.to_dict())),
+            )
+        return added
+
+    def samples(self, split: str | None = None) -> list[sqlite3.Row]:
+        if split is None:
+            return self.db.execute("SELECT * FROM samples ORDER BY id").fetchall()
+        return self.db.execute("SELECT * FROM samples WHERE split=? ORDER BY id", (split,)).fetchall()
+
+    def data_hash(self) -> str:
+        """Hash of the data manifest (paths, labels, splits, groups, masks, content hashes)."""
+        h = hashlib.sha256()
+        for r in self.samples():
+            h.update(json.dumps([r["path"], r["label"], r["split"], r["grp"], r["mask_path"], r["sha256"]]).encode())
+        return h.hexdigest()
+
+    def load_split(self, split: str, state: TaskState | None = None) -> SplitData:
+        """Decode a split at the project's image size and channels, cached as safetensors."""
+        state = ensure_state(state)
+        rows = self.samples(split)
+        key = hashlib.sha256(
+            json.dumps([self.image_size, self.channels, [(r["id"], r["sha256"], r["mask_path"]) for r in rows]]).encode()
+        ).hexdigest()[:16]
+        cache = self.root / "cache" / f"data-{split}-{key}.safetensors"
+        ids = [r["id"] for r in rows]
+        groups = [r["grp"] for r in rows]
+        y = torch.tensor([r["label"] for r in rows], dtype=torch.int64)
+        if cache.is_file():
+            t = load_file(str(cache))
+            return SplitData(ids, t["x"], y, groups, t["masks"], t["has_mask"])
+        h, w = self.image_size
+        x = torch.zeros(len(rows), self.channels, h, w)
+        masks = torch.zeros(len(rows), h, w, dtype=torch.bool)
+        has_mask = torch.zeros(len(rows), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            state.check()
+            x[i] = to_tensor(read_image(self.abs(r["path"])), (h, w), self.channels)
+            if r["mask_path"]:
+                masks[i] = mask_to_tensor(read_mask(self.abs(r["mask_path"])), (h, w))
+                has_mask[i] = True
+            if i % 64 == 0:
+                state.progress(i, len(rows), f"decoding {split} images")
+        state.progress(1.0, None, f"decoded {len(rows)} {split} images")
+        tmp = cache.with_suffix(".tmp")
+        save_file({"x": x, "masks": masks, "has_mask": has_mask}, str(tmp))
+        os.replace(tmp, cache)
+        return SplitData(ids, x, y, groups, masks, has_mask)
+
+    # -- class descriptions -------------------------------------------------------------------------
+    def set_class_descriptions(self, descriptions: dict[str, str]) -> int:
+        missing = [c for c in self.classes if not descriptions.get(c, "").strip()]
+        if missing:
+            raise ProjectError(f"Every class needs a description; missing for: {', '.join(missing)}.")
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO class_descriptions (created, author, descriptions) VALUES (?,?,?)",
+                (time.time(), current_user(), json.dumps({c: descriptions[c] for c in self.classes})),
+            )
+        return int(cur.lastrowid)
+
+    def class_descriptions(self) -> tuple[int | None, dict[str, str]]:
+        row = self.db.execute("SELECT * FROM class_descriptions ORDER BY version DESC LIMIT 1").fetchone()
+        if row is None:
+            return None, {c: "" for c in self.classes}
+        return int(row["version"]), json.loads(row["descriptions"])
+
+    # -- runs -----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def run(self, kind: str, settings: dict) -> Iterator[RunHandle]:
+        """Record a run: 'running' now, then finished / cancelled / failed with the error text."""
+        cur = self.db.execute(
+            "INSERT INTO runs (kind, status, started, user, settings) VALUES (?,?,?,?,?)",
+            (kind, "running", time.time(), current_user(), json.dumps(settings)),
+        )
+        handle = RunHandle(self, int(cur.lastrowid))
+        try:
+            yield handle
+        except (Cancelled, KeyboardInterrupt):
+            self._finish_run(handle.id, "cancelled", handle.results, "cancelled by the user")
+            raise
+        except BaseException as e:
+            self._finish_run(handle.id, "failed", handle.results, f"{type(e).__name__}: {e}")
+            raise
+        else:
+            self._finish_run(handle.id, "finished", handle.results, None)
+
+    def _finish_run(self, run_id: int, status: str, results: dict, error: str | None) -> None:
+        self.db.execute(
+            "UPDATE runs SET status=?, finished=?, results=?, error=? WHERE id=?",
+            (status, time.time(), json.dumps(results), error, run_id),
+        )
+
+    def get_run(self, run_id: int) -> sqlite3.Row:
+        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"No run {run_id} in this project.")
+        return row
+
+    # -- model versions -------------------------------------------------------------------------------
+    def save_model(
+        self, module: torch.nn.Module, spec: ModelSpec, name: str, kind: str, parent_id: int | None,
+        run_id: int | None, info: dict | None = None,
+    ) -> int:
+        """Store a new immutable model version (safetensors, read-only file, sha256 in the database)."""
+        info = info or {}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO models (name, kind, parent_id, run_id, path, sha256, spec, info, created) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (name, kind, parent_id, run_id, "", "", json.dumps(spec.to_dict()), json.dumps(info), time.time()),
+            )
+            model_id = int(cur.lastrowid)
+            path = self.root / "models" / f"model-{model_id:04d}-{kind}.safetensors"
+            tmp = path.with_suffix(".tmp")
+            save_file(tensors, str(tmp), metadata=spec_metadata(spec, {"name": name, "kind": kind}))
+            os.replace(tmp, path)
+            os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            db.execute("UPDATE models SET path=?, sha256=? WHERE id=?", (self.rel(path), sha256_file(path), model_id))
+        return model_id
+
+    def model_row(self, model_id: int) -> sqlite3.Row:
+        row = self.db.execute("SELECT * FROM models WHERE id=?", (model_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"No model version {model_id} in this project.")
+        return row
+
+    def models(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM models ORDER BY id").fetchall()
+
+    def latest_model(self, kind: str | None = None) -> int | None:
+        q = "SELECT id FROM models" + (" WHERE kind=?" if kind else "") + " ORDER BY id DESC LIMIT 1"
+        row = self.db.execute(q, (kind,) if kind else ()).fetchone()
+        return int(row["id"]) if row else None
+
+    def load_model(self, model_id: int) -> tuple[torch.nn.Module, ModelSpec]:
+        """Rebuild a model version, refusing a file whose sha256 differs from the recorded one."""
+        row = self.model_row(model_id)
+        path = self.abs(row["path"])
+        if not path.is_file():
+            raise ProjectError(f"The file of model version {model_id} is missing: {path}")
+        digest = sha256_file(path)
+        if digest != row["sha256"]:
+            raise ProjectError(f"Model version {model_id} was modified on disk (sha256 mismatch); refusing to use it.")
+        spec = ModelSpec.from_dict(json.loads(row["spec"]))
+        module = build_model(spec)
+        module.load_state_dict(load_file(str(path)))
+        return module.eval(), spec
+
+    # -- alignment sets, explanations -----------------------------------------------------------------
+    def save_alignment_set(self, run_id: int, model_id: int, settings: dict, sample_ids: list[int],
+                           entropies: list[float]) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO alignment_sets (run_id, model_id, settings, created) VALUES (?,?,?,?)",
+                (run_id, model_id, json.dumps(settings), time.time()),
+            )
+            set_id = int(cur.lastrowid)
+            db.executemany(
+                "INSERT INTO alignment_members (set_id, rank, sample_id, entropy) VALUES (?,?,?,?)",
+                [(set_id, i, s, e) for i, (s, e) in enumerate(zip(sample_ids, entropies))],
+            )
+        return set_id
+
+    def alignment_members(self, set_id: int) -> list[sqlite3.Row]:
+        rows = self.db.execute("SELECT * FROM alignment_members WHERE set_id=? ORDER BY rank", (set_id,)).fetchall()
+        if not rows:
+            raise ProjectError(f"No alignment set {set_id} in this project.")
+        return rows
+
+    def latest_id(self, table: str) -> int | None:
+        if table not in ("alignment_sets", "explanations", "models", "runs"):
+            raise ValueError(table)
+        row = self.db.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
+        return int(row["id"]) if row else None
+
+    def save_explanation(self, run_id: int, model_id: int, set_id: int, settings: dict,
+                         tensors: dict[str, torch.Tensor]) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO explanations (run_id, model_id, set_id, settings, path, sha256, created) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (run_id, model_id, set_id, json.dumps(settings), "", "", time.time()),
+            )
+            expl_id = int(cur.lastrowid)
+            path = self.root / "artifacts" / f"explanation-{expl_id:04d}.safetensors"
+            tmp = path.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+            os.replace(tmp, path)
+            db.execute("UPDATE explanations SET path=?, sha256=? WHERE id=?",
+                       (self.rel(path), sha256_file(path), expl_id))
+        return expl_id
+
+    def explanation(self, expl_id: int) -> tuple[sqlite3.Row, dict[str, torch.Tensor]]:
+        row = self.db.execute("SELECT * FROM explanations WHERE id=?", (expl_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"No explanation {expl_id} in this project.")
+        return row, load_file(str(self.abs(row["path"])))
+
+    # -- critiques and verdicts -------------------------------------------------------------------------
+    def save_critique(self, run_id: int | None, expl_id: int, critique: object) -> int:
+        """Store a critic's text and its verdicts (source 'critic'); an expert's later word overrides them."""
+        from .critic import Critique
+
+        assert isinstance(critique, Critique)
+        now = time.time()
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO critiques (run_id, explanation_id, sample_id, critic, text, raw, created) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (run_id, expl_id, critique.sample_id, critique.critic, critique.text, json.dumps(critique.raw), now),
+            )
+            cid = int(cur.lastrowid)
+            db.executemany(
+                "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, critique_id, created)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                [(expl_id, critique.sample_id, v.segment, v.verdict, "critic", critique.critic, cid, now)
+                 for v in critique.verdicts],
+            )
+        return cid
+
+    def set_expert_verdict(self, expl_id: int, sample_id: int, segment: int, verdict: str) -> None:
+        from .critic import VERDICTS
+
+        if verdict not in VERDICTS:
+            raise ProjectError(f"Unknown verdict '{verdict}'; use one of {', '.join(VERDICTS)}.")
+        self.db.execute(
+            "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, created) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (expl_id, sample_id, segment, verdict, "expert", current_user(), time.time()),
+        )
+
+    def effective_verdicts(self, expl_id: int) -> dict[int, dict[int, dict]]:
+        """Per sample and segment: the latest expert verdict if any, else the latest critic verdict."""
+        out: dict[int, dict[int, dict]] = {}
+        rows = self.db.execute(
+            "SELECT * FROM verdicts WHERE explanation_id=? ORDER BY id", (expl_id,)
+        ).fetchall()
+        for r in rows:
+            cur = out.setdefault(r["sample_id"], {}).get(r["segment"])
+            if cur is not None and cur["source"] == "expert" and r["source"] != "expert":
+                continue
+            out[r["sample_id"]][r["segment"]] = {"verdict": r["verdict"], "source": r["source"], "author": r["author"]}
+        return out
+
+    def expert_verdicts(self, expl_id: int) -> dict[int, dict[int, str]]:
+        out: dict[int, dict[int, str]] = {}
+        for r in self.db.execute(
+            "SELECT * FROM verdicts WHERE explanation_id=? AND source='expert' ORDER BY id", (expl_id,)
+        ):
+            out.setdefault(r["sample_id"], {})[r["segment"]] = r["verdict"]
+        return out
+
+    def critiques(self, expl_id: int) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM critiques WHERE explanation_id=? ORDER BY id", (expl_id,)).fetchall()
+
+    # -- metrics --------------------------------------------------------------------------------------
+    def save_metrics(self, run_id: int, model_id: int, split: str, values: dict[str, float | None],
+                     detail: dict | None = None) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO metrics (run_id, model_id, split, name, value, detail) VALUES (?,?,?,?,?,?)",
+                [(run_id, model_id, split, k, v, json.dumps(detail) if detail else None) for k, v in values.items()],
+            )
+
+
+class RunHandle:
+    """A running run; set ``results`` (a dict) to have them stored when the run ends."""
+
+    def __init__(self, project: Project, run_id: int) -> None:
+        self.project = project
+        self.id = run_id
+        self.results: dict = {}
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
