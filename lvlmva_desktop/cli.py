@@ -1,16 +1,16 @@
 """The headless twin of the GUI: every pipeline step as a command, scriptable and reproducible.
 
-    lvlmva generate isic-like data/isic            # a benchmark data set (CSV manifest + masks)
-    lvlmva import proj --csv data/isic/manifest.csv --image-size 64 --channels 3
-    lvlmva describe proj --defaults isic-like      # or --class NAME "text" ...
-    lvlmva train proj                              # step 1
-    lvlmva sample proj --n 200                     # step 2
-    lvlmva explain proj                            # steps 3-4
-    lvlmva critique proj --critic simulated --verdict-accuracy 0.87   # steps 5-6
-    lvlmva verdict proj --sample 12 --segment 2 --set spurious        # the expert's word
-    lvlmva align proj                              # steps 7-8
-    lvlmva evaluate proj                           # step 9
-    lvlmva run proj                                # all of it, one results JSON
+lvlmva generate isic-like data/isic            # a benchmark data set (CSV manifest + masks)
+lvlmva import proj --csv data/isic/manifest.csv --image-size 64 --channels 3
+lvlmva describe proj --defaults isic-like      # or --class NAME "text" ...
+lvlmva train proj                              # step 1
+lvlmva sample proj --n 200                     # step 2
+lvlmva explain proj                            # steps 3-4
+lvlmva critique proj --critic simulated --verdict-accuracy 0.87   # steps 5-6
+lvlmva verdict proj --sample 12 --segment 2 --set spurious        # the expert's word
+lvlmva align proj                              # steps 7-8
+lvlmva evaluate proj                           # step 9
+lvlmva run proj                                # all of it, one results JSON
 """
 
 from __future__ import annotations
@@ -32,8 +32,17 @@ class _Bar:
     def __init__(self, quiet: bool) -> None:
         from .core.jobs import TaskState
 
-        self.bar = None if quiet else tqdm(total=1000, unit="‰", file=sys.stderr, leave=False,
-                                           bar_format="{desc:30.30} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        self.bar = (
+            None
+            if quiet
+            else tqdm(
+                total=1000,
+                unit="‰",
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc:30.30} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+            )
+        )
         self.state = TaskState(on_progress=self._progress, on_message=self._message)
 
     def _progress(self, frac: float, msg: str) -> None:
@@ -77,7 +86,9 @@ def _pipeline_settings(args: argparse.Namespace):
         target = d
         for p in parts[:-1]:
             if p not in target or not isinstance(target[p], dict):
-                raise ValueError(f"Unknown setting '{key}'. Known sections: {', '.join(k for k in d if isinstance(d[k], dict))}")
+                raise ValueError(
+                    f"Unknown setting '{key}'. Known sections: {', '.join(k for k in d if isinstance(d[k], dict))}"
+                )
             target = target[p]
         if parts[-1] not in target:
             raise ValueError(f"Unknown setting '{key}'. Known: {', '.join(sorted(target))}")
@@ -145,11 +156,21 @@ def cmd_import(args):
     bar = _Bar(args.quiet)
     try:
         if args.csv:
-            report = import_csv_manifest(args.csv, classes=classes, test_fraction=args.test_fraction,
-                                         seed=args.seed or 0, state=bar.state)
+            report = import_csv_manifest(
+                args.csv,
+                classes=classes,
+                test_fraction=args.test_fraction,
+                seed=args.seed or 0,
+                state=bar.state,
+            )
         else:
-            report = import_class_folders(args.folder, classes=classes, test_fraction=args.test_fraction,
-                                          seed=args.seed or 0, state=bar.state)
+            report = import_class_folders(
+                args.folder,
+                classes=classes,
+                test_fraction=args.test_fraction,
+                seed=args.seed or 0,
+                state=bar.state,
+            )
     finally:
         bar.close()
     if not report.samples:
@@ -161,7 +182,9 @@ def cmd_import(args):
         channels = args.channels
         if channels is None:
             channels = 1 if all(_is_gray(s.path) for s in report.samples[:50]) else 3
-        size = tuple(args.image_size) if args.image_size else (report.samples[0].height, report.samples[0].width)
+        size = (
+            tuple(args.image_size) if args.image_size else (report.samples[0].height, report.samples[0].width)
+        )
         if len(size) == 1:
             size = (size[0], size[0])
         project = Project.create(root, args.name or root.name, report.classes, size, channels)
@@ -232,10 +255,15 @@ def cmd_sample(args):
             sid = sample_alignment_set(p, mid, s.sampling, _device(args), bar.state)
         finally:
             bar.close()
-        res = json.loads(p.db.execute("SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets "
-                                      "WHERE id=?)", (sid,)).fetchone()[0])
-        print(f"Alignment set {sid}: {res['n']} images ({s.sampling.strategy}) from model {mid}; "
-              f"{res['artefact_share']:.0%} carry a known artefact.")
+        res = json.loads(
+            p.db.execute(
+                "SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets WHERE id=?)", (sid,)
+            ).fetchone()[0]
+        )
+        print(
+            f"Alignment set {sid}: {res['n']} images ({s.sampling.strategy}) from model {mid}; "
+            f"{res['artefact_share']:.0%} carry a known artefact."
+        )
 
 
 def cmd_explain(args):
@@ -244,13 +272,18 @@ def cmd_explain(args):
     s = _pipeline_settings(args)
     with _open(args) as p:
         set_id = _latest(p, "alignment_sets", args.set_id, "alignment set")
-        mid = args.model or p.db.execute("SELECT model_id FROM alignment_sets WHERE id=?", (set_id,)).fetchone()[0]
+        mid = (
+            args.model
+            or p.db.execute("SELECT model_id FROM alignment_sets WHERE id=?", (set_id,)).fetchone()[0]
+        )
         bar = _Bar(args.quiet)
         try:
             eid = explain_alignment_set(p, mid, set_id, s.explain, s.segment, _device(args), bar.state)
         finally:
             bar.close()
-        print(f"Explanation {eid}: attributions and {s.segment.n_components} segments per image of set {set_id}.")
+        print(
+            f"Explanation {eid}: attributions and {s.segment.n_components} segments per image of set {set_id}."
+        )
 
 
 def cmd_critique(args):
@@ -281,7 +314,10 @@ def cmd_verdict(args):
         for sid in sorted(eff):
             if args.sample is not None and sid != args.sample:
                 continue
-            parts = [f"{s + 1}:{d['verdict']}{'*' if d['source'] == 'expert' else ''}" for s, d in sorted(eff[sid].items())]
+            parts = [
+                f"{s + 1}:{d['verdict']}{'*' if d['source'] == 'expert' else ''}"
+                for s, d in sorted(eff[sid].items())
+            ]
             print(f"sample {sid}: " + "  ".join(parts))
         print("(* = the expert's verdict, overriding the critic's)")
 
@@ -316,7 +352,11 @@ def cmd_evaluate(args):
             bar.close()
         out = {str(k): v.to_dict() for k, v in evs.items()}
         for mid, ev in evs.items():
-            wga = "n/a" if ev.worst_group_accuracy is None else f"{ev.worst_group_accuracy:.3f} ({ev.worst_group})"
+            wga = (
+                "n/a"
+                if ev.worst_group_accuracy is None
+                else f"{ev.worst_group_accuracy:.3f} ({ev.worst_group})"
+            )
             al = "n/a" if ev.alignment is None else f"{ev.alignment:.3f}"
             print(f"model {mid}: accuracy {ev.accuracy:.3f}, worst-group accuracy {wga}, alignment {al}")
         if args.json:
@@ -341,8 +381,10 @@ def cmd_run(args):
 def cmd_status(args):
     with _open(args) as p:
         m = p.manifest
-        print(f"Project '{m['name']}' at {p.root}: classes {', '.join(p.classes)}; images "
-              f"{m['image_size'][0]}x{m['image_size'][1]}x{m['channels']}")
+        print(
+            f"Project '{m['name']}' at {p.root}: classes {', '.join(p.classes)}; images "
+            f"{m['image_size'][0]}x{m['image_size'][1]}x{m['channels']}"
+        )
         for split in ("train", "val", "test"):
             n = len(p.samples(split))
             if n:
@@ -372,8 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
         if settings:
             sp.add_argument("--settings", help="JSON file of pipeline settings (see `lvlmva settings`)")
-            sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                            help="override one setting, e.g. align.lambda=100 or sampling.n=300")
+            sp.add_argument(
+                "--set",
+                action="append",
+                metavar="KEY=VALUE",
+                help="override one setting, e.g. align.lambda=100 or sampling.n=300",
+            )
             sp.add_argument("--seed", type=int, help="seed for every step")
             sp.add_argument("--arch", choices=["mlp", "small_cnn", "resnet18", "resnet50"])
         sp.set_defaults(func=fn)
@@ -383,24 +429,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", choices=["decoymnist", "isic-like", "elpv-tags"])
     sp.add_argument("out", help="output folder")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="generator parameter, e.g. n_train=500")
+    sp.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="generator parameter, e.g. n_train=500"
+    )
 
-    sp = add("import", cmd_import, "import images (class folders or CSV manifest); creates the project if needed")
+    sp = add(
+        "import", cmd_import, "import images (class folders or CSV manifest); creates the project if needed"
+    )
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", help="CSV manifest with columns path,label[,group,split,mask]")
-    src.add_argument("--folder", help="folder with one subfolder per class (optionally under train/ and test/)")
+    src.add_argument(
+        "--folder", help="folder with one subfolder per class (optionally under train/ and test/)"
+    )
     sp.add_argument("--name", help="project name (new projects)")
-    sp.add_argument("--image-size", type=int, nargs="+", metavar="PX", help="model input size H [W] (new projects)")
+    sp.add_argument(
+        "--image-size", type=int, nargs="+", metavar="PX", help="model input size H [W] (new projects)"
+    )
     sp.add_argument("--channels", type=int, choices=[1, 3], help="1 = grayscale, 3 = RGB (new projects)")
-    sp.add_argument("--test-fraction", type=float, default=0.2, help="share of rows without a split put in test")
+    sp.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share of rows without a split put in test"
+    )
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--report", help="write the validation report as JSON here")
 
     sp = add("describe", cmd_describe, "show or set what each class must be judged by")
     sp.add_argument("--class", dest="cls", nargs=2, action="append", metavar=("NAME", "TEXT"))
     sp.add_argument("--file", help="JSON {class: description}")
-    sp.add_argument("--defaults", choices=["decoymnist", "isic-like", "elpv-tags"],
-                    help="the built-in descriptions of a benchmark set")
+    sp.add_argument(
+        "--defaults",
+        choices=["decoymnist", "isic-like", "elpv-tags"],
+        help="the built-in descriptions of a benchmark set",
+    )
 
     sp = add("train", cmd_train, "step 1: train the original model with cross-entropy", settings=True)
     sp.add_argument("--weights", help="local weights file to start from (safetensors or .pth)")
@@ -412,15 +471,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("sample", cmd_sample, "step 2: choose the alignment set (low entropy by default)", settings=True)
     sp.add_argument("--model", type=int, help="model version (default: latest)")
 
-    sp = add("explain", cmd_explain, "steps 3-4: DeepLIFT-SHAP attributions and PPEPS-WGM segments", settings=True)
+    sp = add(
+        "explain", cmd_explain, "steps 3-4: DeepLIFT-SHAP attributions and PPEPS-WGM segments", settings=True
+    )
     sp.add_argument("--set-id", type=int, help="alignment set (default: latest)")
     sp.add_argument("--model", type=int, help="model version (default: the set's)")
 
     def critic_args(sp):
-        sp.add_argument("--critic", choices=["simulated", "expert"], default="simulated",
-                        help="simulated = ground-truth critic for BENCHMARKS ONLY; expert = your stored verdicts")
-        sp.add_argument("--verdict-accuracy", type=float, default=1.0,
-                        help="simulated critic's verdict accuracy (1.0 = ground-truth masks)")
+        sp.add_argument(
+            "--critic",
+            choices=["simulated", "expert"],
+            default="simulated",
+            help="simulated = ground-truth critic for BENCHMARKS ONLY; expert = your stored verdicts",
+        )
+        sp.add_argument(
+            "--verdict-accuracy",
+            type=float,
+            default=1.0,
+            help="simulated critic's verdict accuracy (1.0 = ground-truth masks)",
+        )
         sp.add_argument("--critic-seed", type=int, default=0)
 
     sp = add("critique", cmd_critique, "steps 5-6: critic and judge give a verdict per segment")
@@ -433,17 +502,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--segment", type=int, help="segment number, from 1")
     sp.add_argument("--set", choices=["spurious", "relevant", "undecided"])
 
-    sp = add("align", cmd_align, "steps 7-8: masks from verdicts, RRR fine-tuning into a new model version",
-             settings=True)
+    sp = add(
+        "align",
+        cmd_align,
+        "steps 7-8: masks from verdicts, RRR fine-tuning into a new model version",
+        settings=True,
+    )
     sp.add_argument("--explanation", type=int)
     sp.add_argument("--model", type=int)
 
-    sp = add("evaluate", cmd_evaluate, "step 9: accuracy, worst-group accuracy and alignment on the test split",
-             settings=True)
+    sp = add(
+        "evaluate",
+        cmd_evaluate,
+        "step 9: accuracy, worst-group accuracy and alignment on the test split",
+        settings=True,
+    )
     sp.add_argument("--models", type=int, nargs="+")
     sp.add_argument("--json", help="write the metrics here")
 
-    sp = add("run", cmd_run, "steps 1-9 in one go; writes runs/run-N.json and prints the table", settings=True)
+    sp = add(
+        "run", cmd_run, "steps 1-9 in one go; writes runs/run-N.json and prints the table", settings=True
+    )
     sp.add_argument("--model", type=int, help="start from this model version instead of training one")
     critic_args(sp)
 
@@ -459,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     from .core.jobs import Cancelled
     from .core.project import ProjectError
 

@@ -61,7 +61,9 @@ class Critic(Protocol):
 
     def identity(self) -> dict: ...
 
-    def critique(self, requests: Sequence[CritiqueRequest], state: TaskState | None = None) -> Iterator[Critique]: ...
+    def critique(
+        self, requests: Sequence[CritiqueRequest], state: TaskState | None = None
+    ) -> Iterator[Critique]: ...
 
 
 def segment_mask(segments: torch.Tensor, verdicts: Sequence[SegmentVerdict]) -> torch.Tensor:
@@ -74,7 +76,10 @@ def segment_mask(segments: torch.Tensor, verdicts: Sequence[SegmentVerdict]) -> 
 
 
 def ground_truth_segment_labels(
-    attribution: torch.Tensor, segments: torch.Tensor, gt_mask: torch.Tensor | None, n_segments: int,
+    attribution: torch.Tensor,
+    segments: torch.Tensor,
+    gt_mask: torch.Tensor | None,
+    n_segments: int,
     threshold: float = 0.5,
 ) -> list[bool]:
     """True for a segment whose positive evidence lies mostly (>= threshold) inside the artefact mask.
@@ -116,8 +121,13 @@ class GroundTruthCritic:
         self.name = f"simulated-critic(ground truth, verdict accuracy {acc:.2f}) [benchmark only]"
 
     def identity(self) -> dict:
-        return {"kind": "ground_truth_simulated", "benchmark_only": True, "error_rate": self.error_rate,
-                "seed": self.seed, "threshold": self.threshold}
+        return {
+            "kind": "ground_truth_simulated",
+            "benchmark_only": True,
+            "error_rate": self.error_rate,
+            "seed": self.seed,
+            "threshold": self.threshold,
+        }
 
     def _flip(self, sample_id: int, segment: int) -> bool:
         if self.error_rate <= 0:
@@ -125,7 +135,9 @@ class GroundTruthCritic:
         h = hashlib.sha256(f"{self.seed}:{sample_id}:{segment}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64 < self.error_rate
 
-    def critique(self, requests: Sequence[CritiqueRequest], state: TaskState | None = None) -> Iterator[Critique]:
+    def critique(
+        self, requests: Sequence[CritiqueRequest], state: TaskState | None = None
+    ) -> Iterator[Critique]:
         state = ensure_state(state)
         for i, r in enumerate(requests):
             state.check()
@@ -161,7 +173,9 @@ class ExpertCritic:
     def identity(self) -> dict:
         return {"kind": "expert"}
 
-    def critique(self, requests: Sequence[CritiqueRequest], state: TaskState | None = None) -> Iterator[Critique]:
+    def critique(
+        self, requests: Sequence[CritiqueRequest], state: TaskState | None = None
+    ) -> Iterator[Critique]:
         state = ensure_state(state)
         for i, r in enumerate(requests):
             state.check()

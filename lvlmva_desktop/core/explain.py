@@ -42,8 +42,14 @@ class Attributions:
     target_gap: torch.Tensor  # (N,) |f_y(x) - mean_b f_y(b)|, to put deltas into scale
 
 
-def _maxpool2d_rule(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor, grad_input: torch.Tensor,
-                    grad_output: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+def _maxpool2d_rule(
+    module: nn.Module,
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    grad_input: torch.Tensor,
+    grad_output: torch.Tensor,
+    eps: float = 1e-10,
+) -> torch.Tensor:
     """DeepLIFT multipliers of a MaxPool2d (captum's rule, with overlapping windows accumulated).
 
     captum 0.9 routes the output change back with max_unpool, which assigns instead of adding: when
@@ -57,15 +63,18 @@ def _maxpool2d_rule(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tens
         xmax = torch.max(o, o_r)
         d_via_x = torch.cat([xmax - o_r] * 2) * grad_output
         d_via_r = torch.cat([o - xmax] * 2) * grad_output
-        _, idx = F.max_pool2d(inputs, module.kernel_size, module.stride, module.padding, module.dilation,
-                              module.ceil_mode, True)
+        _, idx = F.max_pool2d(
+            inputs, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode, True
+        )
         ix, ir = idx.chunk(2)
         routed = torch.zeros_like(inputs).flatten(2)
         routed.scatter_add_(2, torch.cat([ix, ix]).flatten(2), d_via_x.flatten(2))
         routed.scatter_add_(2, torch.cat([ir, ir]).flatten(2), d_via_r.flatten(2))
         routed = routed.view_as(inputs)
         small = delta_in.abs() < eps
-        return torch.where(small, grad_input, routed / torch.where(small, torch.ones_like(delta_in), delta_in))
+        return torch.where(
+            small, grad_input, routed / torch.where(small, torch.ones_like(delta_in), delta_in)
+        )
 
 
 @contextlib.contextmanager
@@ -114,8 +123,9 @@ def attribute(
         tb = targets[start : start + settings.batch_size].to(device)
         if settings.method == "deeplift_shap":
             with _fixed_maxpool_rule():
-                attr, delta = DeepLiftShap(model).attribute(xb, baselines=bg, target=tb,
-                                                            return_convergence_delta=True)
+                attr, delta = DeepLiftShap(model).attribute(
+                    xb, baselines=bg, target=tb, return_convergence_delta=True
+                )
             delta = delta.detach().view(len(xb), -1).abs().mean(1)
         else:
             attr = InputXGradient(model).attribute(xb.clone().requires_grad_(True), target=tb)

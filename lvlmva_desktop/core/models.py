@@ -152,7 +152,9 @@ def check_no_reused_modules(model: nn.Module, x: torch.Tensor) -> list[str]:
     hooks = []
     for name, mod in model.named_modules():
         if len(list(mod.children())) == 0:
-            hooks.append(mod.register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1)))
+            hooks.append(
+                mod.register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1))
+            )
     try:
         with torch.no_grad():
             model(x)

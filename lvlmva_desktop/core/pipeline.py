@@ -106,13 +106,21 @@ def environment(device: torch.device) -> dict:
 
 # -- step 1: the original model -----------------------------------------------------------------------
 def train_original(
-    project: Project, arch: str, settings: TrainSettings, device: torch.device,
-    state: TaskState | None = None, weights: str | None = None,
+    project: Project,
+    arch: str,
+    settings: TrainSettings,
+    device: torch.device,
+    state: TaskState | None = None,
+    weights: str | None = None,
 ) -> int:
     """Train f with cross-entropy on the training split; store it as a new model version."""
     state = ensure_state(state)
-    spec = ModelSpec(arch=arch, num_classes=len(project.classes), in_channels=project.channels,
-                     image_size=project.image_size)
+    spec = ModelSpec(
+        arch=arch,
+        num_classes=len(project.classes),
+        in_channels=project.channels,
+        image_size=project.image_size,
+    )
     run_settings = {"arch": arch, "train": settings.to_dict(), "weights": weights, "device": str(device)}
     with project.run("train", run_settings) as run:
         data = project.load_split("train", state.child(0.0, 0.1))
@@ -122,30 +130,48 @@ def train_original(
         model = build_model(spec)
         skipped = load_pretrained_weights(model, spec, weights) if weights else []
         hist = train_erm(model, data.x, data.y, settings, device, state.child(0.1, 1.0))
-        info = {"history": [asdict(h) for h in hist], "weights": weights, "skipped_keys": skipped,
-                "data_hash": project.data_hash()}
+        info = {
+            "history": [asdict(h) for h in hist],
+            "weights": weights,
+            "skipped_keys": skipped,
+            "data_hash": project.data_hash(),
+        }
         model_id = project.save_model(model, spec, f"{arch} (ERM)", "erm", None, run.id, info)
-        run.results = {"model_id": model_id, "final_train_accuracy": hist[-1].train_accuracy if hist else None}
+        run.results = {
+            "model_id": model_id,
+            "final_train_accuracy": hist[-1].train_accuracy if hist else None,
+        }
     return model_id
 
 
 def import_model(project: Project, path: str, arch: str) -> int:
     """Register an existing classifier (weights file of a supported architecture) as the original model."""
-    spec = ModelSpec(arch=arch, num_classes=len(project.classes), in_channels=project.channels,
-                     image_size=project.image_size)
+    spec = ModelSpec(
+        arch=arch,
+        num_classes=len(project.classes),
+        in_channels=project.channels,
+        image_size=project.image_size,
+    )
     with project.run("import_model", {"path": path, "arch": arch}) as run:
         model = build_model(spec)
         skipped = load_pretrained_weights(model, spec, path)
         if skipped:
-            raise ProjectError(f"The weights in {path} do not fully fit a {arch} for this project: {skipped[:5]}")
-        model_id = project.save_model(model, spec, f"{arch} (imported)", "imported", None, run.id, {"source": path})
+            raise ProjectError(
+                f"The weights in {path} do not fully fit a {arch} for this project: {skipped[:5]}"
+            )
+        model_id = project.save_model(
+            model, spec, f"{arch} (imported)", "imported", None, run.id, {"source": path}
+        )
         run.results = {"model_id": model_id}
     return model_id
 
 
 # -- step 2: alignment set --------------------------------------------------------------------------
 def sample_alignment_set(
-    project: Project, model_id: int, settings: SamplingSettings, device: torch.device,
+    project: Project,
+    model_id: int,
+    settings: SamplingSettings,
+    device: torch.device,
     state: TaskState | None = None,
 ) -> int:
     state = ensure_state(state)
@@ -158,8 +184,12 @@ def sample_alignment_set(
         ids = [data.sample_ids[i] for i in idx.tolist()]
         set_id = project.save_alignment_set(run.id, model_id, settings.to_dict(), ids, ent[idx].tolist())
         share = float(data.has_mask[idx].float().mean()) if len(idx) else float("nan")
-        run.results = {"set_id": set_id, "n": len(ids), "artefact_share": share,
-                       "artefact_share_train": float(data.has_mask.float().mean())}
+        run.results = {
+            "set_id": set_id,
+            "n": len(ids),
+            "artefact_share": share,
+            "artefact_share_train": float(data.has_mask.float().mean()),
+        }
         state.progress(1.0)
     return set_id
 
@@ -171,11 +201,21 @@ def _rows(data: SplitData, sample_ids: list[int]) -> torch.Tensor:
 
 # -- steps 3-4: attributions and segments -------------------------------------------------------------
 def explain_alignment_set(
-    project: Project, model_id: int, set_id: int, explain: ExplainSettings, segment: SegmentSettings,
-    device: torch.device, state: TaskState | None = None,
+    project: Project,
+    model_id: int,
+    set_id: int,
+    explain: ExplainSettings,
+    segment: SegmentSettings,
+    device: torch.device,
+    state: TaskState | None = None,
 ) -> int:
     state = ensure_state(state)
-    settings = {"model_id": model_id, "set_id": set_id, "explain": explain.to_dict(), "segment": segment.to_dict()}
+    settings = {
+        "model_id": model_id,
+        "set_id": set_id,
+        "explain": explain.to_dict(),
+        "segment": segment.to_dict(),
+    }
     with project.run("explain", settings) as run:
         model, _ = project.load_model(model_id)
         data = project.load_split("train", state.child(0.0, 0.1))
@@ -201,7 +241,9 @@ def explain_alignment_set(
 
 
 # -- steps 5-7: critique, verdicts, masks ---------------------------------------------------------------
-def critique_requests(project: Project, expl_id: int, state: TaskState | None = None) -> list[CritiqueRequest]:
+def critique_requests(
+    project: Project, expl_id: int, state: TaskState | None = None
+) -> list[CritiqueRequest]:
     _, t = project.explanation(expl_id)
     data = project.load_split("train", state)
     ids = t["sample_ids"].tolist()
@@ -211,12 +253,19 @@ def critique_requests(project: Project, expl_id: int, state: TaskState | None = 
     for k, (sid, r) in enumerate(zip(ids, rows.tolist())):
         label = int(data.y[r])
         name = project.classes[label]
-        reqs.append(CritiqueRequest(
-            sample_id=sid, image=data.x[r], label=label, class_name=name,
-            class_description=descriptions.get(name, ""), attribution=t["maps"][k],
-            segments=t["segments"][k].long(), segment_evidence=t["evidence"][k].tolist(),
-            gt_mask=data.masks[r] if bool(data.has_mask[r]) else None,
-        ))
+        reqs.append(
+            CritiqueRequest(
+                sample_id=sid,
+                image=data.x[r],
+                label=label,
+                class_name=name,
+                class_description=descriptions.get(name, ""),
+                attribution=t["maps"][k],
+                segments=t["segments"][k].long(),
+                segment_evidence=t["evidence"][k].tolist(),
+                gt_mask=data.masks[r] if bool(data.has_mask[r]) else None,
+            )
+        )
     return reqs
 
 
@@ -224,8 +273,12 @@ def run_critique(project: Project, expl_id: int, critic: Critic, state: TaskStat
     """Ask the critic about every image of the explanation; verdicts are stored as they arrive."""
     state = ensure_state(state)
     version, _ = project.class_descriptions()
-    settings = {"explanation_id": expl_id, "critic": critic.identity(), "critic_name": critic.name,
-                "class_descriptions_version": version}
+    settings = {
+        "explanation_id": expl_id,
+        "critic": critic.identity(),
+        "critic_name": critic.name,
+        "class_descriptions_version": version,
+    }
     with project.run("critique", settings) as run:
         reqs = critique_requests(project, expl_id, state.child(0.0, 0.05))
         counts = {"spurious": 0, "relevant": 0, "undecided": 0}
@@ -257,7 +310,9 @@ def verdict_accuracy_of(project: Project, expl_id: int, reqs: list[CritiqueReque
 
 
 def _split_has_masks(project: Project) -> bool:
-    return project.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone() is not None
+    return (
+        project.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone() is not None
+    )
 
 
 def alignment_masks(project: Project, expl_id: int) -> tuple[list[int], torch.Tensor, dict]:
@@ -282,34 +337,53 @@ def alignment_masks(project: Project, expl_id: int) -> tuple[list[int], torch.Te
 
 # -- step 8: RRR fine-tuning ------------------------------------------------------------------------------
 def align_model(
-    project: Project, model_id: int, expl_id: int, settings: AlignSettings, device: torch.device,
+    project: Project,
+    model_id: int,
+    expl_id: int,
+    settings: AlignSettings,
+    device: torch.device,
     state: TaskState | None = None,
 ) -> int:
     state = ensure_state(state)
-    with project.run("align", {"model_id": model_id, "explanation_id": expl_id, "align": settings.to_dict()}) as run:
+    with project.run(
+        "align", {"model_id": model_id, "explanation_id": expl_id, "align": settings.to_dict()}
+    ) as run:
         model, spec = project.load_model(model_id)
         data = project.load_split("train", state.child(0.0, 0.05))
         ids, masks, stats = alignment_masks(project, expl_id)
         rows = _rows(data, ids)
-        tuned, hist = fine_tune_rrr(model, data.x, data.y, data.x[rows], data.y[rows], masks, settings, device,
-                                    state.child(0.05, 1.0))
-        info = {"history": [asdict(h) for h in hist], "explanation_id": expl_id, "mask_stats": stats,
-                "align": settings.to_dict()}
-        new_id = project.save_model(tuned, spec, f"{spec.arch} (RRR, lambda={settings.lambda_:g})", "rrr",
-                                    model_id, run.id, info)
+        tuned, hist = fine_tune_rrr(
+            model, data.x, data.y, data.x[rows], data.y[rows], masks, settings, device, state.child(0.05, 1.0)
+        )
+        info = {
+            "history": [asdict(h) for h in hist],
+            "explanation_id": expl_id,
+            "mask_stats": stats,
+            "align": settings.to_dict(),
+        }
+        new_id = project.save_model(
+            tuned, spec, f"{spec.arch} (RRR, lambda={settings.lambda_:g})", "rrr", model_id, run.id, info
+        )
         run.results = {"model_id": new_id, "mask_stats": stats}
     return new_id
 
 
 # -- step 9: evaluation --------------------------------------------------------------------------------
 def evaluate_model(
-    module: torch.nn.Module, data: SplitData, classes: list[str], settings: EvalSettings,
-    background: torch.Tensor, device: torch.device, state: TaskState | None = None,
+    module: torch.nn.Module,
+    data: SplitData,
+    classes: list[str],
+    settings: EvalSettings,
+    background: torch.Tensor,
+    device: torch.device,
+    state: TaskState | None = None,
 ) -> Evaluation:
     state = ensure_state(state)
     probs = predict_proba(module, data.x, device)
     ev = evaluate_predictions(probs.argmax(1), data.y, data.groups, classes, settings.min_group_size)
-    idx = torch.nonzero(data.has_mask & data.masks.flatten(1).any(1)).flatten()[: settings.n_attribution_images]
+    idx = torch.nonzero(data.has_mask & data.masks.flatten(1).any(1)).flatten()[
+        : settings.n_attribution_images
+    ]
     if len(idx) and settings.n_attribution_images > 0:
         attr = attribute(module, data.x[idx], data.y[idx], background, ExplainSettings(), device, state)
         ev.alignment = alignment_score(attr.maps, data.masks[idx])
@@ -317,7 +391,10 @@ def evaluate_model(
 
 
 def evaluate_models(
-    project: Project, model_ids: list[int], settings: EvalSettings, device: torch.device,
+    project: Project,
+    model_ids: list[int],
+    settings: EvalSettings,
+    device: torch.device,
     state: TaskState | None = None,
 ) -> dict:
     state = ensure_state(state)
@@ -333,16 +410,25 @@ def evaluate_models(
             sub = state.child(0.1 + 0.9 * i / len(model_ids), 0.1 + 0.9 * (i + 1) / len(model_ids))
             ev = evaluate_model(module, test, project.classes, settings, bg, device, sub)
             out[mid] = ev
-            project.save_metrics(run.id, mid, "test", {"accuracy": ev.accuracy, "wga": ev.worst_group_accuracy,
-                                                        "alignment": ev.alignment}, ev.to_dict())
+            project.save_metrics(
+                run.id,
+                mid,
+                "test",
+                {"accuracy": ev.accuracy, "wga": ev.worst_group_accuracy, "alignment": ev.alignment},
+                ev.to_dict(),
+            )
         run.results = {str(k): v.to_dict() for k, v in out.items()}
     return out
 
 
 # -- the whole pipeline ---------------------------------------------------------------------------------
 def run_pipeline(
-    project: Project, settings: PipelineSettings, critic: Critic, device: torch.device,
-    state: TaskState | None = None, model_id: int | None = None,
+    project: Project,
+    settings: PipelineSettings,
+    critic: Critic,
+    device: torch.device,
+    state: TaskState | None = None,
+    model_id: int | None = None,
 ) -> dict:
     """Steps 1-9 on a project; returns the results dict also written to runs/run-<id>.json."""
     state = ensure_state(state)
@@ -357,17 +443,48 @@ def run_pipeline(
             return r
 
         if model_id is None:
-            model_id = timed("train", train_original, project, settings.arch, settings.train, device,
-                             state.child(0.0, 0.25))
-        set_id = timed("sample", sample_alignment_set, project, model_id, settings.sampling, device,
-                       state.child(0.25, 0.3))
-        expl_id = timed("explain", explain_alignment_set, project, model_id, set_id, settings.explain,
-                        settings.segment, device, state.child(0.3, 0.45))
+            model_id = timed(
+                "train",
+                train_original,
+                project,
+                settings.arch,
+                settings.train,
+                device,
+                state.child(0.0, 0.25),
+            )
+        set_id = timed(
+            "sample",
+            sample_alignment_set,
+            project,
+            model_id,
+            settings.sampling,
+            device,
+            state.child(0.25, 0.3),
+        )
+        expl_id = timed(
+            "explain",
+            explain_alignment_set,
+            project,
+            model_id,
+            set_id,
+            settings.explain,
+            settings.segment,
+            device,
+            state.child(0.3, 0.45),
+        )
         crit = timed("critique", run_critique, project, expl_id, critic, state.child(0.45, 0.55))
-        new_id = timed("align", align_model, project, model_id, expl_id, settings.align, device,
-                       state.child(0.55, 0.85))
-        evals = timed("evaluate", evaluate_models, project, [model_id, new_id], settings.evaluate, device,
-                      state.child(0.85, 1.0))
+        new_id = timed(
+            "align", align_model, project, model_id, expl_id, settings.align, device, state.child(0.55, 0.85)
+        )
+        evals = timed(
+            "evaluate",
+            evaluate_models,
+            project,
+            [model_id, new_id],
+            settings.evaluate,
+            device,
+            state.child(0.85, 1.0),
+        )
         set_run = project.db.execute(
             "SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets WHERE id=?)", (set_id,)
         ).fetchone()
@@ -412,17 +529,23 @@ def results_table(results: dict) -> str:
         f"{'average accuracy':28s} {f(b['accuracy']):>9s} {f(a['accuracy']):>9s} {results['deltas']['dAGA']:+8.3f}",
     ]
     if "dWGA" in results["deltas"]:
-        lines.append(f"{'worst-group accuracy':28s} {f(b['worst_group_accuracy']):>9s} "
-                     f"{f(a['worst_group_accuracy']):>9s} {results['deltas']['dWGA']:+8.3f}")
+        lines.append(
+            f"{'worst-group accuracy':28s} {f(b['worst_group_accuracy']):>9s} "
+            f"{f(a['worst_group_accuracy']):>9s} {results['deltas']['dWGA']:+8.3f}"
+        )
     if b.get("alignment") is not None and a.get("alignment") is not None:
-        lines.append(f"{'alignment (outside artefact)':28s} {f(b['alignment']):>9s} {f(a['alignment']):>9s} "
-                     f"{a['alignment'] - b['alignment']:+8.3f}")
+        lines.append(
+            f"{'alignment (outside artefact)':28s} {f(b['alignment']):>9s} {f(a['alignment']):>9s} "
+            f"{a['alignment'] - b['alignment']:+8.3f}"
+        )
     lines.append("per group (class / attribute, n):")
     after_groups = {(g["label"], g["group"]): g for g in a["groups"]}
     for g in b["groups"]:
         ag = after_groups.get((g["label"], g["group"]), {})
-        lines.append(f"  {g['label'] + ' / ' + (g['group'] or '-'):26s} {f(g['accuracy']):>9s} "
-                     f"{f(ag.get('accuracy')):>9s}   n={g['n']}")
+        lines.append(
+            f"  {g['label'] + ' / ' + (g['group'] or '-'):26s} {f(g['accuracy']):>9s} "
+            f"{f(ag.get('accuracy')):>9s}   n={g['n']}"
+        )
     va = results.get("critique", {}).get("verdict_accuracy")
     if va is not None:
         lines.append(f"verdict accuracy of the critic: {va:.3f}")

@@ -179,7 +179,9 @@ class Project:
         try:
             return cls(root, manifest)
         except sqlite3.DatabaseError as e:
-            raise ProjectError(f"The project database {root / DATABASE} is damaged or not a database: {e}") from e
+            raise ProjectError(
+                f"The project database {root / DATABASE} is damaged or not a database: {e}"
+            ) from e
 
     def close(self) -> None:
         self.db.close()
@@ -234,8 +236,16 @@ class Project:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO samples (path, label, split, grp, mask_path, height, width, sha256) "
                     "VALUES (?,?,?,?,?,?,?,?)",
-                    (self.rel(s.path), index[s.label], s.split, s.group,
-                     self.rel(s.mask_path) if s.mask_path else None, s.height, s.width, s.sha256),
+                    (
+                        self.rel(s.path),
+                        index[s.label],
+                        s.split,
+                        s.group,
+                        self.rel(s.mask_path) if s.mask_path else None,
+                        s.height,
+                        s.width,
+                        s.sha256,
+                    ),
                 )
                 added += cur.rowcount
             db.execute(
@@ -253,7 +263,11 @@ class Project:
         """Hash of the data manifest (paths, labels, splits, groups, masks, content hashes)."""
         h = hashlib.sha256()
         for r in self.samples():
-            h.update(json.dumps([r["path"], r["label"], r["split"], r["grp"], r["mask_path"], r["sha256"]]).encode())
+            h.update(
+                json.dumps(
+                    [r["path"], r["label"], r["split"], r["grp"], r["mask_path"], r["sha256"]]
+                ).encode()
+            )
         return h.hexdigest()
 
     def load_split(self, split: str, state: TaskState | None = None) -> SplitData:
@@ -261,7 +275,9 @@ class Project:
         state = ensure_state(state)
         rows = self.samples(split)
         key = hashlib.sha256(
-            json.dumps([self.image_size, self.channels, [(r["id"], r["sha256"], r["mask_path"]) for r in rows]]).encode()
+            json.dumps(
+                [self.image_size, self.channels, [(r["id"], r["sha256"], r["mask_path"]) for r in rows]]
+            ).encode()
         ).hexdigest()[:16]
         cache = self.root / "cache" / f"data-{split}-{key}.safetensors"
         ids = [r["id"] for r in rows]
@@ -340,8 +356,14 @@ class Project:
 
     # -- model versions -------------------------------------------------------------------------------
     def save_model(
-        self, module: torch.nn.Module, spec: ModelSpec, name: str, kind: str, parent_id: int | None,
-        run_id: int | None, info: dict | None = None,
+        self,
+        module: torch.nn.Module,
+        spec: ModelSpec,
+        name: str,
+        kind: str,
+        parent_id: int | None,
+        run_id: int | None,
+        info: dict | None = None,
     ) -> int:
         """Store a new immutable model version (safetensors, read-only file, sha256 in the database)."""
         info = info or {}
@@ -350,7 +372,17 @@ class Project:
             cur = db.execute(
                 "INSERT INTO models (name, kind, parent_id, run_id, path, sha256, spec, info, created) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
-                (name, kind, parent_id, run_id, "", "", json.dumps(spec.to_dict()), json.dumps(info), time.time()),
+                (
+                    name,
+                    kind,
+                    parent_id,
+                    run_id,
+                    "",
+                    "",
+                    json.dumps(spec.to_dict()),
+                    json.dumps(info),
+                    time.time(),
+                ),
             )
             model_id = int(cur.lastrowid)
             path = self.root / "models" / f"model-{model_id:04d}-{kind}.safetensors"
@@ -358,7 +390,9 @@ class Project:
             save_file(tensors, str(tmp), metadata=spec_metadata(spec, {"name": name, "kind": kind}))
             os.replace(tmp, path)
             os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            db.execute("UPDATE models SET path=?, sha256=? WHERE id=?", (self.rel(path), sha256_file(path), model_id))
+            db.execute(
+                "UPDATE models SET path=?, sha256=? WHERE id=?", (self.rel(path), sha256_file(path), model_id)
+            )
         return model_id
 
     def model_row(self, model_id: int) -> sqlite3.Row:
@@ -383,15 +417,18 @@ class Project:
             raise ProjectError(f"The file of model version {model_id} is missing: {path}")
         digest = sha256_file(path)
         if digest != row["sha256"]:
-            raise ProjectError(f"Model version {model_id} was modified on disk (sha256 mismatch); refusing to use it.")
+            raise ProjectError(
+                f"Model version {model_id} was modified on disk (sha256 mismatch); refusing to use it."
+            )
         spec = ModelSpec.from_dict(json.loads(row["spec"]))
         module = build_model(spec)
         module.load_state_dict(load_file(str(path)))
         return module.eval(), spec
 
     # -- alignment sets, explanations -----------------------------------------------------------------
-    def save_alignment_set(self, run_id: int, model_id: int, settings: dict, sample_ids: list[int],
-                           entropies: list[float]) -> int:
+    def save_alignment_set(
+        self, run_id: int, model_id: int, settings: dict, sample_ids: list[int], entropies: list[float]
+    ) -> int:
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO alignment_sets (run_id, model_id, settings, created) VALUES (?,?,?,?)",
@@ -405,7 +442,9 @@ class Project:
         return set_id
 
     def alignment_members(self, set_id: int) -> list[sqlite3.Row]:
-        rows = self.db.execute("SELECT * FROM alignment_members WHERE set_id=? ORDER BY rank", (set_id,)).fetchall()
+        rows = self.db.execute(
+            "SELECT * FROM alignment_members WHERE set_id=? ORDER BY rank", (set_id,)
+        ).fetchall()
         if not rows:
             raise ProjectError(f"No alignment set {set_id} in this project.")
         return rows
@@ -416,8 +455,9 @@ class Project:
         row = self.db.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
         return int(row["id"]) if row else None
 
-    def save_explanation(self, run_id: int, model_id: int, set_id: int, settings: dict,
-                         tensors: dict[str, torch.Tensor]) -> int:
+    def save_explanation(
+        self, run_id: int, model_id: int, set_id: int, settings: dict, tensors: dict[str, torch.Tensor]
+    ) -> int:
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO explanations (run_id, model_id, set_id, settings, path, sha256, created) "
@@ -429,8 +469,10 @@ class Project:
             tmp = path.with_suffix(".tmp")
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
             os.replace(tmp, path)
-            db.execute("UPDATE explanations SET path=?, sha256=? WHERE id=?",
-                       (self.rel(path), sha256_file(path), expl_id))
+            db.execute(
+                "UPDATE explanations SET path=?, sha256=? WHERE id=?",
+                (self.rel(path), sha256_file(path), expl_id),
+            )
         return expl_id
 
     def explanation(self, expl_id: int) -> tuple[sqlite3.Row, dict[str, torch.Tensor]]:
@@ -450,14 +492,24 @@ class Project:
             cur = db.execute(
                 "INSERT INTO critiques (run_id, explanation_id, sample_id, critic, text, raw, created) "
                 "VALUES (?,?,?,?,?,?,?)",
-                (run_id, expl_id, critique.sample_id, critique.critic, critique.text, json.dumps(critique.raw), now),
+                (
+                    run_id,
+                    expl_id,
+                    critique.sample_id,
+                    critique.critic,
+                    critique.text,
+                    json.dumps(critique.raw),
+                    now,
+                ),
             )
             cid = int(cur.lastrowid)
             db.executemany(
                 "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, critique_id, created)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                [(expl_id, critique.sample_id, v.segment, v.verdict, "critic", critique.critic, cid, now)
-                 for v in critique.verdicts],
+                [
+                    (expl_id, critique.sample_id, v.segment, v.verdict, "critic", critique.critic, cid, now)
+                    for v in critique.verdicts
+                ],
             )
         return cid
 
@@ -482,7 +534,11 @@ class Project:
             cur = out.setdefault(r["sample_id"], {}).get(r["segment"])
             if cur is not None and cur["source"] == "expert" and r["source"] != "expert":
                 continue
-            out[r["sample_id"]][r["segment"]] = {"verdict": r["verdict"], "source": r["source"], "author": r["author"]}
+            out[r["sample_id"]][r["segment"]] = {
+                "verdict": r["verdict"],
+                "source": r["source"],
+                "author": r["author"],
+            }
         return out
 
     def expert_verdicts(self, expl_id: int) -> dict[int, dict[int, str]]:
@@ -494,15 +550,26 @@ class Project:
         return out
 
     def critiques(self, expl_id: int) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM critiques WHERE explanation_id=? ORDER BY id", (expl_id,)).fetchall()
+        return self.db.execute(
+            "SELECT * FROM critiques WHERE explanation_id=? ORDER BY id", (expl_id,)
+        ).fetchall()
 
     # -- metrics --------------------------------------------------------------------------------------
-    def save_metrics(self, run_id: int, model_id: int, split: str, values: dict[str, float | None],
-                     detail: dict | None = None) -> None:
+    def save_metrics(
+        self,
+        run_id: int,
+        model_id: int,
+        split: str,
+        values: dict[str, float | None],
+        detail: dict | None = None,
+    ) -> None:
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO metrics (run_id, model_id, split, name, value, detail) VALUES (?,?,?,?,?,?)",
-                [(run_id, model_id, split, k, v, json.dumps(detail) if detail else None) for k, v in values.items()],
+                [
+                    (run_id, model_id, split, k, v, json.dumps(detail) if detail else None)
+                    for k, v in values.items()
+                ],
             )
 
 

@@ -32,7 +32,9 @@ def predictive_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * p.log()).sum(dim=1)
 
 
-def select_alignment_set(probs: torch.Tensor, labels: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
+def select_alignment_set(
+    probs: torch.Tensor, labels: torch.Tensor, settings: SamplingSettings
+) -> torch.Tensor:
     """Indices (into the rows of ``probs``) of the alignment set, ordered by the strategy's priority."""
     if settings.strategy not in STRATEGIES:
         raise ValueError(f"Unknown sampling strategy '{settings.strategy}'; choose one of {STRATEGIES}.")

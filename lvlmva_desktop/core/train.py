@@ -167,8 +167,14 @@ def fit(
             seconds=time.perf_counter() - t0,
         )
         history.append(rec)
-        log.info("epoch %d: loss %.4f ce %.4f penalty %.4g acc %.3f", rec.epoch, rec.loss, rec.ce, rec.penalty,
-                 rec.train_accuracy)
+        log.info(
+            "epoch %d: loss %.4f ce %.4f penalty %.4g acc %.3f",
+            rec.epoch,
+            rec.loss,
+            rec.ce,
+            rec.penalty,
+            rec.train_accuracy,
+        )
         state.partial({"kind": "epoch", **asdict(rec)})
     model.eval()
     return history
@@ -183,8 +189,18 @@ def train_erm(
     state: TaskState | None = None,
 ) -> list[EpochRecord]:
     """The original model f: plain cross-entropy from the model's current weights."""
-    return fit(model, x, y, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-               seed=settings.seed, device=device, weight_decay=settings.weight_decay, state=state)
+    return fit(
+        model,
+        x,
+        y,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        seed=settings.seed,
+        device=device,
+        weight_decay=settings.weight_decay,
+        state=state,
+    )
 
 
 def fine_tune_rrr(
@@ -200,15 +216,34 @@ def fine_tune_rrr(
 ) -> tuple[nn.Module, list[EpochRecord]]:
     """RRR fine-tuning of a COPY of the original model (the audited original is never touched)."""
     tuned = copy.deepcopy(model)
-    hist = fit(tuned, x, y, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-               seed=settings.seed, device=device, align_x=align_x, align_y=align_y, align_masks=align_masks,
-               align_ratio=settings.align_ratio, lambda_=settings.lambda_, gamma=settings.gamma, state=state)
+    hist = fit(
+        tuned,
+        x,
+        y,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        seed=settings.seed,
+        device=device,
+        align_x=align_x,
+        align_y=align_y,
+        align_masks=align_masks,
+        align_ratio=settings.align_ratio,
+        lambda_=settings.lambda_,
+        gamma=settings.gamma,
+        state=state,
+    )
     return tuned, hist
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+def predict_proba(
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
     """Softmax probabilities (N, K) on the CPU, computed in eval mode in batches."""
     model.eval().to(device)
-    out = [torch.softmax(model(x[i : i + batch_size].to(device)), dim=1).cpu() for i in range(0, len(x), batch_size)]
+    out = [
+        torch.softmax(model(x[i : i + batch_size].to(device)), dim=1).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0)

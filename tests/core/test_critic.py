@@ -24,8 +24,9 @@ def _request(sample_id=0):
     attr[5, 1] = -3.0  # negative evidence is ignored
     gt = torch.zeros(8, 8, dtype=torch.bool)
     gt[:3, :3] = True
-    return CritiqueRequest(sample_id, torch.rand(3, 8, 8), 1, "pos", "judge by the blob", attr, seg,
-                           [0.0, 0.9, 0.1], gt)
+    return CritiqueRequest(
+        sample_id, torch.rand(3, 8, 8), 1, "pos", "judge by the blob", attr, seg, [0.0, 0.9, 0.1], gt
+    )
 
 
 def test_ground_truth_labels_follow_the_evidence_inside_the_mask():
@@ -64,5 +65,7 @@ def test_expert_critic_uses_stored_verdicts_and_leaves_the_rest_undecided():
 
 def test_mask_is_the_union_of_spurious_segments_only():
     r = _request()
-    m = segment_mask(r.segments, [SegmentVerdict(0, UNDECIDED), SegmentVerdict(2, SPURIOUS), SegmentVerdict(1, RELEVANT)])
+    m = segment_mask(
+        r.segments, [SegmentVerdict(0, UNDECIDED), SegmentVerdict(2, SPURIOUS), SegmentVerdict(1, RELEVANT)]
+    )
     assert torch.equal(m, r.segments == 2)

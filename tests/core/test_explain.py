@@ -34,8 +34,14 @@ def test_model_with_reused_relu_is_refused():
 
     model = resnet18(weights=None, num_classes=2)
     with pytest.raises(ValueError, match="reuses modules"):
-        attribute(model, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), torch.rand(2, 3, 32, 32),
-                  ExplainSettings(), torch.device("cpu"))
+        attribute(
+            model,
+            torch.rand(2, 3, 32, 32),
+            torch.tensor([0, 1]),
+            torch.rand(2, 3, 32, 32),
+            ExplainSettings(),
+            torch.device("cpu"),
+        )
 
 
 def test_attributions_point_at_the_feature_the_model_uses():
@@ -46,8 +52,9 @@ def test_attributions_point_at_the_feature_the_model_uses():
         model[1].bias.zero_()
         model[1].weight[1, 0] = 5.0
     x = torch.ones(3, 1, 4, 4)
-    res = attribute(model, x, torch.tensor([1, 1, 1]), torch.zeros(2, 1, 4, 4), ExplainSettings(),
-                    torch.device("cpu"))
+    res = attribute(
+        model, x, torch.tensor([1, 1, 1]), torch.zeros(2, 1, 4, 4), ExplainSettings(), torch.device("cpu")
+    )
     assert torch.allclose(res.maps[:, 0, 0], torch.full((3,), 5.0))
     assert res.maps.flatten(1)[:, 1:].abs().max() < 1e-6
 

@@ -3,7 +3,12 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import resnet18 as tv_resnet18
 
-from lvlmva_desktop.core.models import ModelSpec, build_model, check_no_reused_modules, load_pretrained_weights
+from lvlmva_desktop.core.models import (
+    ModelSpec,
+    build_model,
+    check_no_reused_modules,
+    load_pretrained_weights,
+)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "small_cnn", "resnet18", "resnet50"])

@@ -28,7 +28,9 @@ def _dataset(tmp_path, n=6):
             m[:3, :3] = 255
             Image.fromarray(m).save(d / f"m{i}.png")
             mask = f"m{i}.png"
-        rows.append(f"img{i}.png,{'ab'[i % 2]},{'tag' if mask else 'no_tag'},{'train' if i < 4 else 'test'},{mask}")
+        rows.append(
+            f"img{i}.png,{'ab'[i % 2]},{'tag' if mask else 'no_tag'},{'train' if i < 4 else 'test'},{mask}"
+        )
     (d / "manifest.csv").write_text("\n".join(rows) + "\n")
     return d / "manifest.csv"
 
@@ -108,8 +110,11 @@ def test_expert_verdict_overrides_critic_and_is_kept_apart(proj):
     mid = proj.save_model(build_model(spec), spec, "m", "erm", None, None)
     set_id = proj.save_alignment_set(None, mid, {}, [sid], [0.1])
     eid = proj.save_explanation(None, mid, set_id, {}, {"sample_ids": torch.tensor([sid])})
-    proj.save_critique(None, eid, Critique(sid, "judge", "text", [SegmentVerdict(0, "spurious"),
-                                                                  SegmentVerdict(1, "relevant")]))
+    proj.save_critique(
+        None,
+        eid,
+        Critique(sid, "judge", "text", [SegmentVerdict(0, "spurious"), SegmentVerdict(1, "relevant")]),
+    )
     proj.set_expert_verdict(eid, sid, 0, "relevant")
     # a later critic run does not override the expert's word
     proj.save_critique(None, eid, Critique(sid, "judge", "again", [SegmentVerdict(0, "spurious")]))
