@@ -69,21 +69,24 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks and global average pooling: trains in seconds on a CPU at 28-96 px."""
+    """Three conv-batchnorm-ReLU blocks and global average pooling: trains in seconds on a CPU at 28-96 px."""
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
         super().__init__()
         w = width
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, w, 3, padding=1),
+            nn.BatchNorm2d(w),
             nn.ReLU(),
             HookBoundary(),
             nn.MaxPool2d(2),
             nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.BatchNorm2d(2 * w),
             nn.ReLU(),
             HookBoundary(),
             nn.MaxPool2d(2),
             nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.BatchNorm2d(4 * w),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),

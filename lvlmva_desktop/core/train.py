@@ -97,10 +97,12 @@ def fit(
     align_ratio: float = 0.25,
     lambda_: float = 0.0,
     gamma: float = 0.0,
+    masks: torch.Tensor | None = None,
     state: TaskState | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` in place. With an alignment set, each batch holds ``align_ratio`` alignment images
-    (drawn with replacement, so small sets are oversampled) and the rest ordinary images (empty masks).
+    (drawn with replacement, so small sets are oversampled) and the rest ordinary images (empty masks,
+    unless ``masks`` gives one per ordinary image: RRR with masks on every training image).
 
     The data tensors stay on the CPU; batches move to ``device``. Progress is reported per batch, a
     cancel request is honoured between batches (raising Cancelled with the model partly trained: callers
@@ -125,19 +127,21 @@ def fit(
             state.check()
             xb, yb = x[idx], y[idx]
             mb = None
+            n_masked_from = len(idx)
+            if masks is not None:
+                mb, n_masked_from = masks[idx], 0
             if use_align:
                 a_idx = torch.randint(len(align_x), (n_align_per_batch,), generator=gen)
                 xb = torch.cat([xb, align_x[a_idx]])
                 yb = torch.cat([yb, align_y[a_idx]])
-                mb = align_masks[a_idx]
+                mb = align_masks[a_idx] if mb is None else torch.cat([mb, align_masks[a_idx]])
             xb, yb = xb.to(device), yb.to(device)
             if mb is not None and lambda_ > 0:
                 mb = mb.to(device)
-                n_plain = len(idx)
                 xb.requires_grad_(True)
                 logits = model(xb)
                 ce = nn.functional.cross_entropy(logits, yb)
-                pen = rrr_penalty(logits[n_plain:], xb, mb, n_plain)
+                pen = rrr_penalty(logits[n_masked_from:], xb, mb, n_masked_from)
                 loss = ce + lambda_ * pen
             else:
                 logits = model(xb)
@@ -176,8 +180,37 @@ def fit(
             rec.train_accuracy,
         )
         state.partial({"kind": "epoch", **asdict(rec)})
+    recompute_batchnorm_stats(model, x, device, state=state)
     model.eval()
     return history
+
+
+@torch.no_grad()
+def recompute_batchnorm_stats(
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256, state: TaskState | None = None
+) -> bool:
+    """Set batch-norm running statistics to the exact mean/variance over ``x`` with the final weights.
+
+    The exponential running averages lag behind weights that moved fast in a short training run, and in
+    eval mode the model then behaves very differently from training (seen here: 98% vs 72% training
+    accuracy). One forward pass over the data with cumulative averaging fixes that.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return False
+    old = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for i in range(0, len(x), batch_size):
+        if state is not None:
+            state.check()
+        model(x[i : i + batch_size].to(device))
+    for m, mom in zip(bns, old):
+        m.momentum = mom
+    model.eval()
+    return True
 
 
 def train_erm(
