@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalSettings:
-    n_attribution_images: int = 200  # test images with an artefact mask used for the alignment score
+    n_attribution_images: int = 100  # test images with an artefact mask used for the alignment score
+    n_background: int = 8  # DeepLIFT-SHAP background images for the alignment score
     min_group_size: int = 10
 
     def to_dict(self) -> dict:
@@ -385,7 +386,15 @@ def evaluate_model(
         : settings.n_attribution_images
     ]
     if len(idx) and settings.n_attribution_images > 0:
-        attr = attribute(module, data.x[idx], data.y[idx], background, ExplainSettings(), device, state)
+        attr = attribute(
+            module,
+            data.x[idx],
+            data.y[idx],
+            background,
+            ExplainSettings(n_background=len(background)),
+            device,
+            state,
+        )
         ev.alignment = alignment_score(attr.maps, data.masks[idx])
     return ev
 
@@ -403,7 +412,7 @@ def evaluate_models(
         if len(test.y) == 0:
             raise ProjectError("The project has no test images; import data with a test split first.")
         train = project.load_split("train")
-        bg = background_set(train.x, 16, 0)
+        bg = background_set(train.x, settings.n_background, 0)
         out = {}
         for i, mid in enumerate(model_ids):
             module, _ = project.load_model(mid)

@@ -518,6 +518,13 @@ class Project:
 
         if verdict not in VERDICTS:
             raise ProjectError(f"Unknown verdict '{verdict}'; use one of {', '.join(VERDICTS)}.")
+        _, t = self.explanation(expl_id)
+        if "sample_ids" in t and sample_id not in t["sample_ids"].tolist():
+            raise ProjectError(f"Image {sample_id} is not in the alignment set of explanation {expl_id}.")
+        if "evidence" in t and not 0 <= segment < t["evidence"].shape[1]:
+            raise ProjectError(
+                f"Segment {segment + 1} does not exist; segments are numbered 1 to {t['evidence'].shape[1]}."
+            )
         self.db.execute(
             "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, created) "
             "VALUES (?,?,?,?,?,?,?)",

@@ -44,7 +44,7 @@ class AlignSettings:
     masked images of a batch, gamma (L2 on parameters) off.
     """
 
-    lambda_: float = 10.0
+    lambda_: float = 1.0
     gamma: float = 0.0
     epochs: int = 5
     batch_size: int = 64
@@ -187,7 +187,11 @@ def fit(
 
 @torch.no_grad()
 def recompute_batchnorm_stats(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256, state: TaskState | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 256,
+    state: TaskState | None = None,
 ) -> bool:
     """Set batch-norm running statistics to the exact mean/variance over ``x`` with the final weights.
 

@@ -1,0 +1,147 @@
+"""The command line twin: every step as a command, clear errors, a usable project from bad rows."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from lvlmva_desktop.cli import main
+
+FAST = [
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "align.epochs=1",
+    "--set",
+    "sampling.n=8",
+    "--set",
+    "evaluate.n_attribution_images=4",
+    "--set",
+    "evaluate.min_group_size=1",
+]
+
+
+def test_every_step_from_the_command_line(tmp_path, capsys):
+    data, proj = tmp_path / "data", tmp_path / "proj"
+    assert (
+        main(
+            [
+                "generate",
+                "isic-like",
+                str(data),
+                "--quiet",
+                "--param",
+                "n_train=48",
+                "--param",
+                "n_test=24",
+                "--param",
+                "size=32",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet", "--image-size", "32"]) == 0
+    )
+    assert main(["describe", str(proj), "--defaults", "isic-like"]) == 0
+    assert main(["train", str(proj), "--quiet", "--device", "cpu", *FAST]) == 0
+    assert main(["sample", str(proj), "--quiet", *FAST]) == 0
+    assert main(["explain", str(proj), "--quiet", *FAST]) == 0
+    assert (
+        main(["critique", str(proj), "--quiet", "--critic", "simulated", "--verdict-accuracy", "0.87"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "simulated-critic" in out and "benchmark only" in out
+    assert (
+        main(["verdict", str(proj), "--sample", "1", "--segment", "1", "--set", "relevant"]) == 2
+    )  # not in set
+    capsys.readouterr()
+    assert main(["verdict", str(proj)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    sample = int(first.split()[1].rstrip(":"))
+    assert main(["verdict", str(proj), "--sample", str(sample), "--segment", "2", "--set", "spurious"]) == 0
+    assert "2:spurious*" in capsys.readouterr().out
+    assert main(["align", str(proj), "--quiet", *FAST]) == 0
+    assert main(["evaluate", str(proj), "--quiet", "--json", str(tmp_path / "m.json"), *FAST]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert len(metrics) == 2 and all("worst_group_accuracy" in m for m in metrics.values())
+    assert main(["status", str(proj)]) == 0
+    status = capsys.readouterr().out
+    assert "[erm]" in status and "[rrr]" in status
+
+
+def test_run_writes_results_and_prints_the_table(tmp_path, capsys):
+    data, proj = tmp_path / "data", tmp_path / "proj"
+    main(
+        [
+            "generate",
+            "isic-like",
+            str(data),
+            "--quiet",
+            "--param",
+            "n_train=48",
+            "--param",
+            "n_test=24",
+            "--param",
+            "size=32",
+        ]
+    )
+    main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet"])
+    capsys.readouterr()
+    assert main(["run", str(proj), "--quiet", "--device", "cpu", "--verdict-accuracy", "0.87", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "average accuracy" in out and "worst-group accuracy" in out
+    assert list((proj / "runs").glob("run-*.json"))
+
+
+def test_bad_rows_give_a_report_and_a_usable_project(tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((12, 12), 60 * i, np.uint8)).save(d / f"ok{i}.png")
+    (d / "empty.png").write_bytes(b"")
+    (d / "cut.png").write_bytes((d / "ok1.png").read_bytes()[:40])
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(d / "small_mask.png")
+    rows = [
+        "path,label,split,mask",
+        "ok0.png,a,train,",
+        "ok1.png,b,train,",
+        "ok2.png,a,test,",
+        "ok3.png,b,test,",
+        "missing.png,a,train,",
+        "empty.png,a,train,",
+        "cut.png,b,train,",
+        "ok0.png,a,train,",
+        "ok1.png,b,banana,",
+        "ok2.png,,train,",
+        "ok3.png,b,train,small_mask.png",
+    ]
+    (d / "m.csv").write_text("\n".join(rows) + "\n")
+    assert (
+        main(
+            [
+                "import",
+                str(tmp_path / "p"),
+                "--csv",
+                str(d / "m.csv"),
+                "--quiet",
+                "--report",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    for reason in ("missing", "unreadable", "truncated", "duplicate", "bad_split", "empty_label"):
+        assert reason in out, reason
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["samples"]) == 4 and len(report["skipped"]) == 7
+    assert main(["status", str(tmp_path / "p")]) == 0
+    assert "train: 2 images" in capsys.readouterr().out
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    assert "not an LVLM-VA project" in capsys.readouterr().err
+    assert main(["train", str(tmp_path), "--set", "nope=1"]) == 2
+    assert "Unknown setting" in capsys.readouterr().err
