@@ -97,12 +97,10 @@ def fit(
     align_ratio: float = 0.25,
     lambda_: float = 0.0,
     gamma: float = 0.0,
-    masks: torch.Tensor | None = None,
     state: TaskState | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` in place. With an alignment set, each batch holds ``align_ratio`` alignment images
-    (drawn with replacement, so small sets are oversampled) and the rest ordinary images (empty masks,
-    unless ``masks`` gives one per ordinary image: RRR with masks on every training image).
+    (drawn with replacement, so small sets are oversampled) and the rest ordinary images (empty masks).
 
     The data tensors stay on the CPU; batches move to ``device``. Progress is reported per batch, a
     cancel request is honoured between batches (raising Cancelled with the model partly trained: callers
@@ -128,13 +126,11 @@ def fit(
             xb, yb = x[idx], y[idx]
             mb = None
             n_masked_from = len(idx)
-            if masks is not None:
-                mb, n_masked_from = masks[idx], 0
             if use_align:
                 a_idx = torch.randint(len(align_x), (n_align_per_batch,), generator=gen)
                 xb = torch.cat([xb, align_x[a_idx]])
                 yb = torch.cat([yb, align_y[a_idx]])
-                mb = align_masks[a_idx] if mb is None else torch.cat([mb, align_masks[a_idx]])
+                mb = align_masks[a_idx]
             xb, yb = xb.to(device), yb.to(device)
             if mb is not None and lambda_ > 0:
                 mb = mb.to(device)
