@@ -48,11 +48,8 @@ def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = Fal
     with project:
         critic = GroundTruthCritic(error_rate=0.13, seed=0)
         print(f"Critic: {critic.name}. The LVLM critic replaces it once a model folder is configured.")
-        bar = _Bar(quiet)
-        try:
-            res = run_pipeline(project, PipelineSettings(), critic, resolve_device(device), bar.state)
-        finally:
-            bar.close()
+        with _Bar(quiet) as state:
+            res = run_pipeline(project, PipelineSettings(), critic, resolve_device(device), state)
         print(results_table(res))
         print(f"Results: {res['results_file']}  ({res['total_s']:.0f} s)")
         return res

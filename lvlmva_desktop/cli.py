@@ -59,6 +59,12 @@ class _Bar:
         if self.bar is not None:
             self.bar.close()
 
+    def __enter__(self):
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _parse_value(v: str):
     try:
@@ -137,12 +143,9 @@ def _latest(project, table: str, given: int | None, what: str) -> int:
 def cmd_generate(args):
     from .core.benchsets import GENERATORS
 
-    bar = _Bar(args.quiet)
-    try:
+    with _Bar(args.quiet) as state:
         params = {k: _parse_value(v) for k, v in (p.split("=", 1) for p in args.param or [])}
-        path = GENERATORS[args.name](args.out, seed=args.seed, state=bar.state, **params)
-    finally:
-        bar.close()
+        path = GENERATORS[args.name](args.out, seed=args.seed, state=state, **params)
     print(f"Wrote {args.name} (seed {args.seed}): {path}")
 
 
@@ -153,15 +156,14 @@ def cmd_import(args):
     root = Path(args.project)
     existing = (root / "project.json").exists()
     classes = Project.open(root).classes if existing else None
-    bar = _Bar(args.quiet)
-    try:
+    with _Bar(args.quiet) as state:
         if args.csv:
             report = import_csv_manifest(
                 args.csv,
                 classes=classes,
                 test_fraction=args.test_fraction,
                 seed=args.seed or 0,
-                state=bar.state,
+                state=state,
             )
         else:
             report = import_class_folders(
@@ -169,10 +171,8 @@ def cmd_import(args):
                 classes=classes,
                 test_fraction=args.test_fraction,
                 seed=args.seed or 0,
-                state=bar.state,
+                state=state,
             )
-    finally:
-        bar.close()
     if not report.samples:
         print(report.summary())
         raise ValueError("No usable image was found; nothing was imported.")
@@ -228,11 +228,8 @@ def cmd_train(args):
 
     s = _pipeline_settings(args)
     with _open(args) as p:
-        bar = _Bar(args.quiet)
-        try:
-            mid = train_original(p, s.arch, s.train, _device(args), bar.state, weights=args.weights)
-        finally:
-            bar.close()
+        with _Bar(args.quiet) as state:
+            mid = train_original(p, s.arch, s.train, _device(args), state, weights=args.weights)
         print(f"Trained model version {mid} ({s.arch}).")
 
 
@@ -250,11 +247,8 @@ def cmd_sample(args):
     s = _pipeline_settings(args)
     with _open(args) as p:
         mid = _latest(p, "models", args.model, "model")
-        bar = _Bar(args.quiet)
-        try:
-            sid = sample_alignment_set(p, mid, s.sampling, _device(args), bar.state)
-        finally:
-            bar.close()
+        with _Bar(args.quiet) as state:
+            sid = sample_alignment_set(p, mid, s.sampling, _device(args), state)
         res = json.loads(
             p.db.execute(
                 "SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets WHERE id=?)", (sid,)
@@ -276,11 +270,8 @@ def cmd_explain(args):
             args.model
             or p.db.execute("SELECT model_id FROM alignment_sets WHERE id=?", (set_id,)).fetchone()[0]
         )
-        bar = _Bar(args.quiet)
-        try:
-            eid = explain_alignment_set(p, mid, set_id, s.explain, s.segment, _device(args), bar.state)
-        finally:
-            bar.close()
+        with _Bar(args.quiet) as state:
+            eid = explain_alignment_set(p, mid, set_id, s.explain, s.segment, _device(args), state)
         print(
             f"Explanation {eid}: attributions and {s.segment.n_components} segments per image of set {set_id}."
         )
@@ -292,11 +283,8 @@ def cmd_critique(args):
     with _open(args) as p:
         eid = _latest(p, "explanations", args.explanation, "explanation")
         critic = _make_critic(args, p, eid)
-        bar = _Bar(args.quiet)
-        try:
-            res = run_critique(p, eid, critic, bar.state)
-        finally:
-            bar.close()
+        with _Bar(args.quiet) as state:
+            res = run_critique(p, eid, critic, state)
         print(f"Critique by {critic.name}: {res['n_images']} images, verdicts {res['verdicts']}.")
         if res.get("verdict_accuracy") is not None:
             print(f"Verdict accuracy against the ground truth: {res['verdict_accuracy']:.3f}")
@@ -329,11 +317,8 @@ def cmd_align(args):
     with _open(args) as p:
         eid = _latest(p, "explanations", args.explanation, "explanation")
         mid = args.model or p.db.execute("SELECT model_id FROM explanations WHERE id=?", (eid,)).fetchone()[0]
-        bar = _Bar(args.quiet)
-        try:
-            new = align_model(p, mid, eid, s.align, _device(args), bar.state)
-        finally:
-            bar.close()
+        with _Bar(args.quiet) as state:
+            new = align_model(p, mid, eid, s.align, _device(args), state)
         print(f"Aligned model version {new} (from {mid}, explanation {eid}).")
 
 
@@ -345,11 +330,8 @@ def cmd_evaluate(args):
         ids = args.models or [int(r["id"]) for r in p.models()][-2:]
         if not ids:
             raise ValueError("This project has no model yet; train one first.")
-        bar = _Bar(args.quiet)
-        try:
-            evs = evaluate_models(p, ids, s.evaluate, _device(args), bar.state)
-        finally:
-            bar.close()
+        with _Bar(args.quiet) as state:
+            evs = evaluate_models(p, ids, s.evaluate, _device(args), state)
         out = {str(k): v.to_dict() for k, v in evs.items()}
         for mid, ev in evs.items():
             wga = (
@@ -369,11 +351,8 @@ def cmd_run(args):
     s = _pipeline_settings(args)
     with _open(args) as p:
         critic = _make_critic(args, p, None)
-        bar = _Bar(args.quiet)
-        try:
-            res = run_pipeline(p, s, critic, _device(args), bar.state, model_id=args.model)
-        finally:
-            bar.close()
+        with _Bar(args.quiet) as state:
+            res = run_pipeline(p, s, critic, _device(args), state, model_id=args.model)
         print(results_table(res))
         print(f"Results: {res['results_file']}  ({res['total_s']:.0f} s)")
 
