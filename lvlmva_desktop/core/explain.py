@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -20,6 +21,9 @@ from .jobs import TaskState, ensure_state
 from .models import check_no_reused_modules
 
 log = logging.getLogger(__name__)
+
+# captum announces on every call that it sets hooks on non-linear modules; that is expected here.
+warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
 
 METHODS = ("deeplift_shap", "input_x_gradient")
 
