@@ -310,6 +310,36 @@ def cmd_verdict(args):
         print("(* = the expert's verdict, overriding the critic's)")
 
 
+def cmd_show(args):
+    """What the critic said about one image, and the verdict per segment with who decided it."""
+    with _open(args) as p:
+        eid = _latest(p, "explanations", args.explanation, "explanation")
+        _, t = p.explanation(eid)
+        ids = t["sample_ids"].tolist()
+        if args.sample not in ids:
+            raise ValueError(
+                f"Image {args.sample} is not in the alignment set of explanation {eid}; "
+                f"its images are {', '.join(map(str, ids[:12]))}{' ...' if len(ids) > 12 else ''}."
+            )
+        k = ids.index(args.sample)
+        row = p.db.execute("SELECT * FROM samples WHERE id=?", (args.sample,)).fetchone()
+        print(
+            f"Image {args.sample}: {row['path']} (class {p.classes[row['label']]}, group {row['grp'] or '-'})"
+        )
+        crit = [c for c in p.critiques(eid) if c["sample_id"] == args.sample]
+        if crit:
+            print(f"--- {crit[-1]['critic']} ---")
+            print(crit[-1]["text"])
+        else:
+            print("No critique yet for this image.")
+        eff = p.effective_verdicts(eid).get(args.sample, {})
+        print("--- verdicts ---")
+        for s, share in enumerate(t["evidence"][k].tolist()):
+            d = eff.get(s, {"verdict": "undecided", "source": "-", "author": "-"})
+            who = f"expert {d['author']}" if d["source"] == "expert" else d["source"]
+            print(f"segment {s + 1}: {d['verdict']:10s} {share:5.0%} of the evidence  (decided by {who})")
+
+
 def cmd_align(args):
     from .core.pipeline import align_model
 
@@ -481,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--segment", type=int, help="segment number, from 1")
     sp.add_argument("--set", choices=["spurious", "relevant", "undecided"])
 
+    sp = add("show", cmd_show, "show the critic's text and the verdict per segment for one image")
+    sp.add_argument("--sample", type=int, required=True)
+    sp.add_argument("--explanation", type=int)
+
     sp = add(
         "align",
         cmd_align,
@@ -530,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        sys.stderr.close()
+        return 0
     except (Cancelled, KeyboardInterrupt):
         print("cancelled; the project is consistent and the run is marked cancelled.", file=sys.stderr)
         return 130

@@ -61,6 +61,14 @@ def test_every_step_from_the_command_line(tmp_path, capsys):
     sample = int(first.split()[1].rstrip(":"))
     assert main(["verdict", str(proj), "--sample", str(sample), "--segment", "2", "--set", "spurious"]) == 0
     assert "2:spurious*" in capsys.readouterr().out
+    assert main(["show", str(proj), "--sample", str(sample)]) == 0
+    shown = capsys.readouterr().out
+    assert (
+        "Simulated critic for benchmarks" in shown
+        and "segment 2: spurious" in shown
+        and "(decided by expert " in shown and "(decided by critic)" in shown
+    )
+    assert main(["show", str(proj), "--sample", "99999"]) == 2
     assert main(["align", str(proj), "--quiet", *FAST]) == 0
     assert main(["evaluate", str(proj), "--quiet", "--json", str(tmp_path / "m.json"), *FAST]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
