@@ -120,7 +120,7 @@ def run_one(name: str, seed: int, out: Path, device: torch.device, n_attr: int, 
     # the LVLM-VA path: attributions -> PPEPS-WGM segments -> critic verdicts -> masks
     t0 = time.perf_counter()
     expl = attribute(erm, ax, ay, background_set(train.x, 16, seed), ExplainSettings(seed=seed), device)
-    seg = ppeps_wgm(expl.maps.to(device), SegmentSettings(seed=seed))
+    seg = ppeps_wgm(expl.maps.to(device), SegmentSettings(**{"seed": seed, **cfg.get("segment", {})}))
     t_explain = time.perf_counter() - t0
     # build critique requests the same way the pipeline does
     from lvlmva_desktop.core.critic import CritiqueRequest
