@@ -21,25 +21,17 @@ FAST = [
 ]
 
 
+def _generate(data) -> None:
+    """A tiny ISIC-like set (48 train / 24 test images at 32 px) through the CLI."""
+    args = ["generate", "isic-like", str(data), "--quiet"]
+    for p in ("n_train=48", "n_test=24", "size=32"):
+        args += ["--param", p]
+    assert main(args) == 0
+
+
 def test_every_step_from_the_command_line(tmp_path, capsys):
     data, proj = tmp_path / "data", tmp_path / "proj"
-    assert (
-        main(
-            [
-                "generate",
-                "isic-like",
-                str(data),
-                "--quiet",
-                "--param",
-                "n_train=48",
-                "--param",
-                "n_test=24",
-                "--param",
-                "size=32",
-            ]
-        )
-        == 0
-    )
+    _generate(data)
     assert (
         main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet", "--image-size", "32"]) == 0
     )
@@ -66,7 +58,8 @@ def test_every_step_from_the_command_line(tmp_path, capsys):
     assert (
         "Simulated critic for benchmarks" in shown
         and "segment 2: spurious" in shown
-        and "(decided by expert " in shown and "(decided by critic)" in shown
+        and "(decided by expert " in shown
+        and "(decided by critic)" in shown
     )
     assert main(["show", str(proj), "--sample", "99999"]) == 2
     assert main(["align", str(proj), "--quiet", *FAST]) == 0
@@ -80,20 +73,7 @@ def test_every_step_from_the_command_line(tmp_path, capsys):
 
 def test_run_writes_results_and_prints_the_table(tmp_path, capsys):
     data, proj = tmp_path / "data", tmp_path / "proj"
-    main(
-        [
-            "generate",
-            "isic-like",
-            str(data),
-            "--quiet",
-            "--param",
-            "n_train=48",
-            "--param",
-            "n_test=24",
-            "--param",
-            "size=32",
-        ]
-    )
+    _generate(data)
     main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet"])
     capsys.readouterr()
     assert main(["run", str(proj), "--quiet", "--device", "cpu", "--verdict-accuracy", "0.87", *FAST]) == 0
