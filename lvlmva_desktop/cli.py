@@ -6,7 +6,8 @@ lvlmva describe proj --defaults isic-like      # or --class NAME "text" ...
 lvlmva train proj                              # step 1
 lvlmva sample proj --n 200                     # step 2
 lvlmva explain proj                            # steps 3-4
-lvlmva critique proj --critic simulated --verdict-accuracy 0.87   # steps 5-6
+lvlmva critique proj --critic simulated --verdict-accuracy 0.87   # steps 5-6 (benchmark stand-in)
+lvlmva critique proj --critic lvlm --model-dir ~/models/SmolVLM   # steps 5-6 with an LVLM
 lvlmva verdict proj --sample 12 --segment 2 --set spurious        # the expert's word
 lvlmva align proj                              # steps 7-8
 lvlmva evaluate proj                           # step 9
@@ -127,6 +128,10 @@ def _make_critic(args: argparse.Namespace, project, expl_id: int | None):
         return GroundTruthCritic(error_rate=1.0 - acc, seed=args.critic_seed)
     if args.critic == "expert":
         return ExpertCritic(project.expert_verdicts(expl_id) if expl_id is not None else {})
+    if args.critic == "lvlm":
+        from .cli_lvlm import make_lvlm_critic
+
+        return make_lvlm_critic(args, project)
     raise ValueError(f"Unknown critic '{args.critic}'")
 
 
@@ -286,6 +291,13 @@ def cmd_critique(args):
         with _Bar(args.quiet) as state:
             res = run_critique(p, eid, critic, state)
         print(f"Critique by {critic.name}: {res['n_images']} images, verdicts {res['verdicts']}.")
+        if "lvlm" in res:
+            u = res["lvlm"]
+            print(
+                f"LVLM: {u['calls']} calls, {u['prompt_tokens']} prompt + {u['generated_tokens']} generated tokens, "
+                f"{u['cached']} from the cache, {u['retried']} strict retries, "
+                f"{u['undecided_by_parser']} segments left undecided because the answer could not be read."
+            )
         if res.get("verdict_accuracy") is not None:
             print(f"Verdict accuracy against the ground truth: {res['verdict_accuracy']:.3f}")
 
@@ -411,6 +423,9 @@ def cmd_demo(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_lvlm import add_lvlm_args
+    from .cli_lvlm import register as register_lvlm
+
     ap = argparse.ArgumentParser(prog="lvlmva", description="LVLM-aided visual alignment, headless.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -489,10 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
     def critic_args(sp):
         sp.add_argument(
             "--critic",
-            choices=["simulated", "expert"],
+            choices=["lvlm", "simulated", "expert"],
             default="simulated",
-            help="simulated = ground-truth critic for BENCHMARKS ONLY; expert = your stored verdicts",
+            help="lvlm = a vision-language model (see the LVLM options); simulated = ground-truth critic "
+            "for BENCHMARKS ONLY; expert = your stored verdicts",
         )
+        sp.add_argument("--one-call", action="store_true", help="LVLM critic and judge in one generation")
+        sp.add_argument("--batch-size", type=int, default=8, help="LVLM requests per generation batch")
+        sp.add_argument("--no-cache", action="store_true", help="ask the LVLM again even if nothing changed")
+        add_lvlm_args(sp)
         sp.add_argument(
             "--verdict-accuracy",
             type=float,
@@ -543,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "build the demo project and run the whole pipeline on it", project=False)
     sp.add_argument("--folder", help="where to put the demo project (default: the user data folder)")
+
+    register_lvlm(sub, add)
 
     sp = sub.add_parser("settings", help="print the default pipeline settings as JSON")
     sp.set_defaults(func=lambda a: print(json.dumps(_pipeline_settings(a).to_dict(), indent=2)))

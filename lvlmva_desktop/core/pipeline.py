@@ -284,15 +284,34 @@ def run_critique(project: Project, expl_id: int, critic: Critic, state: TaskStat
         reqs = critique_requests(project, expl_id, state.child(0.0, 0.05))
         counts = {"spurious": 0, "relevant": 0, "undecided": 0}
         n_done = 0
+        usage: dict[str, int] = {}
         for c in critic.critique(reqs, state.child(0.05, 1.0)):
             project.save_critique(run.id, expl_id, c)
             for v in c.verdicts:
                 counts[v.verdict] = counts.get(v.verdict, 0) + 1
             n_done += 1
+            _count_usage(usage, c.raw)
             run.results = {"n_images": n_done, "verdicts": counts}
+            if usage:
+                run.results["lvlm"] = usage
             state.partial({"kind": "critique", "sample_id": c.sample_id})
         run.results["verdict_accuracy"] = verdict_accuracy_of(project, expl_id, reqs)
     return run.results
+
+
+def _count_usage(usage: dict[str, int], raw: dict) -> None:
+    """LVLM statistics of a critique run: calls, tokens, cache hits, how verdicts were parsed, retries."""
+    if "calls" not in raw:
+        return  # not an LVLM critique
+    for key in ("calls", "prompt_tokens", "generated_tokens"):
+        usage[key] = usage.get(key, 0) + int(raw.get(key) or 0)
+    usage["cached"] = usage.get("cached", 0) + int(bool(raw.get("cached")))
+    usage["retried"] = usage.get("retried", 0) + int(bool(raw.get("retried")))
+    parse = f"parsed_{raw.get('parse', 'none')}"
+    usage[parse] = usage.get(parse, 0) + 1
+    usage["undecided_by_parser"] = usage.get("undecided_by_parser", 0) + len(
+        raw.get("undecided_by_parser") or []
+    )
 
 
 def verdict_accuracy_of(project: Project, expl_id: int, reqs: list[CritiqueRequest]) -> float | None:

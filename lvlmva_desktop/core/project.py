@@ -80,6 +80,14 @@ CREATE TABLE IF NOT EXISTS metrics (
     split TEXT, name TEXT, value REAL, detail TEXT);
 CREATE TABLE IF NOT EXISTS class_descriptions (
     version INTEGER PRIMARY KEY, created REAL, author TEXT, descriptions TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompt_templates (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    text TEXT NOT NULL, created REAL, author TEXT, UNIQUE (name, version));
+CREATE TABLE IF NOT EXISTS critique_cache (
+    key TEXT PRIMARY KEY, critique TEXT NOT NULL, created REAL);
+CREATE TABLE IF NOT EXISTS chat_messages (
+    id INTEGER PRIMARY KEY, explanation_id INTEGER, sample_id INTEGER, role TEXT NOT NULL,
+    text TEXT NOT NULL, model TEXT, created REAL, author TEXT);
 """
 
 
@@ -321,6 +329,65 @@ class Project:
         if row is None:
             return None, {c: "" for c in self.classes}
         return int(row["version"]), json.loads(row["descriptions"])
+
+    # -- prompt templates (the project's own versioned copy) ------------------------------------------
+    def prompt_templates(self) -> dict[str, dict]:
+        """The latest version of each template this project has: name -> {text, version, sha256}."""
+        rows = self.db.execute(
+            "SELECT t.* FROM prompt_templates t JOIN (SELECT name, MAX(version) v FROM prompt_templates "
+            "GROUP BY name) m ON t.name = m.name AND t.version = m.v"
+        ).fetchall()
+        return {r["name"]: {"text": r["text"], "version": r["version"], "sha256": r["sha256"]} for r in rows}
+
+    def save_prompt_template(self, name: str, text: str) -> int:
+        """Store a new version of a template (unchanged text keeps the current version); returns it."""
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT version, sha256 FROM prompt_templates WHERE name=? ORDER BY version DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+            if row is not None and row["sha256"] == digest:
+                return int(row["version"])
+            version = 1 if row is None else int(row["version"]) + 1
+            db.execute(
+                "INSERT INTO prompt_templates (name, version, sha256, text, created, author) "
+                "VALUES (?,?,?,?,?,?)",
+                (name, version, digest, text, time.time(), current_user()),
+            )
+        return version
+
+    def prompt_template_history(self, name: str) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT * FROM prompt_templates WHERE name=? ORDER BY version", (name,)
+        ).fetchall()
+
+    # -- critique cache and chat transcripts ----------------------------------------------------------
+    def cache_get(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT critique FROM critique_cache WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row["critique"])
+
+    def cache_put(self, key: str, value: dict) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO critique_cache (key, critique, created) VALUES (?,?,?)",
+            (key, json.dumps(value), time.time()),
+        )
+
+    def add_chat_message(
+        self, expl_id: int | None, sample_id: int | None, role: str, text: str, model: str = ""
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (expl_id, sample_id, role, text, model, time.time(), current_user()),
+        )
+        return int(cur.lastrowid)
+
+    def chat_messages(self, expl_id: int | None, sample_id: int | None) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT * FROM chat_messages WHERE explanation_id IS ? AND sample_id IS ? ORDER BY id",
+            (expl_id, sample_id),
+        ).fetchall()
 
     # -- runs -----------------------------------------------------------------------------------------
     @contextlib.contextmanager

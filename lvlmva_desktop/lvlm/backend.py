@@ -1,0 +1,120 @@
+"""What every LVLM back-end offers: chat requests with images in, generated text out.
+
+Two back-ends implement ``LVLMBackend``: ``local.LocalBackend`` (a transformers model folder on this
+machine) and ``endpoint.EndpointBackend`` (a site's OpenAI-compatible chat-completions server). The critic,
+the judge and the chat pane only see this interface, so they run unchanged on either.
+
+A request is a list of messages in the OpenAI / transformers chat shape::
+
+    [{"role": "system", "content": [{"type": "text", "text": "..."}]},
+     {"role": "user", "content": [{"type": "image", "image": <PIL.Image>}, {"type": "text", "text": "..."}]}]
+
+Images are PIL images; each back-end turns them into what its model or server needs (processor inputs,
+data URLs). Generation is greedy unless a temperature above 0 is asked for, so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..core.jobs import TaskState
+
+Message = dict[str, Any]
+ChatRequest = list[Message]
+
+
+class LVLMError(RuntimeError):
+    """A problem with the LVLM (folder, server, generation) in words the expert can act on."""
+
+
+@dataclass
+class GenerationSettings:
+    """How to generate. max_new_tokens bounds each answer; temperature 0 means greedy (reproducible).
+
+    batch_size: how many requests one generate() call may hold (local back-end); the endpoint back-end
+    sends up to ``max_concurrency`` requests at once instead.
+    """
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    batch_size: int = 8
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    """One answer, with the token counts the throughput figures and the audit record need."""
+
+    text: str
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    finish_reason: str = ""  # "stop", "length", or what the server said
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class HealthReport:
+    """The result of a health check: who the model is, where it runs, and a test generation."""
+
+    ok: bool
+    identity: dict
+    device: str = ""
+    memory: str = ""
+    test_prompt: str = ""
+    test_output: str = ""
+    seconds: float = 0.0
+    problem: str = ""  # set when ok is False: what went wrong, in words
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@runtime_checkable
+class LVLMBackend(Protocol):
+    """A loaded LVLM. ``identity`` is recorded with every critique (and keys the critique cache)."""
+
+    def identity(self) -> dict: ...
+
+    def generate(
+        self,
+        requests: Sequence[ChatRequest],
+        settings: GenerationSettings | None = None,
+        state: TaskState | None = None,
+    ) -> list[Generation]:
+        """One answer per request, in order; batched as the back-end allows; cancellable between batches."""
+        ...
+
+    def stream(self, request: ChatRequest, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """The answer to one request, piece by piece as it is generated (for the chat pane)."""
+        ...
+
+    def health_check(self) -> HealthReport: ...
+
+    def close(self) -> None: ...
+
+
+def text_message(role: str, text: str) -> Message:
+    return {"role": role, "content": [{"type": "text", "text": text}]}
+
+
+def user_message(text: str, images: Sequence[Any] = ()) -> Message:
+    """A user turn: the images first (in order), then the text."""
+    content: list[dict] = [{"type": "image", "image": im} for im in images]
+    content.append({"type": "text", "text": text})
+    return {"role": "user", "content": content}
+
+
+def request_images(request: ChatRequest) -> list[Any]:
+    """Every image in a request, in order of appearance."""
+    return [
+        part["image"]
+        for msg in request
+        for part in (msg["content"] if isinstance(msg["content"], list) else [])
+        if part.get("type") == "image"
+    ]

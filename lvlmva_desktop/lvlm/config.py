@@ -1,0 +1,74 @@
+"""Where the LVLM lives: a local model folder or a site's OpenAI-compatible server, and how to open it.
+
+The same small record is filled by the command line's options and by the GUI's LVLM dialog. The API key
+never appears here: only the NAME of the environment variable that holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .backend import LVLMBackend, LVLMError
+
+
+@dataclass
+class LVLMConfig:
+    kind: str = "local"  # "local" (a transformers folder) or "endpoint" (OpenAI-compatible server)
+    folder: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = ""
+    timeout_s: float = 120.0
+    max_concurrency: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LVLMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LVLMError(f"Unknown LVLM settings: {', '.join(unknown)}.")
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.kind == "local":
+            if not self.folder:
+                raise LVLMError(
+                    "Choose the folder that holds the LVLM's weights (config.json, *.safetensors)."
+                )
+        elif self.kind == "endpoint":
+            if not self.base_url or not self.model:
+                raise LVLMError(
+                    "An LVLM server needs its base URL (e.g. http://gpu-server:8000/v1) and a model name."
+                )
+        else:
+            raise LVLMError(f"Unknown LVLM kind '{self.kind}'; use 'local' or 'endpoint'.")
+
+
+def open_backend(config: LVLMConfig, state=None) -> LVLMBackend:
+    """Load the model (local) or prepare the client (endpoint); errors are LVLMError in words."""
+    config.validate()
+    if config.kind == "local":
+        from .local import LocalBackend
+
+        return LocalBackend(
+            config.folder,
+            device=config.device,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            state=state,
+        )
+    from .endpoint import EndpointBackend
+
+    return EndpointBackend(
+        config.base_url,
+        config.model,
+        api_key_env=config.api_key_env or None,
+        timeout_s=config.timeout_s,
+        max_concurrency=config.max_concurrency,
+    )

@@ -1,0 +1,284 @@
+"""The LVLM critic and judge (METHOD.md steps 5-6) behind the core's Critic interface.
+
+Two-call mode (the paper's): the critic LVLM sees the image, the segment map and the numbered overlay
+and reasons in six steps; a judge call turns that text into JSON verdicts using the expert's few-shot
+examples. One-call mode asks the critic to end its reasoning with the JSON itself, halving the calls.
+Whatever the model writes, parsing never fails a run: missing verdicts get one stricter retry, and what
+is still missing becomes "undecided", which is not spurious, is shown to the expert and is counted.
+
+Rerunning an unchanged critique costs nothing: results are cached under a key made of the image, the
+attribution and segment maps, the class description, the template hashes, the model identity and the
+generation settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..core.critic import UNDECIDED, Critique, CritiqueRequest, SegmentVerdict
+from ..core.jobs import TaskState, ensure_state
+from .backend import GenerationSettings, LVLMBackend, text_message, user_message
+from .parsing import ParseResult, parse_verdicts
+from .prompts import TemplateSet
+from .render import centres, render_views, where
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CriticSettings:
+    """one_call: critic and judge in one generation. strict_retry: ask once more, strictly, when verdicts
+    are missing. image_min_side: the pictures are enlarged to at least this many pixels (nearest
+    neighbour). send_segment_map: include the plain segment map besides the numbered overlay."""
+
+    one_call: bool = False
+    critic_max_new_tokens: int = 768
+    judge_max_new_tokens: int = 200
+    batch_size: int = 8
+    temperature: float = 0.0
+    strict_retry: bool = True
+    image_min_side: int = 336
+    send_segment_map: bool = True
+    use_cache: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tensor_hash(t: torch.Tensor | None) -> str:
+    if t is None:
+        return "none"
+    a = t.detach().cpu().contiguous()
+    return hashlib.sha256(
+        str(tuple(a.shape)).encode() + str(a.dtype).encode() + a.numpy().tobytes()
+    ).hexdigest()
+
+
+def _model_label(identity: dict) -> str:
+    if identity.get("kind") == "endpoint":
+        return f"{identity.get('model')} at {identity.get('base_url')}"
+    folder = str(identity.get("folder", "?")).rstrip("/").split("/")[-1]
+    return f"{identity.get('model_type', 'model')} from {folder}"
+
+
+class LVLMCritic:
+    """Critic + judge with a local or endpoint LVLM; ``judge_backend`` may be another model."""
+
+    def __init__(
+        self,
+        backend: LVLMBackend,
+        templates: TemplateSet | None = None,
+        settings: CriticSettings | None = None,
+        cache: object | None = None,
+        judge_backend: LVLMBackend | None = None,
+    ) -> None:
+        self.backend = backend
+        self.judge_backend = judge_backend or backend
+        self.templates = templates or TemplateSet.defaults()
+        self.settings = settings or CriticSettings()
+        self.cache = cache if self.settings.use_cache else None
+        self.templates.judge_examples()  # fail now, in words, if the expert's examples are broken
+        self._identity = backend.identity()
+        self._judge_identity = self.judge_backend.identity() if judge_backend is not None else None
+        mode = "one call" if self.settings.one_call else "critic + judge"
+        self.name = f"LVLM critic ({_model_label(self._identity)}, {mode})"
+
+    def identity(self) -> dict:
+        kind = "one_call" if self.settings.one_call else None
+        hashes = (
+            self.templates.hashes(kind)
+            if kind
+            else {
+                **self.templates.hashes("critic"),
+                **self.templates.hashes("judge"),
+            }
+        )
+        return {
+            "kind": "lvlm",
+            "model": self._identity,
+            "judge_model": self._judge_identity,
+            "settings": self.settings.to_dict(),
+            "templates": hashes,
+            "template_versions": {n: self.templates.versions.get(n, 0) for n in hashes},
+        }
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def _segments_context(self, r: CritiqueRequest) -> list[dict]:
+        h, w = r.segments.shape[-2:]
+        cs = centres(r.segments, r.attribution)
+        return [
+            {
+                "number": s + 1,
+                "evidence": float(r.segment_evidence[s]),
+                "where": where(cs.get(s, (h / 2, w / 2)), h, w),
+            }
+            for s in range(len(r.segment_evidence))
+        ]
+
+    def critic_request(self, r: CritiqueRequest) -> list[dict]:
+        image, seg_map, overlay = render_views(
+            r.image, r.segments, r.attribution, self.settings.image_min_side
+        )
+        template = "one_call.j2" if self.settings.one_call else "critic.j2"
+        text = self.templates.render(
+            template,
+            class_name=r.class_name,
+            class_description=r.class_description,
+            segments=self._segments_context(r),
+        )
+        images = [image, seg_map, overlay] if self.settings.send_segment_map else [image, overlay]
+        return [user_message(text, images)]
+
+    def judge_request(self, critic_text: str, n_segments: int, strict: bool = False) -> list[dict]:
+        name = "judge_strict.j2" if strict else "judge.j2"
+        text = self.templates.render(
+            name,
+            critic_text=critic_text,
+            n_segments=n_segments,
+            examples=self.templates.judge_examples(),
+        )
+        return [text_message("user", text)]
+
+    def cache_key(self, r: CritiqueRequest) -> str:
+        ident = self.identity()
+        ident.pop("template_versions", None)  # the hashes say whether the wording changed
+        ident["settings"] = {
+            k: v for k, v in ident["settings"].items() if k not in ("batch_size", "use_cache")
+        }
+        parts = {
+            "image": tensor_hash(r.image),
+            "attribution": tensor_hash(r.attribution),
+            "segments": tensor_hash(r.segments.long()),
+            "label": r.class_name,
+            "description": hashlib.sha256(r.class_description.encode("utf-8")).hexdigest(),
+            "critic": ident,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    # -- the job ---------------------------------------------------------------------------------
+    def _gen(self, backend: LVLMBackend, reqs: list, max_new: int, state: TaskState) -> list:
+        s = self.settings
+        gs = GenerationSettings(max_new_tokens=max_new, temperature=s.temperature, batch_size=s.batch_size)
+        return backend.generate(reqs, gs, state)
+
+    def critique(
+        self, requests: Sequence[CritiqueRequest], state: TaskState | None = None
+    ) -> Iterator[Critique]:
+        state = ensure_state(state)
+        n = len(requests)
+        bs = max(1, self.settings.batch_size)
+        done = 0
+        for start in range(0, n, bs):
+            state.check()
+            batch = list(requests[start : start + bs])
+            keys = [self.cache_key(r) for r in batch]
+            results: dict[int, Critique] = {}
+            todo = []
+            for i, (r, key) in enumerate(zip(batch, keys)):
+                hit = self.cache.cache_get(key) if self.cache is not None else None
+                if hit is not None:
+                    results[i] = _critique_from_cache(r.sample_id, hit)
+                else:
+                    todo.append(i)
+            if todo:
+                sub = state.child(done / n, (done + len(batch)) / n)
+                for i, c in zip(todo, self._run([batch[i] for i in todo], sub)):
+                    c.raw["cache_key"] = keys[i]
+                    if self.cache is not None:
+                        self.cache.cache_put(keys[i], c.to_dict())
+                    results[i] = c
+            for i in range(len(batch)):
+                yield results[i]
+            done += len(batch)
+            state.progress(done, n, f"critique {done}/{n}")
+
+    def _run(self, batch: list[CritiqueRequest], state: TaskState) -> list[Critique]:
+        s = self.settings
+        outs = self._gen(
+            self.backend, [self.critic_request(r) for r in batch], s.critic_max_new_tokens, state
+        )
+        calls = [1] * len(batch)
+        tokens = [[o.prompt_tokens, o.generated_tokens] for o in outs]
+        critic_texts = [o.text for o in outs]
+        judge_texts = [""] * len(batch)
+        ns = [len(r.segment_evidence) for r in batch]
+        if s.one_call:
+            parsed = [parse_verdicts(t, k) for t, k in zip(critic_texts, ns)]
+        else:
+            state.check()
+            jreqs = [self.judge_request(t, k) for t, k in zip(critic_texts, ns)]
+            jouts = self._gen(self.judge_backend, jreqs, s.judge_max_new_tokens, state)
+            judge_texts = [o.text for o in jouts]
+            parsed = [parse_verdicts(t, k) for t, k in zip(judge_texts, ns)]
+            for i, o in enumerate(jouts):
+                calls[i] += 1
+                tokens[i][0] += o.prompt_tokens
+                tokens[i][1] += o.generated_tokens
+        retry_texts: dict[int, str] = {}
+        if s.strict_retry:
+            # prose in the critic text may already settle what the judge left open
+            for i, p in enumerate(parsed):
+                if not p.complete and not s.one_call:
+                    parsed[i] = _merge(p, parse_verdicts(critic_texts[i], ns[i]))
+            missing = [i for i, p in enumerate(parsed) if not p.complete]
+            if missing:
+                state.check()
+                rreqs = [self.judge_request(critic_texts[i], ns[i], strict=True) for i in missing]
+                routs = self._gen(self.judge_backend, rreqs, s.judge_max_new_tokens, state)
+                for i, o in zip(missing, routs):
+                    retry_texts[i] = o.text
+                    parsed[i] = _merge(parsed[i], parse_verdicts(o.text, ns[i]))
+                    calls[i] += 1
+                    tokens[i][0] += o.prompt_tokens
+                    tokens[i][1] += o.generated_tokens
+        out = []
+        hashes = self.identity()["templates"]
+        for i, r in enumerate(batch):
+            p = parsed[i]
+            verdicts = [
+                SegmentVerdict(seg, v if v is not None else UNDECIDED, p.reasons[seg] if p.reasons else "")
+                for seg, v in enumerate(p.verdicts)
+            ]
+            raw = {
+                "critic_output": critic_texts[i],
+                "judge_output": judge_texts[i],
+                "retry_output": retry_texts.get(i),
+                "parse": p.method,
+                "retried": i in retry_texts,
+                "undecided_by_parser": [k + 1 for k, v in enumerate(p.verdicts) if v is None],
+                "templates": hashes,
+                "model": self._identity,
+                "calls": calls[i],
+                "prompt_tokens": tokens[i][0],
+                "generated_tokens": tokens[i][1],
+                "cached": False,
+            }
+            out.append(Critique(r.sample_id, self.name, critic_texts[i], verdicts, raw))
+        return out
+
+
+def _merge(a: ParseResult, b: ParseResult) -> ParseResult:
+    """Keep a's verdicts; fill its gaps from b."""
+    verdicts = [x if x is not None else y for x, y in zip(a.verdicts, b.verdicts)]
+    reasons = [x or y for x, y in zip(a.reasons or [""] * len(verdicts), b.reasons or [""] * len(verdicts))]
+    method = a.method if a.n_found else b.method
+    return ParseResult(verdicts, method, reasons)
+
+
+def _critique_from_cache(sample_id: int, d: dict) -> Critique:
+    raw = dict(d.get("raw", {}))
+    raw["cached"] = True
+    raw["calls"] = raw["prompt_tokens"] = raw["generated_tokens"] = 0  # a cache hit costs nothing
+    return Critique(
+        sample_id,
+        d["critic"],
+        d["text"],
+        [SegmentVerdict(v["segment"], v["verdict"], v.get("rationale", "")) for v in d["verdicts"]],
+        raw,
+    )

@@ -1,0 +1,133 @@
+"""The LVLM critic's control flow (judge, tolerant parsing, strict retry, undecided, cache, one-call).
+
+The back-end here is a scripted test double that answers by looking at the prompt; it exercises the
+critic's logic exactly. Real generation through real model folders is tested in test_local.py and
+test_end_to_end.py.
+"""
+
+import torch
+
+from lvlmva_desktop.core.critic import CritiqueRequest
+from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.lvlm.backend import Generation, request_images
+from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
+from lvlmva_desktop.lvlm.prompts import TemplateSet
+
+
+class ScriptedBackend:
+    def __init__(self, critic="", judge="", strict="", model="scripted-1"):
+        self.answers = {"critic": critic, "judge": judge, "strict": strict}
+        self.model = model
+        self.calls = []
+
+    def identity(self):
+        return {"kind": "local", "folder": f"/models/{self.model}", "model_type": "scripted"}
+
+    def generate(self, requests, settings=None, state=None):
+        out = []
+        for req in requests:
+            text = req[-1]["content"][-1]["text"]
+            kind = "strict" if "Reply with nothing but" in text else "judge" if "Notes:" in text else "critic"
+            self.calls.append((kind, len(request_images(req)), text))
+            ans = self.answers[kind]
+            out.append(Generation(ans(text) if callable(ans) else ans, 100, 10, "stop"))
+        return out
+
+    def stream(self, request, settings=None):
+        yield from self.generate([request])[0].text.split(" ")
+
+    def health_check(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def _req(sid=1, n_seg=3, desc="round lesion, even colour"):
+    g = torch.Generator().manual_seed(sid)
+    seg = torch.zeros(16, 16, dtype=torch.long)
+    seg[:, 8:] = 1
+    seg[12:, :4] = 2 if n_seg > 2 else 1
+    return CritiqueRequest(
+        sid,
+        torch.rand(3, 16, 16, generator=g),
+        0,
+        "benign",
+        desc,
+        torch.rand(16, 16, generator=g),
+        seg,
+        [0.5, 0.3, 0.2][:n_seg],
+    )
+
+
+JUDGE_JSON = '{"segments": [{"segment": 1, "verdict": "relevant"}, {"segment": 2, "verdict": "relevant"}, {"segment": 3, "verdict": "spurious"}]}'
+
+
+def test_two_call_mode_sends_three_images_and_parses_the_judge():
+    be = ScriptedBackend(critic="Step 6 - Verdicts:\nSegment 3: spurious", judge="Sure! " + JUDGE_JSON)
+    critic = LVLMCritic(be, settings=CriticSettings(use_cache=False))
+    (c,) = list(critic.critique([_req()]))
+    assert [v.verdict for v in c.verdicts] == ["relevant", "relevant", "spurious"]
+    assert [k for k, _, _ in be.calls] == ["critic", "judge"]
+    assert be.calls[0][1] == 3 and be.calls[1][1] == 0  # image, segment map, overlay; judge reads text
+    assert "round lesion, even colour" in be.calls[0][2] and "Segment 3: spurious" in be.calls[1][2]
+    assert c.text.startswith("Step 6") and c.raw["parse"] == "json" and c.raw["calls"] == 2
+    assert set(c.raw["templates"]) >= {"critic.j2", "judge.j2", "judge_examples.json"}
+    assert "LVLM critic" in c.critic
+
+
+def test_garbage_gets_one_strict_retry_then_undecided():
+    be = ScriptedBackend(critic="ĠĠ the the the", judge="}}}{{", strict="segment 2: relevant")
+    critic = LVLMCritic(be, settings=CriticSettings(use_cache=False))
+    (c,) = list(critic.critique([_req()]))
+    assert [v.verdict for v in c.verdicts] == ["undecided", "relevant", "undecided"]
+    assert c.raw["retried"] and c.raw["calls"] == 3 and c.raw["undecided_by_parser"] == [1, 3]
+    assert c.raw["critic_output"] == "ĠĠ the the the"  # the raw text is kept for the expert
+    be2 = ScriptedBackend(critic="x", judge="y", strict="z")
+    (c2,) = list(
+        LVLMCritic(be2, settings=CriticSettings(use_cache=False, strict_retry=False)).critique([_req()])
+    )
+    assert [v.verdict for v in c2.verdicts] == ["undecided"] * 3 and c2.raw["calls"] == 2
+
+
+def test_critic_prose_fills_what_the_judge_left_open_without_a_retry():
+    be = ScriptedBackend(
+        critic="Segment 1: relevant\nSegment 2: relevant\nSegment 3: spurious",
+        judge='{"segments": [{"segment": 3, "verdict": "spurious"}]}',
+    )
+    (c,) = list(LVLMCritic(be, settings=CriticSettings(use_cache=False)).critique([_req()]))
+    assert [v.verdict for v in c.verdicts] == ["relevant", "relevant", "spurious"]
+    assert not c.raw["retried"] and c.raw["calls"] == 2
+
+
+def test_one_call_mode_halves_the_calls():
+    be = ScriptedBackend(critic="Step 1 ... Step 6.\n" + JUDGE_JSON)
+    critic = LVLMCritic(be, settings=CriticSettings(one_call=True, use_cache=False))
+    cs = list(critic.critique([_req(1), _req(2)]))
+    assert [k for k, _, _ in be.calls] == ["critic", "critic"]
+    assert all(c.raw["calls"] == 1 for c in cs)
+    assert [v.verdict for v in cs[0].verdicts] == ["relevant", "relevant", "spurious"]
+    assert "one_call.j2" in critic.identity()["templates"]
+
+
+def test_cache_makes_an_unchanged_rerun_free_and_misses_on_any_change(tmp_path):
+    p = Project.create(tmp_path / "p", "p", ["benign", "malignant"], (16, 16), 3)
+    ts = TemplateSet.for_project(p)
+    be = ScriptedBackend(critic="Segment 3: spurious", judge=JUDGE_JSON)
+    reqs = [_req(1), _req(2)]
+    first = list(LVLMCritic(be, ts, cache=p).critique(reqs))
+    assert len(be.calls) == 4 and not first[0].raw["cached"]
+    again = list(LVLMCritic(be, ts, cache=p).critique(reqs))
+    assert len(be.calls) == 4  # nothing generated
+    assert all(c.raw["cached"] and c.raw["calls"] == 0 for c in again)
+    assert [v.verdict for v in again[1].verdicts] == [v.verdict for v in first[1].verdicts]
+    # a new class description, an edited template or another model each miss the cache
+    list(LVLMCritic(be, ts, cache=p).critique([_req(1, desc="asymmetric")]))
+    assert len(be.calls) == 6
+    p.save_prompt_template("critic.j2", ts.texts["critic.j2"] + "\nBe brief.")
+    list(LVLMCritic(be, TemplateSet.for_project(p), cache=p).critique([_req(1)]))
+    assert len(be.calls) == 8
+    other = ScriptedBackend(critic="Segment 3: spurious", judge=JUDGE_JSON, model="scripted-2")
+    list(LVLMCritic(other, ts, cache=p).critique([_req(1)]))
+    assert len(other.calls) == 2
+    p.close()
