@@ -77,7 +77,15 @@ def evaluate(model, test, classes, device, min_group_size, bg=None, n_attr=0):
     return out
 
 
-def run_one(name: str, seed: int, out: Path, device: torch.device, n_attr: int, overrides: dict) -> dict:
+def run_one(
+    name: str,
+    seed: int,
+    out: Path,
+    device: torch.device,
+    n_attr: int,
+    overrides: dict,
+    critic_errors: str = "both",
+) -> dict:
     cfg = json.loads(json.dumps(CONFIGS[name]))
     for k, v in overrides.items():
         cfg[k].update(v) if isinstance(cfg.get(k), dict) else cfg.__setitem__(k, v)
@@ -141,7 +149,7 @@ def run_one(name: str, seed: int, out: Path, device: torch.device, n_attr: int, 
     ]
     verdict_acc = {}
     for acc in CRITIC_ACCURACIES:
-        critic = GroundTruthCritic(error_rate=round(1.0 - acc, 4), seed=seed)
+        critic = GroundTruthCritic(error_rate=round(1.0 - acc, 4), seed=seed, errors=critic_errors)
         crits = list(critic.critique(reqs))
         masks = torch.stack([segment_mask(r.segments, c.verdicts) for r, c in zip(reqs, crits)])
         truth = [t for c in crits for t in c.raw["truth"]]
@@ -244,6 +252,12 @@ def main() -> None:
         "--override", default="{}", help='JSON per-set overrides, e.g. {"align": {"lambda_": 100}}'
     )
     ap.add_argument("--json", help="also write all results here")
+    ap.add_argument(
+        "--critic-errors",
+        choices=GroundTruthCritic.ERROR_KINDS,
+        default="both",
+        help="which verdicts the simulated critics may flip (both = the headline; the others diagnose)",
+    )
     args = ap.parse_args()
     from lvlmva_desktop.core.devices import describe_device, resolve_device
 
@@ -254,7 +268,15 @@ def main() -> None:
     results = []
     for name in args.sets:
         for seed in args.seeds:
-            r = run_one(name, seed, out, device, args.attribution_images, json.loads(args.override))
+            r = run_one(
+                name,
+                seed,
+                out,
+                device,
+                args.attribution_images,
+                json.loads(args.override),
+                args.critic_errors,
+            )
             results.append(r)
             print(
                 f"[{name} seed {seed}] "

@@ -109,22 +109,35 @@ class GroundTruthCritic:
     With ``error_rate`` 0 it is the paper's upper bound ("RRR with ground-truth masks" through segments);
     with an error rate e it flips each verdict with probability e, simulating an LVLM whose verdict
     accuracy is 1 - e. It is never offered as a real critic: its name says "simulated" everywhere.
+
+    ``errors`` says which verdicts may flip: "both" (default: every verdict, independently), "missed"
+    (only spurious -> relevant: the critic overlooks artefacts) or "false_spurious" (only relevant ->
+    spurious: the critic forbids real evidence). The one-sided kinds exist to measure which error hurts.
     """
 
-    def __init__(self, error_rate: float = 0.0, seed: int = 0, threshold: float = 0.5) -> None:
+    ERROR_KINDS = ("both", "missed", "false_spurious")
+
+    def __init__(
+        self, error_rate: float = 0.0, seed: int = 0, threshold: float = 0.5, errors: str = "both"
+    ) -> None:
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError("error_rate must be in [0, 1]")
+        if errors not in self.ERROR_KINDS:
+            raise ValueError(f"errors must be one of {self.ERROR_KINDS}")
         self.error_rate = error_rate
         self.seed = seed
         self.threshold = threshold
+        self.errors = errors
         acc = 1.0 - error_rate
-        self.name = f"simulated-critic(ground truth, verdict accuracy {acc:.2f}) [benchmark only]"
+        kind = "" if errors == "both" else f", {errors.replace('_', ' ')} errors only"
+        self.name = f"simulated-critic(ground truth, verdict accuracy {acc:.2f}{kind}) [benchmark only]"
 
     def identity(self) -> dict:
         return {
             "kind": "ground_truth_simulated",
             "benchmark_only": True,
             "error_rate": self.error_rate,
+            "errors": self.errors,
             "seed": self.seed,
             "threshold": self.threshold,
         }
@@ -145,7 +158,8 @@ class GroundTruthCritic:
             truth = ground_truth_segment_labels(r.attribution, r.segments, r.gt_mask, n_seg, self.threshold)
             verdicts, lines = [], []
             for s, t in enumerate(truth):
-                flipped = self._flip(r.sample_id, s)
+                allowed = self.errors == "both" or (self.errors == "missed") == t
+                flipped = allowed and self._flip(r.sample_id, s)
                 spurious = t != flipped
                 verdicts.append(SegmentVerdict(s, SPURIOUS if spurious else RELEVANT))
                 lines.append(

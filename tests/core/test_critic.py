@@ -55,6 +55,16 @@ def test_simulated_error_rate_flips_the_expected_share_deterministically():
     assert [[v.verdict for v in c.verdicts] for c in out] == [[v.verdict for v in c.verdicts] for c in again]
 
 
+def test_one_sided_error_kinds_flip_only_their_side():
+    reqs = [_request(i) for i in range(300)]
+    truth = [RELEVANT, RELEVANT, SPURIOUS]
+    for kind, side in (("missed", SPURIOUS), ("false_spurious", RELEVANT)):
+        c = GroundTruthCritic(error_rate=0.5, seed=1, errors=kind)
+        assert kind.replace("_", " ") in c.name and c.identity()["errors"] == kind
+        wrong = [v for crit in c.critique(reqs) for v in crit.verdicts if v.verdict != truth[v.segment]]
+        assert wrong and all(truth[v.segment] == side for v in wrong)
+
+
 def test_expert_critic_uses_stored_verdicts_and_leaves_the_rest_undecided():
     c = ExpertCritic({5: {2: SPURIOUS}})
     (a,) = list(c.critique([_request(5)]))
