@@ -511,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("--one-call", action="store_true", help="LVLM critic and judge in one generation")
         sp.add_argument("--batch-size", type=int, default=8, help="LVLM requests per generation batch")
+        sp.add_argument(
+            "--max-new-tokens",
+            type=int,
+            default=768,
+            help="longest critic answer, in tokens (the judge's: 200)",
+        )
         sp.add_argument("--no-cache", action="store_true", help="ask the LVLM again even if nothing changed")
         add_lvlm_args(sp)
         sp.add_argument(

@@ -68,7 +68,10 @@ def make_lvlm_critic(args: argparse.Namespace, project):
     from .lvlm.prompts import TemplateSet
 
     settings = CriticSettings(
-        one_call=bool(args.one_call), batch_size=args.batch_size, use_cache=not args.no_cache
+        one_call=bool(args.one_call),
+        batch_size=args.batch_size,
+        use_cache=not args.no_cache,
+        critic_max_new_tokens=args.max_new_tokens,
     )
     return LVLMCritic(open_lvlm(args), TemplateSet.for_project(project), settings, cache=project)
 

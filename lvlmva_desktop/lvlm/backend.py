@@ -42,6 +42,7 @@ class GenerationSettings:
     top_p: float = 1.0
     batch_size: int = 8
     seed: int = 0
+    ignore_eos: bool = False  # benchmarks only: always generate max_new_tokens (local back-end)
 
     def to_dict(self) -> dict:
         return asdict(self)
