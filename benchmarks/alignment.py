@@ -58,7 +58,7 @@ CONFIGS = {
         "channels": 1,
         "arch": "small_cnn",
         "train": {"epochs": 10, "lr": 1e-3},
-        "align": {"lambda_": 3.0, "epochs": 5, "lr": 1e-3},
+        "align": {"lambda_": 30.0, "epochs": 5, "lr": 1e-3},
         "n_align": 200,
     },
 }

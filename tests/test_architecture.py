@@ -42,5 +42,11 @@ def test_no_unpickling_and_no_hub_downloads_in_the_package():
             if re.search(r"torch\.load\(", line):
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
             assert "pickle.load" not in line, f"{path}: {line.strip()}"
-            if "from_pretrained(" in line:
-                assert "local_files_only" in line, f"{path}: {line.strip()}"
+        for m in re.finditer(r"from_pretrained\(", text):
+            depth, end = 0, m.end() - 1
+            for end in range(m.end() - 1, len(text)):  # the whole call, over several lines if need be
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                if depth == 0:
+                    break
+            call = text[m.start() : end + 1]
+            assert "local_files_only=True" in call, f"{path}: {call}"

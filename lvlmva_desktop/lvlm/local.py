@@ -1,0 +1,446 @@
+"""A transformers vision-language model folder on this machine, behind the ``LVLMBackend`` interface.
+
+The folder is loaded exactly as transformers would load it for anyone (``AutoProcessor`` and
+``AutoModelForImageTextToText`` with ``local_files_only``), so any model family transformers supports works;
+the families in ``TESTED_FAMILIES`` are the ones the test suite checks. Prompts go through the model's own
+chat template; many requests are generated in left-padded batches, greedy unless a temperature is asked for,
+so an answer does not depend on which batch it was in (in float32; bf16 on a GPU can differ in rare ties).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.devices import describe_device, resolve_device
+from ..core.jobs import TaskState, ensure_state
+from .backend import ChatRequest, Generation, GenerationSettings, HealthReport, LVLMError, user_message
+
+log = logging.getLogger(__name__)
+
+# model_type -> family name: the families the test suite builds and runs (others may work but are untested).
+TESTED_FAMILIES = {
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "qwen3_vl": "Qwen3-VL",
+    "idefics3": "Idefics3 / SmolVLM",
+    "llava": "LLaVA",
+    "gemma3": "Gemma 3",
+}
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}  # fmt: skip
+_SMALL_FILE = 8 * 2**20  # hashed whole; larger (weight) files are sampled, see folder_hash()
+_SAMPLE = 2**20
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 over every file of the folder (sorted relative names; hidden files skipped): name, size and
+    content hash. Files up to 8 MiB (configs, tokenizer, processor, chat template, small weights) are hashed
+    whole; larger files (weight shards) by their first and last 1 MiB plus 16 evenly spaced 64 KiB samples,
+    so a multi-GB folder hashes in milliseconds and any re-saved or fine-tuned shard still changes it."""
+    h, files = hashlib.sha256(), []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            files.append((rel.as_posix(), path))
+    for rel, path in sorted(files):
+        size = path.stat().st_size
+        fh = hashlib.sha256()
+        with path.open("rb") as f:
+            if size <= _SMALL_FILE:
+                fh.update(f.read())
+            else:
+                offsets = [0, size - _SAMPLE] + [size * k // 17 for k in range(1, 17)]
+                for off in offsets:
+                    f.seek(off)
+                    fh.update(f.read(_SAMPLE if off in (0, size - _SAMPLE) else 2**16))
+        h.update(f"{rel}\0{size}\0{fh.hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 on a GPU that supports it (half the memory, same range as fp32), float32 otherwise."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise LVLMError(f"Unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16.")
+    return _DTYPES[dtype]
+
+
+def _tested_list() -> str:
+    return ", ".join(f"{name} ({mt})" for mt, name in TESTED_FAMILIES.items())
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+class _StopFlag:
+    """A stopping criterion that ends generation when the streaming consumer went away."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+class LocalBackend:
+    """A model folder loaded with transformers on a chosen device."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        state: TaskState | None = None,
+        static_cache: bool | None = None,
+    ) -> None:
+        state = ensure_state(state)
+        self.folder = Path(folder).expanduser()
+        self.trust_remote_code = bool(trust_remote_code)
+        try:
+            self.device = resolve_device(device)
+        except (ValueError, RuntimeError) as exc:
+            raise LVLMError(str(exc)) from None
+        self.dtype = _pick_dtype(dtype, self.device)
+        # A static KV cache lets generate() compile one graph per shape: a throughput gain on a GPU only.
+        self.static_cache = self.device.type == "cuda" if static_cache is None else bool(static_cache)
+        state.progress(0, 3, f"Checking {self.folder}")
+        config = self._read_config()
+        self.model_type = str(getattr(config, "model_type", ""))
+        archs = getattr(config, "architectures", None) or []
+        state.check()
+        state.progress(1, 3, "Loading the processor (tokenizer, image processor, chat template)")
+        self.processor = self._load_processor()
+        state.check()
+        state.progress(2, 3, f"Loading the weights onto {describe_device(self.device)}")
+        self.model = self._load_model()
+        self.architecture = archs[0] if archs else type(self.model).__name__
+        self._prepare_tokenizer()
+        self._lock = threading.Lock()
+        self._hash = folder_hash(self.folder)
+        state.progress(3, 3, "Model loaded")
+        log.info("Loaded %s (%s) from %s on %s as %s", self.architecture, self.model_type, self.folder,
+                 self.device, self.dtype)  # fmt: skip
+
+    # -- loading --------------------------------------------------------------------------------------
+    def _read_config(self):
+        from transformers import AutoConfig
+
+        if not self.folder.is_dir():
+            raise LVLMError(f"The model folder {self.folder} does not exist.")
+        if not (self.folder / "config.json").is_file():
+            raise LVLMError(
+                f"{self.folder} has no config.json: choose the folder that holds the model's config.json, "
+                "tokenizer and *.safetensors weights (as downloaded from the model's page)."
+            )
+        try:
+            return AutoConfig.from_pretrained(
+                self.folder, local_files_only=True, trust_remote_code=self.trust_remote_code
+            )
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; the user needs words
+            raise LVLMError(self._unsupported(exc)) from None
+
+    def _unsupported(self, exc: Exception) -> str:
+        import json
+
+        try:
+            model_type = json.loads((self.folder / "config.json").read_text("utf-8")).get("model_type", "?")
+        except (OSError, ValueError):
+            return f"The config.json in {self.folder} cannot be read ({exc})."
+        hint = (
+            " It may need the model's own code: enable 'trust remote code' only if you trust its source."
+            if not self.trust_remote_code
+            else ""
+        )
+        return (
+            f"The model in {self.folder} is of type '{model_type}', which this transformers "
+            f"({_transformers_version()}) cannot load as an image-and-text model.{hint} Tested families: "
+            f"{_tested_list()}. (Details: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        )
+
+    def _load_processor(self):
+        from transformers import AutoProcessor
+
+        names = {p.name for p in self.folder.iterdir()}
+        if not names & {"tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json"}:
+            raise LVLMError(f"{self.folder} has no tokenizer files (tokenizer.json or tokenizer.model).")
+        if not names & {"preprocessor_config.json", "processor_config.json"}:
+            raise LVLMError(
+                f"{self.folder} has no image processor settings (preprocessor_config.json or "
+                "processor_config.json): is it a vision-language model?"
+            )
+        try:
+            proc = AutoProcessor.from_pretrained(
+                self.folder, local_files_only=True, trust_remote_code=self.trust_remote_code
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise LVLMError(f"The processor in {self.folder} cannot be loaded: {exc}") from None
+        if not hasattr(proc, "tokenizer") or not hasattr(proc, "image_processor"):
+            raise LVLMError(f"{self.folder} has no image processor: is it a vision-language model?")
+        if not getattr(proc, "chat_template", None) and not getattr(proc.tokenizer, "chat_template", None):
+            raise LVLMError(
+                f"{self.folder} has no chat template (chat_template.jinja or in tokenizer_config.json)."
+            )
+        return proc
+
+    def _load_model(self):
+        from transformers import AutoModelForImageTextToText
+
+        kwargs: dict[str, Any] = dict(dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        if self.device.type == "cuda":
+            kwargs["device_map"] = {"": str(self.device)}
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(self.folder, local_files_only=True, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if _is_oom(exc):
+                raise LVLMError(self._oom_words("loading the model")) from None
+            if isinstance(exc, ValueError) and "Unrecognized configuration class" in str(exc):
+                raise LVLMError(self._unsupported(exc)) from None
+            raise LVLMError(f"The weights in {self.folder} cannot be loaded: {exc}") from None
+        if self.device.type != "cuda":
+            model.to(self.device)
+        if self.model_type not in TESTED_FAMILIES:
+            log.warning(
+                "Model type '%s' is not among the tested families (%s)", self.model_type, _tested_list()
+            )
+        return model.eval()
+
+    def _prepare_tokenizer(self) -> None:
+        """Left padding so that every row of a batch ends where its answer starts."""
+        tok = self.processor.tokenizer
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        eos = self.model.generation_config.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+        if tok.eos_token_id is not None and tok.eos_token_id not in eos:
+            eos.append(tok.eos_token_id)
+        self._eos = set(eos)
+        self._pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
+
+    def _oom_words(self, what: str) -> str:
+        return (
+            f"Out of memory on {describe_device(self.device)} while {what}. Use a smaller model, a smaller "
+            "batch size, fewer or smaller images, or another device."
+        )
+
+    # -- LVLMBackend ----------------------------------------------------------------------------------
+    def identity(self) -> dict:
+        return {
+            "kind": "local",
+            "folder": str(self.folder),
+            "model_type": self.model_type,
+            "architecture": self.architecture,
+            "folder_hash": self._hash,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "trust_remote_code": self.trust_remote_code,
+            "transformers": _transformers_version(),
+        }
+
+    def _inputs(self, requests: Sequence[ChatRequest]) -> dict:
+        """The requests through the model's own chat template and processor, padded on the left."""
+        template = self.processor.apply_chat_template
+        padding = (  # transformers 5 wants processor options in their own dict
+            {"processor_kwargs": {"padding": True}}
+            if "processor_kwargs" in inspect.signature(template).parameters
+            else {"padding": True}
+        )
+        enc = template(
+            [list(r) for r in requests],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            **padding,
+        )
+        return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                for k, v in enc.items() if isinstance(v, torch.Tensor)}  # fmt: skip
+
+    def _gen_kwargs(self, settings: GenerationSettings, prompt_len: int) -> dict:
+        kw: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=self._pad)
+        if settings.temperature > 0:
+            kw.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+        else:  # greedy, whatever the folder's generation_config.json says about sampling
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.ignore_eos:  # benchmarks: a fixed number of decoding steps
+            kw["min_new_tokens"] = settings.max_new_tokens
+        if self.static_cache:
+            # Sized in steps of 1024 (transformers never shrinks it): few shapes, so few recompilations.
+            kw["cache_implementation"] = "static"
+            kw["max_cache_len"] = -(-(prompt_len + settings.max_new_tokens) // 1024) * 1024
+        return kw
+
+    def generate(
+        self,
+        requests: Sequence[ChatRequest],
+        settings: GenerationSettings | None = None,
+        state: TaskState | None = None,
+    ) -> list[Generation]:
+        """Answers in order, ``settings.batch_size`` requests per model call; cancellable between calls."""
+        settings, state = settings or GenerationSettings(), ensure_state(state)
+        out: list[Generation] = []
+        n, size = len(requests), max(1, settings.batch_size)
+        for start in range(0, n, size):
+            state.check()
+            state.progress(start, n, f"Generating answers {start + 1}-{min(start + size, n)} of {n}")
+            out.extend(self._generate_batch(requests[start : start + size], settings))
+        state.progress(n, n, f"Generated {n} answers")
+        return out
+
+    def _run(self, inputs: dict, settings: GenerationSettings, **extra: Any) -> torch.Tensor:
+        """One model.generate call; one at a time (the chat pane may stream while the critic runs)."""
+        if self.model is None:
+            raise LVLMError("The model was closed; load it again to generate.")
+        with self._lock, torch.inference_mode():
+            if settings.temperature > 0:
+                torch.manual_seed(settings.seed)  # reproducible sampling; greedy leaves the global RNG alone
+            return self.model.generate(
+                **inputs, **self._gen_kwargs(settings, inputs["input_ids"].shape[1]), **extra
+            )
+
+    def _failed(self, exc: Exception, what: str) -> LVLMError:
+        if _is_oom(exc):
+            self._free_cache()
+            return LVLMError(self._oom_words(what))
+        if isinstance(exc, LVLMError):
+            return exc
+        return LVLMError(f"Generation failed ({self.model_type}): {type(exc).__name__}: {exc}")
+
+    def _generate_batch(
+        self, requests: Sequence[ChatRequest], settings: GenerationSettings
+    ) -> list[Generation]:
+        try:
+            if self.model is None:
+                raise LVLMError("The model was closed; load it again to generate.")
+            inputs = self._inputs(requests)
+            seqs = self._run(inputs, settings)
+        except Exception as exc:  # noqa: BLE001 - the user needs words, not a traceback
+            raise self._failed(exc, f"generating for {len(requests)} requests") from exc
+        prompt_len = inputs["input_ids"].shape[1]
+        results = []
+        for row, mask in zip(seqs[:, prompt_len:].tolist(), inputs["attention_mask"]):
+            stop = next((i for i, t in enumerate(row) if t in self._eos), None)
+            ids = row if stop is None else row[: stop + 1]
+            text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+            results.append(
+                Generation(
+                    text=text.strip(),
+                    prompt_tokens=int(mask.sum()),
+                    generated_tokens=len(ids),
+                    finish_reason="stop" if stop is not None else "length",
+                )
+            )
+        return results
+
+    def stream(self, request: ChatRequest, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Pieces of the answer as they are generated; their concatenation is generate()'s text (stripped).
+        Closing the iterator early stops the generation."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        settings = settings or GenerationSettings()
+        try:
+            if self.model is None:
+                raise LVLMError("The model was closed; load it again to generate.")
+            inputs = self._inputs([request])
+        except Exception as exc:  # noqa: BLE001
+            raise self._failed(exc, "preparing the request") from exc
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop, failure = _StopFlag(), []
+
+        def run() -> None:
+            try:
+                self._run(inputs, settings, streamer=streamer, stopping_criteria=StoppingCriteriaList([stop]))
+            except Exception as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="lvlm-stream", daemon=True)
+        worker.start()
+        try:
+            started, held = False, ""  # strip like generate(): no leading blanks, trailing ones held back
+            for piece in streamer:
+                if not started:
+                    piece = piece.lstrip()
+                    started = bool(piece)
+                text = held + piece
+                body = text.rstrip()
+                held = text[len(body) :]
+                if body:
+                    yield body
+        finally:
+            stop.event.set()
+            worker.join()
+        if failure:
+            raise self._failed(failure[0], "generating an answer")
+
+    def health_check(self) -> HealthReport:
+        """Identity, device, memory and a short generation on a small drawn image; never raises."""
+        from PIL import Image, ImageDraw
+
+        t0 = time.monotonic()
+        prompt = "What colour is the square in this image? Answer in one word."
+        report = HealthReport(ok=False, identity={}, test_prompt=prompt)
+        try:
+            report.identity = self.identity()
+            report.device = describe_device(self.device)
+            im = Image.new("RGB", (64, 64), (30, 60, 200))
+            ImageDraw.Draw(im).rectangle([16, 16, 47, 47], fill=(220, 30, 30))
+            gen = self.generate([[user_message(prompt, [im])]], GenerationSettings(max_new_tokens=16))[0]
+            report.test_output = gen.text
+            report.memory = self._memory()
+            report.ok = gen.generated_tokens > 0
+            if not report.ok:
+                report.problem = "The test generation produced no tokens."
+        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+            report.problem = str(exc) if isinstance(exc, LVLMError) else f"{type(exc).__name__}: {exc}"
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def _memory(self) -> str:
+        if self.device.type == "cuda":
+            used = torch.cuda.memory_allocated(self.device) / 2**30
+            total = torch.cuda.get_device_properties(self.device).total_memory / 2**30
+            return f"{used:.1f} GiB of {total:.1f} GiB allocated on the GPU"
+        try:
+            import psutil
+
+            return f"{psutil.Process().memory_info().rss / 2**30:.2f} GiB resident (this process)"
+        except ImportError:
+            import resource
+
+            return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB peak resident"
+
+    def _free_cache(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Free the weights now rather than when the object is collected (GPU memory is precious)."""
+        self.model = None
+        self.processor = None
+        self._free_cache()
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
