@@ -119,6 +119,26 @@ def test_critique_align_and_chat_with_a_real_local_model(project, overfit_model,
         assert [m["role"] for m in msgs] == ["user", "assistant"]
         assert msgs[1]["text"] == answer.strip()
 
+    assert main(["summary", proj, "--class", "benign", "--model-dir", model]) == 0
+    assert '"segments"' in capsys.readouterr().out
+
+
+def test_prompts_are_listed_exported_edited_and_recorded(project, tmp_path, capsys):
+    proj = str(project)
+    assert main(["prompts", proj]) == 0
+    listing = capsys.readouterr().out
+    assert "critic.j2" in listing and "judge_examples.json" in listing
+    assert main(["prompts", proj, "--export", str(tmp_path / "p")]) == 0
+    edited = (tmp_path / "p" / "critic.j2").read_text() + "\nKeep each step short."
+    (tmp_path / "p" / "critic.j2").write_text(edited)
+    assert main(["prompts", proj, "--load", "critic.j2", str(tmp_path / "p" / "critic.j2")]) == 0
+    assert "critic.j2: version 2" in capsys.readouterr().out
+    (tmp_path / "bad.j2").write_text("{{ unknown_thing }}")
+    assert main(["prompts", proj, "--load", "critic.j2", str(tmp_path / "bad.j2")]) == 2
+    assert "cannot be rendered" in capsys.readouterr().err
+    assert main(["prompts", proj, "--show", "critic.j2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("Keep each step short.")
+
 
 def test_a_random_model_never_crashes_a_run(project, tmp_path, capsys):
     folder = make_tiny_lvlm("qwen2_5_vl", tmp_path / "random", seed=3)
