@@ -151,9 +151,8 @@ class LocalBackend:
                 "tokenizer and *.safetensors weights (as downloaded from the model's page)."
             )
         try:
-            return AutoConfig.from_pretrained(
-                self.folder, local_files_only=True, trust_remote_code=self.trust_remote_code
-            )
+            remote = self.trust_remote_code
+            return AutoConfig.from_pretrained(self.folder, local_files_only=True, trust_remote_code=remote)
         except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; the user needs words
             raise LVLMError(self._unsupported(exc)) from None
 
@@ -187,9 +186,8 @@ class LocalBackend:
                 "processor_config.json): is it a vision-language model?"
             )
         try:
-            proc = AutoProcessor.from_pretrained(
-                self.folder, local_files_only=True, trust_remote_code=self.trust_remote_code
-            )
+            remote = self.trust_remote_code
+            proc = AutoProcessor.from_pretrained(self.folder, local_files_only=True, trust_remote_code=remote)
         except Exception as exc:  # noqa: BLE001
             raise LVLMError(f"The processor in {self.folder} cannot be loaded: {exc}") from None
         if not hasattr(proc, "tokenizer") or not hasattr(proc, "image_processor"):
