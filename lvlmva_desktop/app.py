@@ -23,7 +23,7 @@ DEMO_PARAMS = {"n_train": 1200, "n_test": 600, "size": 48}
 
 
 def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = False) -> dict:
-    """Create (or reuse) the demo project and run steps 1-9 with the simulated critic (no LVLM yet)."""
+    """Create (or reuse) the demo project and run steps 1-9 with the simulated critic (no LVLM ships)."""
     from .cli import _Bar
     from .core.benchsets import GENERATORS, default_class_descriptions
     from .core.critic import GroundTruthCritic
@@ -47,7 +47,10 @@ def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = Fal
         project.set_class_descriptions(default_class_descriptions(DEMO_DATASET))
     with project:
         critic = GroundTruthCritic(error_rate=0.13, seed=0)
-        print(f"Critic: {critic.name}. The LVLM critic replaces it once a model folder is configured.")
+        print(
+            f"Critic: {critic.name}. With LVLM weights in a folder, critique this project with "
+            f"`lvlmva critique {project.root} --critic lvlm --model-dir FOLDER` (docs/lvlm.md)."
+        )
         with _Bar(quiet) as state:
             res = run_pipeline(project, PipelineSettings(), critic, resolve_device(device), state)
         print(results_table(res))
