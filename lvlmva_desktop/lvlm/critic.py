@@ -145,12 +145,17 @@ class LVLMCritic:
         )
         return [text_message("user", text)]
 
-    def cache_key(self, r: CritiqueRequest) -> str:
+    def _cache_identity(self) -> dict:
+        """The critic's part of every cache key: model, templates (by hash) and what shapes the answer."""
         ident = self.identity()
         ident.pop("template_versions", None)  # the hashes say whether the wording changed
         ident["settings"] = {
             k: v for k, v in ident["settings"].items() if k not in ("batch_size", "use_cache")
         }
+        return ident
+
+    def cache_key(self, r: CritiqueRequest, ident: dict | None = None) -> str:
+        ident = ident if ident is not None else self._cache_identity()
         parts = {
             "image": tensor_hash(r.image),
             "attribution": tensor_hash(r.attribution),
@@ -173,11 +178,12 @@ class LVLMCritic:
         state = ensure_state(state)
         n = len(requests)
         bs = max(1, self.settings.batch_size)
+        ident = self._cache_identity()  # hashed once per run, not once per image
         done = 0
         for start in range(0, n, bs):
             state.check()
             batch = list(requests[start : start + bs])
-            keys = [self.cache_key(r) for r in batch]
+            keys = [self.cache_key(r, ident) for r in batch]
             results: dict[int, Critique] = {}
             todo = []
             for i, (r, key) in enumerate(zip(batch, keys)):
