@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (ProjectError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ProjectError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         if args.verbose:
             raise

@@ -105,6 +105,8 @@ def cmd_ask(args):
     from .lvlm.chat import ChatSession
     from .lvlm.prompts import TemplateSet
 
+    if not args.question.strip():
+        raise ValueError("The question is empty.")
     with _open(args) as p:
         eid = _latest(p, "explanations", args.explanation, "explanation")
         req = _request_for(p, eid, args.sample)
@@ -119,13 +121,14 @@ def cmd_ask(args):
             chat = ChatSession(
                 backend, req, TemplateSet.for_project(p), crit[-1]["text"] if crit else "", verdicts, history
             )
-            p.add_chat_message(eid, args.sample, "user", args.question)
             pieces = []
             for piece in chat.ask(args.question):
                 pieces.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             print()
+            # stored together, after the answer: a failed question leaves no unanswered turn behind
+            p.add_chat_message(eid, args.sample, "user", args.question.strip())
             p.add_chat_message(
                 eid, args.sample, "assistant", "".join(pieces).strip(), json.dumps(backend.identity())
             )

@@ -29,10 +29,18 @@ class LVLMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LVLMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        if not isinstance(d, dict):
+            raise LVLMError(
+                'The LVLM settings must be a JSON object, e.g. {"kind": "local", "folder": "..."}.'
+            )
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
         if unknown:
             raise LVLMError(f"Unknown LVLM settings: {', '.join(unknown)}.")
+        for k, v in d.items():
+            want = {"str": str, "bool": bool, "float": (int, float), "int": int}[str(known[k])]
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise LVLMError(f"The LVLM setting '{k}' has the wrong type: {v!r}.")
         return cls(**d)
 
     def validate(self) -> None:

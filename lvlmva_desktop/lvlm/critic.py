@@ -24,7 +24,7 @@ import torch
 from ..core.critic import UNDECIDED, Critique, CritiqueRequest, SegmentVerdict
 from ..core.jobs import TaskState, ensure_state
 from .backend import GenerationSettings, LVLMBackend, text_message, user_message
-from .parsing import ParseResult, parse_verdicts
+from .parsing import ParseResult, judge_answer, parse_verdicts
 from .prompts import TemplateSet
 from .render import centres, render_views, where
 
@@ -55,6 +55,8 @@ def tensor_hash(t: torch.Tensor | None) -> str:
     if t is None:
         return "none"
     a = t.detach().cpu().contiguous()
+    if a.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16: hash the same bits as int16
+        a = a.view(torch.int16)
     return hashlib.sha256(
         str(tuple(a.shape)).encode() + str(a.dtype).encode() + a.numpy().tobytes()
     ).hexdigest()
@@ -160,6 +162,7 @@ class LVLMCritic:
             "image": tensor_hash(r.image),
             "attribution": tensor_hash(r.attribution),
             "segments": tensor_hash(r.segments.long()),
+            "evidence": [round(float(e), 6) for e in r.segment_evidence],  # shown in the prompt
             "label": r.class_name,
             "description": hashlib.sha256(r.class_description.encode("utf-8")).hexdigest(),
             "critic": ident,
@@ -196,7 +199,8 @@ class LVLMCritic:
                 sub = state.child(done / n, (done + len(batch)) / n)
                 for i, c in zip(todo, self._run([batch[i] for i in todo], sub)):
                     c.raw["cache_key"] = keys[i]
-                    if self.cache is not None:
+                    unread = len(c.raw["undecided_by_parser"]) == len(c.verdicts)
+                    if self.cache is not None and c.text.strip() and not unread:  # failures are asked again
                         self.cache.cache_put(keys[i], c.to_dict())
                     results[i] = c
             for i in range(len(batch)):
@@ -221,7 +225,7 @@ class LVLMCritic:
             jreqs = [self.judge_request(t, k) for t, k in zip(critic_texts, ns)]
             jouts = self._gen(self.judge_backend, jreqs, s.judge_max_new_tokens, state)
             judge_texts = [o.text for o in jouts]
-            parsed = [parse_verdicts(t, k) for t, k in zip(judge_texts, ns)]
+            parsed = [parse_verdicts(judge_answer(t), k) for t, k in zip(judge_texts, ns)]
             for i, o in enumerate(jouts):
                 calls[i] += 1
                 tokens[i][0] += o.prompt_tokens
@@ -239,7 +243,7 @@ class LVLMCritic:
                 routs = self._gen(self.judge_backend, rreqs, s.judge_max_new_tokens, state)
                 for i, o in zip(missing, routs):
                     retry_texts[i] = o.text
-                    parsed[i] = _merge(parsed[i], parse_verdicts(o.text, ns[i]))
+                    parsed[i] = _merge(parsed[i], parse_verdicts(judge_answer(o.text), ns[i]))
                     calls[i] += 1
                     tokens[i][0] += o.prompt_tokens
                     tokens[i][1] += o.generated_tokens

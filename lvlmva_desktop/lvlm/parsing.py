@@ -65,8 +65,8 @@ def normalise_verdict(value: object) -> str | None:
     v = " ".join(v.split())
     if v in _SYNONYMS:
         return _SYNONYMS[v]
-    m = re.search(rf"\b({_WORDS})\b", v)
-    return _SYNONYMS[m.group(1)] if m else None
+    found = {_SYNONYMS[w] for w in re.findall(rf"\b({_WORDS})\b", v)}
+    return found.pop() if len(found) == 1 else None  # "relevant or spurious" decides nothing
 
 
 def _json_objects(text: str) -> list[object]:
@@ -113,21 +113,31 @@ def _from_json(obj: object, n: int) -> tuple[list[str | None], list[str]] | None
 
 
 def parse_verdicts(text: str, n_segments: int) -> ParseResult:
-    """Verdicts for segments 1..n from ``text``: the last usable JSON object wins, else prose lines."""
+    """Verdicts for segments 1..n from ``text``.
+
+    The last usable JSON object is the answer (models draft before they conclude); segments it leaves
+    open are filled from earlier JSON objects, then from prose lines, where later mentions win.
+    """
     text = text or ""
-    best: tuple[list[str | None], list[str]] | None = None
-    for obj in _json_objects(text):
-        got = _from_json(obj, n_segments)
-        if got is not None and (
-            best is None or sum(v is not None for v in got[0]) >= sum(v is not None for v in best[0])
-        ):
-            best = got
-    if best is not None:
-        return ParseResult(best[0], "json", best[1])
-    verdicts: list[str | None] = [None] * n_segments
+    objects = [got for obj in _json_objects(text) if (got := _from_json(obj, n_segments)) is not None]
+    prose: list[str | None] = [None] * n_segments
     for m in _PROSE.finditer(text):  # later mentions (the final "Step 6" lines) override earlier ones
         idx = int(m.group(1)) - 1
         if 0 <= idx < n_segments:
-            verdicts[idx] = _SYNONYMS[m.group(2).lower()]
-    method = "prose" if any(v is not None for v in verdicts) else "none"
-    return ParseResult(verdicts, method, [""] * n_segments)
+            prose[idx] = _SYNONYMS[m.group(2).lower()]
+    if objects:
+        verdicts, reasons = list(objects[-1][0]), list(objects[-1][1])
+        for earlier, why in reversed(objects[:-1]):
+            for i, v in enumerate(earlier):
+                if verdicts[i] is None and v is not None:
+                    verdicts[i], reasons[i] = v, why[i]
+        verdicts = [v if v is not None else p for v, p in zip(verdicts, prose)]
+        return ParseResult(verdicts, "json", reasons)
+    method = "prose" if any(v is not None for v in prose) else "none"
+    return ParseResult(prose, method, [""] * n_segments)
+
+
+def judge_answer(text: str) -> str:
+    """The judge's answer only: a few-shot completion may go on to invent the next "Notes:" example."""
+    cut = re.search(r"\n\s*Notes:", text or "")
+    return text[: cut.start()] if cut else (text or "")

@@ -34,7 +34,7 @@ TEMPLATE_NAMES = (
 USES = {
     "critic": ("critic.j2",),
     "judge": ("judge.j2", "judge_examples.json", "judge_strict.j2"),
-    "one_call": ("one_call.j2", "critic.j2"),
+    "one_call": ("one_call.j2", "critic.j2", "judge_strict.j2"),
     "chat": ("chat_system.j2", "class_summary.j2"),
 }
 
@@ -140,16 +140,36 @@ def validate_template(name: str, text: str) -> None:
     ts = TemplateSet(texts)
     segs = [
         {"number": 1, "evidence": 0.6, "where": "the centre"},
-        {"number": 2, "evidence": 0.4, "where": "top left"},
+        {"number": 2, "evidence": 0.4, "where": "the top left"},
     ]
-    context = {
-        "class_name": "example",
-        "class_description": "an example description",
-        "segments": segs,
-        "n_segments": 2,
-        "critic_text": "Segment 1: relevant\nSegment 2: spurious",
-        "examples": ts.judge_examples(),
-        "verdicts": [{"number": 1, "verdict": "relevant", "source": "critic"}],
-        "notes": [{"text": "notes", "verdicts": "1 relevant"}],
+    image = {"class_name": "example", "class_description": "an example description", "segments": segs}
+    judge = {"critic_text": "Segment 1: relevant\nSegment 2: spurious", "n_segments": 2}
+    # each template gets exactly what its call site passes, so a variable it cannot have is caught now
+    contexts = {
+        "critic.j2": [("critic.j2", image), ("one_call.j2", image)],
+        "one_call.j2": [("one_call.j2", image)],
+        "judge.j2": [("judge.j2", {**judge, "examples": ts.judge_examples()})],
+        "judge_strict.j2": [("judge_strict.j2", judge)],
+        "chat_system.j2": [
+            (
+                "chat_system.j2",
+                {
+                    **image,
+                    "verdicts": [{"number": 1, "verdict": "relevant", "source": "critic"}],
+                    "critic_text": judge["critic_text"],
+                },
+            ),
+        ],  # fmt: skip
+        "class_summary.j2": [
+            (
+                "class_summary.j2",
+                {
+                    "class_name": "example",
+                    "class_description": "d",
+                    "notes": [{"text": "notes", "verdicts": "1 relevant"}],
+                },
+            ),
+        ],  # fmt: skip
     }
-    ts.render(name, **context)
+    for template, context in contexts[name]:
+        ts.render(template, **context)

@@ -29,8 +29,8 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     x = image.detach().float().clamp(0, 1).cpu()
     if x.ndim == 2:
         x = x.unsqueeze(0)
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
+    if x.shape[0] < 3:  # grey (or grey + alpha): show the first channel
+        x = x[:1].expand(3, -1, -1)
     arr = (x[:3].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(arr, "RGB")
 
@@ -94,6 +94,13 @@ def render_views(
     """(image, segment map, numbered overlay), enlarged so that the short side is at least ``min_side``."""
     base = to_pil(image)
     h, w = base.height, base.width
+    if tuple(segments.shape[-2:]) != (h, w):  # a map at another resolution: nearest, like the pixels
+        segments = torch.nn.functional.interpolate(segments[None, None].float(), size=(h, w), mode="nearest")[
+            0, 0
+        ]
+        if attribution is not None:
+            attribution = torch.nn.functional.interpolate(attribution[None, None].float(), size=(h, w))[0, 0]
+    segments = segments.long().clamp_min(0)
     k = _scale_for(h, w, min_side)
     size = (w * k, h * k)
     big = base.resize(size, Image.NEAREST)

@@ -131,3 +131,25 @@ def test_cache_makes_an_unchanged_rerun_free_and_misses_on_any_change(tmp_path):
     list(LVLMCritic(other, ts, cache=p).critique([_req(1)]))
     assert len(other.calls) == 2
     p.close()
+
+
+def test_unreadable_answers_are_not_cached_and_the_key_follows_everything_the_prompt_shows(tmp_path):
+    p = Project.create(tmp_path / "p", "p", ["benign", "malignant"], (16, 16), 3)
+    ts = TemplateSet.for_project(p)
+    garbage = ScriptedBackend(critic="ĠĠ", judge="??", strict="??")
+    list(LVLMCritic(garbage, ts, cache=p).critique([_req(1)]))
+    list(LVLMCritic(garbage, ts, cache=p).critique([_req(1)]))
+    assert len(garbage.calls) == 6  # asked again: a failure is not remembered
+    critic = LVLMCritic(ScriptedBackend(), ts, settings=CriticSettings(one_call=True))
+    r = _req(1)
+    other = _req(1)
+    other.segment_evidence = [0.2, 0.3, 0.5]
+    assert critic.cache_key(r) != critic.cache_key(other)
+    r16 = _req(1)
+    r16.attribution = r16.attribution.to(torch.bfloat16)
+    assert critic.cache_key(r16) != critic.cache_key(r)
+    strict = dict(ts.texts, **{"judge_strict.j2": ts.texts["judge_strict.j2"] + " Now."})
+    assert LVLMCritic(ScriptedBackend(), TemplateSet(strict), CriticSettings(one_call=True)).cache_key(r) != (
+        critic.cache_key(r)
+    )
+    p.close()

@@ -200,3 +200,27 @@ def test_local_backend_needs_no_network(project, tiny_lvlm_dirs, monkeypatch):
     crits = list(LVLMCritic(be, settings=settings).critique(reqs))
     assert len(crits) == 2 and be.health_check().ok
     assert attempts == []
+
+
+def test_bad_lvlm_settings_and_paths_are_one_error_line(project, tmp_path, capsys):
+    cfg = tmp_path / "lvlm.json"
+    for content in ("[1]", '{"kind": "local", "folder": 3}', '{"kind": "local", "colour": "red"}'):
+        cfg.write_text(content)
+        assert main(["lvlm-check", "--lvlm-config", str(cfg)]) == 2
+        assert capsys.readouterr().err.startswith("error:")
+    assert main(["lvlm-check", "--lvlm-config", str(tmp_path)]) == 2  # a folder, not a file
+    assert main(["prompts", str(project), "--load", "critic.j2", str(tmp_path)]) == 2
+    assert main(["ask", str(project), "--sample", "1", "  ", "--model-dir", str(tmp_path)]) == 2
+    assert "question is empty" in capsys.readouterr().err
+
+
+def test_views_accept_grey_images_and_maps_at_another_resolution():
+    import torch
+
+    from lvlmva_desktop.lvlm.render import render_views
+
+    seg = torch.zeros(8, 8, dtype=torch.long)
+    seg[:, 4:] = 1
+    for image in (torch.rand(1, 16, 16), torch.rand(2, 16, 16), torch.rand(3, 16, 16)):
+        a, b, c = render_views(image, seg, torch.rand(8, 8), min_side=64)
+        assert a.size == b.size == c.size == (64, 64)

@@ -66,3 +66,28 @@ def test_parsing_never_raises_and_has_one_entry_per_segment(text, n):
     p = parse_verdicts(text, n)
     assert len(p.verdicts) == n
     assert all(v in (None, "spurious", "relevant", "undecided") for v in p.verdicts)
+
+
+def test_a_word_naming_both_verdicts_decides_nothing():
+    assert normalise_verdict("relevant or spurious") is None
+    assert normalise_verdict("neither relevant nor spurious") is None
+    text = 'Segment 1: spurious\n{"segments": [{"segment": 1, "verdict": "relevant or spurious"}]}'
+    assert parse_verdicts(text, 1).verdicts == ["spurious"]  # the echoed format line does not win
+
+
+def test_the_final_json_wins_and_gaps_are_filled_from_drafts_then_prose():
+    text = (
+        'Draft: {"1": "relevant", "2": "relevant", "3": "spurious"}\n'
+        "Segment 4: spurious\n"
+        'Final: {"segments": [{"segment": 1, "verdict": "spurious"}, {"segment": 2, "verdict": "relevant"}]}'
+    )
+    assert parse_verdicts(text, 4).verdicts == ["spurious", "relevant", "spurious", "spurious"]
+
+
+def test_a_judge_that_invents_the_next_example_is_cut_off():
+    from lvlmva_desktop.lvlm.parsing import judge_answer
+
+    text = (
+        '{"segments": [{"segment": 1, "verdict": "spurious"}]}\n\nNotes:\nmade up\nAnswer:\n{"1": "relevant"}'
+    )
+    assert parse_verdicts(judge_answer(text), 1).verdicts == ["spurious"]

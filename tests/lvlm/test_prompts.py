@@ -66,3 +66,11 @@ def test_templates_run_in_a_sandbox():
     ts = TemplateSet(texts)
     with pytest.raises(PromptError):
         ts.render("critic.j2", class_name="x", class_description="", segments=[])
+
+
+def test_a_variable_the_call_site_does_not_pass_is_refused():
+    judge = TemplateSet.defaults().texts["judge.j2"] + "{{ class_name }}"
+    with pytest.raises(PromptError, match="judge.j2"):
+        validate_template("judge.j2", judge)
+    with pytest.raises(PromptError):
+        validate_template("critic.j2", TemplateSet.defaults().texts["critic.j2"] + "{{ n_segments }}")
