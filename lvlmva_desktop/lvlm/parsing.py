@@ -95,15 +95,20 @@ def _from_json(obj: object, n: int) -> tuple[list[str | None], list[str]] | None
             m = re.search(r"\d+", str(k))
             if m:
                 items.append({"segment": int(m.group()), "verdict": v})
-    found = False
+    numbered = []
     for it in items:
         if not isinstance(it, dict):
             continue
         num = it.get("segment", it.get("id", it.get("index")))
         try:
-            idx = int(str(num).strip().lstrip("#")) - 1
+            numbered.append((int(str(num).strip().lstrip("#")), it))
         except (TypeError, ValueError):
             continue
+    # segments are numbered from 1 in every prompt; an answer that uses 0 counted from 0
+    base = 0 if any(k == 0 for k, _ in numbered) else 1
+    found = False
+    for k, it in numbered:
+        idx = k - base
         verdict = normalise_verdict(it.get("verdict", it.get("spurious", it.get("label"))))
         if 0 <= idx < n and verdict is not None:
             verdicts[idx] = verdict

@@ -91,3 +91,8 @@ def test_a_judge_that_invents_the_next_example_is_cut_off():
         '{"segments": [{"segment": 1, "verdict": "spurious"}]}\n\nNotes:\nmade up\nAnswer:\n{"1": "relevant"}'
     )
     assert parse_verdicts(judge_answer(text), 1).verdicts == ["spurious"]
+
+
+def test_an_answer_counting_segments_from_zero_is_read_as_such():
+    text = '{"segments": [{"segment": 0, "verdict": "spurious"}, {"segment": 1, "verdict": "relevant"}]}'
+    assert parse_verdicts(text, 2).verdicts == ["spurious", "relevant"]
