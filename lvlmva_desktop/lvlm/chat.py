@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from ..core.critic import CritiqueRequest
 from .backend import ChatRequest, GenerationSettings, LVLMBackend, text_message, user_message
 from .prompts import TemplateSet
-from .render import centres, render_views, where
+from .render import render_views, segment_context
 
 
 class ChatSession:
@@ -38,12 +38,7 @@ class ChatSession:
 
     def system_prompt(self) -> str:
         r = self.request
-        h, w = r.segments.shape[-2:]
-        cs = centres(r.segments, r.attribution)
-        segs = [
-            {"number": s + 1, "evidence": float(e), "where": where(cs.get(s, (h / 2, w / 2)), h, w)}
-            for s, e in enumerate(r.segment_evidence)
-        ]
+        segs = segment_context(r.segments, r.attribution, r.segment_evidence)
         return self.templates.render(
             "chat_system.j2",
             class_name=r.class_name,

@@ -26,7 +26,7 @@ from ..core.jobs import TaskState, ensure_state
 from .backend import GenerationSettings, LVLMBackend, text_message, user_message
 from .parsing import ParseResult, judge_answer, parse_verdicts
 from .prompts import TemplateSet
-from .render import centres, render_views, where
+from .render import render_views, segment_context
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +111,6 @@ class LVLMCritic:
         }
 
     # -- prompts ---------------------------------------------------------------------------------
-    def _segments_context(self, r: CritiqueRequest) -> list[dict]:
-        h, w = r.segments.shape[-2:]
-        cs = centres(r.segments, r.attribution)
-        return [
-            {
-                "number": s + 1,
-                "evidence": float(r.segment_evidence[s]),
-                "where": where(cs.get(s, (h / 2, w / 2)), h, w),
-            }
-            for s in range(len(r.segment_evidence))
-        ]
-
     def critic_request(self, r: CritiqueRequest) -> list[dict]:
         image, seg_map, overlay = render_views(
             r.image, r.segments, r.attribution, self.settings.image_min_side
@@ -132,7 +120,7 @@ class LVLMCritic:
             template,
             class_name=r.class_name,
             class_description=r.class_description,
-            segments=self._segments_context(r),
+            segments=segment_context(r.segments, r.attribution, r.segment_evidence),
         )
         images = [image, seg_map, overlay] if self.settings.send_segment_map else [image, overlay]
         return [user_message(text, images)]

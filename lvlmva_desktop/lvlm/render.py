@@ -77,6 +77,18 @@ def where(rc: tuple[float, float], h: int, w: int) -> str:
     return "the " + " ".join(p for p in (vert, horiz) if p)
 
 
+def segment_context(
+    segments: torch.Tensor, attribution: torch.Tensor | None, evidence: list[float]
+) -> list[dict]:
+    """What the prompts say about each segment: its number (from 1), evidence share and position."""
+    h, w = segments.shape[-2:]
+    cs = centres(segments, attribution)
+    return [
+        {"number": s + 1, "evidence": float(e), "where": where(cs.get(s, (h / 2, w / 2)), h, w)}
+        for s, e in enumerate(evidence)
+    ]
+
+
 def _font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
