@@ -13,21 +13,11 @@ import sys
 from pathlib import Path
 
 
-def default_demo_folder() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "lvlmva-desktop" / "demo-project"
-
-
-DEMO_DATASET = "isic-like"
-DEMO_PARAMS = {"n_train": 1200, "n_test": 600, "size": 48}
-
-
 def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = False) -> dict:
     """Create (or reuse) the demo project and run steps 1-9 with the simulated critic (no LVLM ships)."""
     from .cli import _Bar
-    from .core.benchsets import GENERATORS, default_class_descriptions
     from .core.critic import GroundTruthCritic
-    from .core.data import import_csv_manifest
+    from .core.demo import create_demo_project, default_demo_folder
     from .core.devices import resolve_device
     from .core.pipeline import PipelineSettings, results_table, run_pipeline
     from .core.project import Project
@@ -38,13 +28,7 @@ def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = Fal
         print(f"Opening the demo project in {folder}")
     else:
         print(f"Building the demo project in {folder} (generated ISIC-like lesions with coloured patches)")
-        data_dir = folder / "data"
-        manifest = GENERATORS[DEMO_DATASET](data_dir, seed=0, **DEMO_PARAMS)
-        report = import_csv_manifest(manifest)
-        size = DEMO_PARAMS["size"]
-        project = Project.create(folder, "Demo: skin lesions with patches", report.classes, (size, size), 3)
-        project.add_samples(report)
-        project.set_class_descriptions(default_class_descriptions(DEMO_DATASET))
+        project = Project.open(create_demo_project(folder))
     with project:
         critic = GroundTruthCritic(error_rate=0.13, seed=0)
         print(

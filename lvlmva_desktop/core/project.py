@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .data import ImportReport
+from .errors import PlainError
 from .images import mask_to_tensor, read_image, read_mask, to_tensor
 from .jobs import Cancelled, TaskState, ensure_state
 from .models import ModelSpec, build_model, spec_metadata
@@ -91,8 +92,10 @@ CREATE TABLE IF NOT EXISTS chat_messages (
 """
 
 
-class ProjectError(Exception):
+class ProjectError(PlainError):
     """A project cannot be created or opened; the message says why in plain words."""
+
+    kind = "project"
 
 
 def sha256_file(path: Path) -> str:

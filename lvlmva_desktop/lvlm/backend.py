@@ -19,14 +19,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..core.errors import PlainError
 from ..core.jobs import TaskState
 
 Message = dict[str, Any]
 ChatRequest = list[Message]
 
 
-class LVLMError(RuntimeError):
+class LVLMError(PlainError, RuntimeError):
     """A problem with the LVLM (folder, server, generation) in words the expert can act on."""
+
+    kind = "lvlm"
 
 
 @dataclass

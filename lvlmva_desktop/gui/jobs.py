@@ -1,0 +1,256 @@
+"""The one QThread adapter over the core's job functions.
+
+A job is ``fn(project, state) -> result``: the same plain functions the command line runs, given a
+``TaskState`` whose progress, partial results and messages become Qt signals here. Each job runs in its
+own QThread with its own connection to the project database (SQLite connections belong to one thread),
+so the GUI thread never waits on a job.
+
+Two lanes: "main" for the method's long steps (training, explaining, critique, import), one at a time
+because they share the GPU and the project; "view" for short interactive work (attributions for the
+viewer, predictions for the browser, chat answers, the LVLM health check). Submitting a job while its
+lane is busy queues it; a queued job of the same kind is replaced by the newer one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from ..core.errors import UserError, describe_error
+from ..core.jobs import Cancelled, TaskState
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[[Any, TaskState], Any]
+LANES = ("main", "view")
+
+
+@dataclass
+class Job:
+    kind: str  # e.g. "train", "explain", "critique", "attribute"
+    title: str  # shown to the user: "Training the original model"
+    fn: JobFn
+    lane: str = "main"
+    needs_project: bool = True
+    on_done: Callable[[Any], None] | None = None  # called in the GUI thread with the result
+    on_partial: Callable[[Any], None] | None = None  # GUI thread, every partial result
+    on_failed: Callable[[UserError], None] | None = (
+        None  # GUI thread; the error also goes to the runner's failed
+    )
+    id: int = 0
+    state: TaskState | None = field(default=None, repr=False)
+    started: float = 0.0
+
+
+class _Worker(QObject):
+    """Lives in the job's thread; runs the function and reports back through queued signals."""
+
+    # every signal carries the job, so the runner's slots (GUI thread, queued) know whose report it is
+    progress = Signal(object, float, str)
+    partial = Signal(object, object)
+    message = Signal(object, str)
+    done = Signal(object, object)
+    failed = Signal(object, object)
+    cancelled = Signal(object)
+
+    def __init__(self, job: Job, root: Path | None) -> None:
+        super().__init__()
+        self.job = job
+        self.root = root
+        self._last_emit = 0.0
+        self.state = TaskState(
+            on_progress=self._on_progress,
+            on_partial=lambda r: self.partial.emit(self.job, r),
+            on_message=lambda m: self.message.emit(self.job, m),
+        )
+        job.state = self.state
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_emit >= 0.05 or fraction >= 1.0:  # at most 20 updates a second
+            self._last_emit = now
+            self.progress.emit(self.job, fraction, message)
+
+    @Slot()
+    def run(self) -> None:
+        project = None
+        try:
+            if self.job.needs_project:
+                from ..core.project import Project
+
+                if self.root is None:
+                    raise ValueError("Open or create a project first.")
+                project = Project.open(self.root)
+            self.state.check()
+            result = self.job.fn(project, self.state)
+        except Cancelled:
+            self.cancelled.emit(self.job)
+        except BaseException as e:  # noqa: BLE001 - every failure is reported, none kills the thread silently
+            log.exception("job %s failed", self.job.kind)
+            self.failed.emit(self.job, describe_error(e, self.job.title))
+        else:
+            self.done.emit(self.job, result)
+        finally:
+            if project is not None:
+                project.close()
+
+
+class JobRunner(QObject):
+    """Runs jobs in QThreads, one per lane at a time, and turns their reports into signals."""
+
+    started = Signal(object)  # Job
+    progress = Signal(object, float, str, float)  # Job, fraction, message, seconds left (-1: unknown)
+    message = Signal(object, str)
+    finished = Signal(object, object)  # Job, result
+    failed = Signal(object, object)  # Job, UserError
+    cancelled = Signal(object)  # Job
+    busyChanged = Signal(bool)
+
+    def __init__(self, root_provider: Callable[[], Path | None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._root = root_provider
+        self._running: dict[str, tuple[Job, QThread, _Worker]] = {}
+        self._queue: dict[str, list[Job]] = {lane: [] for lane in LANES}
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    # -- public ---------------------------------------------------------------------------------------
+    def submit(self, job: Job) -> Job:
+        if job.lane not in LANES:
+            raise ValueError(f"unknown lane {job.lane!r}")
+        job.id = self._next_id
+        self._next_id += 1
+        q = self._queue[job.lane]
+        q[:] = [j for j in q if j.kind != job.kind]
+        q.append(job)
+        self._pump(job.lane)
+        return job
+
+    def running(self, lane: str = "main") -> Job | None:
+        got = self._running.get(lane)
+        return got[0] if got else None
+
+    def queued(self, lane: str = "main") -> list[Job]:
+        return list(self._queue[lane])
+
+    def is_busy(self, lane: str | None = None) -> bool:
+        if lane is None:
+            return bool(self._running)
+        return lane in self._running
+
+    def cancel(self, lane: str = "main", kind: str | None = None) -> bool:
+        """Ask the running job of a lane to stop (it stops at its next check, well within a second)."""
+        got = self._running.get(lane)
+        if got is None or (kind is not None and got[0].kind != kind):
+            return False
+        got[2].state.cancel()
+        return True
+
+    def cancel_all(self) -> None:
+        for lane in LANES:
+            self._queue[lane].clear()
+            self.cancel(lane)
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """Block until every running job has ended (used when closing); True if all ended in time."""
+        from PySide6.QtCore import QCoreApplication
+
+        deadline = time.monotonic() + timeout_s
+        while self._running and time.monotonic() < deadline:
+            for _, thread, _ in list(self._running.values()):
+                thread.wait(50)
+            QCoreApplication.processEvents()
+        return not self._running
+
+    def shutdown(self, timeout_s: float = 30.0) -> bool:
+        self.cancel_all()
+        return self.wait(timeout_s)
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _pump(self, lane: str) -> None:
+        if lane in self._running or not self._queue[lane]:
+            return
+        job = self._queue[lane].pop(0)
+        thread = QThread()
+        thread.setObjectName(f"job-{job.kind}-{job.id}")
+        worker = _Worker(job, self._root() if job.needs_project else None)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        worker.progress.connect(self._on_progress)
+        worker.message.connect(self._on_message)
+        worker.partial.connect(self._on_partial)
+        worker.done.connect(self._on_done)
+        worker.failed.connect(self._on_failed)
+        worker.cancelled.connect(self._on_cancelled)
+        self._running[lane] = (job, thread, worker)
+        job.started = time.monotonic()
+        if len(self._running) == 1:
+            self.busyChanged.emit(True)
+        self.started.emit(job)
+        thread.start()
+
+    @Slot(object, float, str)
+    def _on_progress(self, job: Job, fraction: float, message: str) -> None:
+        elapsed = time.monotonic() - job.started
+        left = elapsed * (1 - fraction) / fraction if fraction > 0.02 and elapsed > 1.0 else -1.0
+        self.progress.emit(job, fraction, message, left)
+
+    @Slot(object, str)
+    def _on_message(self, job: Job, message: str) -> None:
+        self.message.emit(job, message)
+
+    @Slot(object, object)
+    def _on_partial(self, job: Job, result: object) -> None:
+        if job.on_partial is not None:
+            try:
+                job.on_partial(result)
+            except Exception:  # noqa: BLE001 - a display problem must not stop the job
+                log.exception("showing a partial result of %s failed", job.kind)
+
+    @Slot(object, object)
+    def _on_done(self, job: Job, result: object) -> None:
+        self._end(job, "done", result)
+
+    @Slot(object, object)
+    def _on_failed(self, job: Job, error: object) -> None:
+        self._end(job, "failed", error)
+
+    @Slot(object)
+    def _on_cancelled(self, job: Job) -> None:
+        self._end(job, "cancelled", None)
+
+    def _end(self, job: Job, how: str, payload: object) -> None:
+        got = self._running.get(job.lane)
+        if got is None or got[0] is not job:
+            return
+        _, thread, worker = got
+        thread.quit()
+        thread.wait()
+        worker.deleteLater()
+        thread.deleteLater()
+        del self._running[job.lane]
+        try:
+            if how == "done":
+                if job.on_done is not None:
+                    job.on_done(payload)
+                self.finished.emit(job, payload)
+            elif how == "failed":
+                if job.on_failed is not None:
+                    job.on_failed(payload)
+                self.failed.emit(job, payload)
+            else:
+                self.cancelled.emit(job)
+        except Exception as e:  # noqa: BLE001 - a failing result handler is a failure of the job, told once
+            log.exception("handling the result of %s failed", job.kind)
+            self.failed.emit(job, describe_error(e, job.title))
+        finally:
+            if not self._running:
+                self.busyChanged.emit(False)
+            self._pump(job.lane)
