@@ -33,7 +33,10 @@ def _isolated_qsettings(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    d = Path(os.environ.get("LVLMVA_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts")) / "screenshots"
+    d = (
+        Path(os.environ.get("LVLMVA_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+        / "screenshots"
+    )
     d.mkdir(parents=True, exist_ok=True)
     return d
 
