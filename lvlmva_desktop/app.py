@@ -1,14 +1,15 @@
 """Composition root of the application (`lvlmva-desktop`, `python -m lvlmva_desktop`).
 
-The desktop window is not built yet; until it is, starting the application builds the demo project
-(a generated ISIC-like skin-lesion set with coloured patches as the shortcut) and runs the whole
-LVLM-VA pipeline on it from the command line, printing the before/after table.
+Starting the application opens the desktop window on a project: the one given with --project, else the
+built-in demo project (generated ISIC-like skin lesions with coloured patches as the shortcut), built on
+first start. ``--headless-demo`` runs the whole pipeline on the demo in the terminal instead (as
+``lvlmva demo`` does).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
 from pathlib import Path
 
@@ -43,14 +44,37 @@ def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = Fal
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lvlmva-desktop", description="LVLM-VA Desktop (demo project).")
-    ap.add_argument("--project", help="demo project folder (default: the user data folder)")
-    ap.add_argument("--device", default="auto")
+    ap = argparse.ArgumentParser(prog="lvlmva-desktop", description="LVLM-VA Desktop.")
+    ap.add_argument("--project", help="project folder to open (default: the demo project)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument(
+        "--headless-demo", action="store_true", help="run the whole pipeline on the demo project in the terminal"
+    )
     args = ap.parse_args(argv)
-    from .cli import main as cli_main
+    if args.headless_demo:
+        from .cli import main as cli_main
 
-    cmd = ["demo", "--device", args.device] + (["--folder", args.project] if args.project else [])
-    return cli_main(cmd)
+        cmd = ["demo", "--device", args.device] + (["--folder", args.project] if args.project else [])
+        return cli_main(cmd)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("LVLM-VA")
+    app.setApplicationName("LVLM-VA Desktop")
+    from .gui.main_window import MainWindow
+    from .gui.session import Session
+    from .gui.theme import apply_theme
+
+    apply_theme(app)
+    window = MainWindow(Session(device=args.device))
+    window.show()
+    if args.project:
+        QTimer.singleShot(0, lambda: window.open_project(args.project))
+    else:
+        QTimer.singleShot(0, window.open_demo)
+    return app.exec()
 
 
 if __name__ == "__main__":

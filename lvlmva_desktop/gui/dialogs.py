@@ -1,0 +1,182 @@
+"""Small dialogs of the window: a new project from images, and the choice of critic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+def _path_row(edit: QLineEdit, pick) -> QWidget:
+    w = QWidget()
+    row = QHBoxLayout(w)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(edit, 1)
+    b = QPushButton("Browse…")
+    b.clicked.connect(pick)
+    row.addWidget(b)
+    return w
+
+
+class NewProjectDialog(QDialog):
+    """Where the project goes, where the images come from (class folders or a CSV manifest), their size."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New project")
+        self.setMinimumWidth(560)
+        form = QFormLayout()
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("an empty or new folder for the project")
+        form.addRow("Project folder", _path_row(self.folder, self._pick_folder))
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("e.g. Chest X-ray triage, site A")
+        form.addRow("Name", self.name)
+        self.kind = QComboBox()
+        self.kind.addItem("A folder with one subfolder per class", "folder")
+        self.kind.addItem("A CSV manifest (path, label, optional group, split, mask)", "csv")
+        form.addRow("Images from", self.kind)
+        self.source = QLineEdit()
+        form.addRow("Source", _path_row(self.source, self._pick_source))
+        self.size = QSpinBox()
+        self.size.setRange(16, 1024)
+        self.size.setValue(64)
+        self.size.setSuffix(" px")
+        self.size.setToolTip("Images are resized to this square size for the classifier.")
+        form.addRow("Image size", self.size)
+        self.channels = QComboBox()
+        self.channels.addItem("Colour (RGB)", 3)
+        self.channels.addItem("Greyscale", 1)
+        form.addRow("Channels", self.channels)
+        self.problem = QLabel()
+        self.problem.setStyleSheet("color: #c0392b")
+        self.problem.setWordWrap(True)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Create and import")
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.problem)
+        lay.addWidget(buttons)
+
+    def _pick_folder(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Project folder")
+        if d:
+            self.folder.setText(d)
+            if not self.name.text():
+                self.name.setText(Path(d).name)
+
+    def _pick_source(self) -> None:
+        if self.kind.currentData() == "csv":
+            f, _ = QFileDialog.getOpenFileName(self, "CSV manifest", "", "CSV files (*.csv);;All files (*)")
+        else:
+            f = QFileDialog.getExistingDirectory(self, "Folder with one subfolder per class")
+        if f:
+            self.source.setText(f)
+
+    def values(self) -> dict:
+        folder = Path(self.folder.text().strip()).expanduser()
+        return {
+            "folder": folder,
+            "name": self.name.text().strip() or folder.name,
+            "source": Path(self.source.text().strip()).expanduser(),
+            "source_kind": self.kind.currentData(),
+            "image_size": self.size.value(),
+            "channels": self.channels.currentData(),
+        }
+
+    def problem_text(self) -> str:
+        v = self.values()
+        if not self.folder.text().strip():
+            return "Choose a folder for the project."
+        if v["folder"].exists() and any(v["folder"].iterdir()):
+            return "The project folder must be empty or new."
+        if not self.source.text().strip() or not v["source"].exists():
+            return "Choose where the images are."
+        if v["source_kind"] == "csv" and not v["source"].is_file():
+            return "The CSV manifest must be a file."
+        if v["source_kind"] == "folder" and not v["source"].is_dir():
+            return "The image source must be a folder."
+        return ""
+
+    def _accept(self) -> None:
+        problem = self.problem_text()
+        self.problem.setText(problem)
+        if not problem:
+            self.accept()
+
+
+class CritiqueDialog(QDialog):
+    """Which critic judges the segments; the simulated one is labelled as a benchmark stand-in."""
+
+    def __init__(self, lvlm_label: str | None, has_masks: bool, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Critique the explanations")
+        self.setMinimumWidth(520)
+        lay = QVBoxLayout(self)
+        intro = QLabel(
+            "A critic judges every segment of every explanation in the alignment set as relevant or "
+            "spurious, against your class descriptions. Your own verdicts always override it."
+        )
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        self.group = QButtonGroup(self)
+        self.lvlm = QRadioButton(
+            f"Vision-language model: {lvlm_label}"
+            if lvlm_label
+            else "Vision-language model (not configured yet)"
+        )
+        self.lvlm.setEnabled(lvlm_label is not None)
+        self.simulated = QRadioButton("Simulated critic (benchmark stand-in, not an LVLM)")
+        self.simulated.setToolTip(
+            "Judges segments from the ground-truth artefact masks with deliberate errors, to stand in for an "
+            "LVLM of known verdict accuracy. Only for data with artefact masks; labelled as such everywhere."
+        )
+        self.simulated.setEnabled(has_masks)
+        self.expert = QRadioButton("No critic: only my own verdicts")
+        for i, b in enumerate((self.lvlm, self.simulated, self.expert)):
+            self.group.addButton(b, i)
+            lay.addWidget(b)
+        acc_row = QHBoxLayout()
+        acc_row.addSpacing(24)
+        acc_row.addWidget(QLabel("Verdict accuracy of the stand-in"))
+        self.accuracy = QDoubleSpinBox()
+        self.accuracy.setRange(0.0, 1.0)
+        self.accuracy.setSingleStep(0.01)
+        self.accuracy.setValue(0.87)
+        acc_row.addWidget(self.accuracy)
+        acc_row.addStretch(1)
+        lay.addLayout(acc_row)
+        (self.lvlm if lvlm_label else self.simulated if has_masks else self.expert).setChecked(True)
+        self.simulated.toggled.connect(self.accuracy.setEnabled)
+        self.accuracy.setEnabled(self.simulated.isChecked())
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Critique")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+
+    def choice(self) -> tuple[str, float]:
+        kind = {0: "lvlm", 1: "simulated", 2: "expert"}[self.group.checkedId()]
+        return kind, self.accuracy.value()

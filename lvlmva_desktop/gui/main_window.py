@@ -1,0 +1,536 @@
+"""The main window: the panes in docks, the method's steps in a menu and toolbar, jobs in the status bar.
+
+The window composes; it holds no data of its own. Panes read the project through the Session and redraw
+on its topics; every slow step runs as a Job through the one JobRunner; every failure lands in the
+Messages pane. Window layout and theme are remembered in QSettings.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QUndoGroup
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QToolBar,
+    QWidget,
+)
+
+from ..core.errors import UserError
+from . import workflow
+from .jobs import Job, JobRunner
+from .messages import MessagesPane
+from .session import Session
+from .theme import THEMES, apply_theme, current_theme
+
+log = logging.getLogger(__name__)
+
+
+def _fmt_left(seconds: float) -> str:
+    if seconds < 0:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f} s left"
+    return f"{seconds / 60:.0f} min left"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, session: Session | None = None, runner: JobRunner | None = None) -> None:
+        super().__init__()
+        self.setObjectName("MainWindow")
+        self.setWindowTitle("LVLM-VA Desktop")
+        self.session = session or Session(parent=self)
+        self.runner = runner or JobRunner(lambda: self.session.root, parent=self)
+        self.undo_group = QUndoGroup(self)
+        self._build_panes()
+        self._build_actions()
+        self._build_menus_and_toolbar()
+        self._build_status_bar()
+        self._connect()
+        self._default_state = self.saveState()
+        self.resize(1366, 768)
+        self._restore_window_state()
+        self._update_title()
+        self._update_actions()
+
+    # -- panes --------------------------------------------------------------------------------------------
+    def _build_panes(self) -> None:
+        from .browser import BrowserPane
+        from .chat_pane import ChatPane
+        from .heatmap import HeatmapPane
+        from .results import ResultsPane
+        from .spec_editor import SpecEditorPane
+        from .training import TrainingPane
+
+        s, r = self.session, self.runner
+        self.heatmap = HeatmapPane(s, r)
+        self.setCentralWidget(self.heatmap)
+        self.browser = BrowserPane(s, r)
+        self.spec_editor = SpecEditorPane(s, r)
+        self.chat = ChatPane(s, r)
+        self.training = TrainingPane(s, r)
+        self.results = ResultsPane(s, r)
+        self.messages = MessagesPane()
+        self.docks: dict[str, QDockWidget] = {}
+        left, right, bottom = (
+            Qt.DockWidgetArea.LeftDockWidgetArea,
+            Qt.DockWidgetArea.RightDockWidgetArea,
+            Qt.DockWidgetArea.BottomDockWidgetArea,
+        )
+        self._dock("browser", "Images", self.browser, left)
+        self._dock("chat", "Critique && chat", self.chat, right)
+        self._dock("spec", "Class descriptions", self.spec_editor, right)
+        self._dock("training", "Training", self.training, bottom)
+        self._dock("results", "Results", self.results, bottom)
+        self._dock("messages", "Messages", self.messages, bottom)
+        self.tabifyDockWidget(self.docks["chat"], self.docks["spec"])
+        self.tabifyDockWidget(self.docks["training"], self.docks["results"])
+        self.tabifyDockWidget(self.docks["results"], self.docks["messages"])
+        self.docks["chat"].raise_()
+        self.docks["training"].raise_()
+        self.resizeDocks([self.docks["browser"], self.docks["chat"]], [360, 400], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["training"]], [230], Qt.Orientation.Vertical)
+        for pane in (self.spec_editor, self.heatmap):
+            stack = getattr(pane, "undo_stack", None)
+            if stack is not None:
+                self.undo_group.addStack(stack)
+        if getattr(self.heatmap, "undo_stack", None) is not None:
+            self.undo_group.setActiveStack(self.heatmap.undo_stack)
+
+    def _dock(self, key: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title.replace("&&", "&"), self)
+        dock.setObjectName(f"dock-{key}")
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
+        self.addDockWidget(area, dock)
+        self.docks[key] = dock
+        return dock
+
+    # -- actions ------------------------------------------------------------------------------------------
+    def _action(self, text: str, slot, shortcut: str | QKeySequence | None = None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        if tip:
+            a.setStatusTip(tip)
+            a.setToolTip(
+                f"{text.replace('&', '').rstrip('…')}: {tip}"
+                + (f" ({a.shortcut().toString()})" if shortcut else "")
+            )
+        a.triggered.connect(slot)
+        return a
+
+    def _build_actions(self) -> None:
+        A = self._action
+        self.act_new = A(
+            "&New project…",
+            self.new_project,
+            QKeySequence.StandardKey.New,
+            "Create a project and import images.",
+        )
+        self.act_open = A(
+            "&Open project…",
+            self.open_project_dialog,
+            QKeySequence.StandardKey.Open,
+            "Open a project folder.",
+        )
+        self.act_demo = A(
+            "Open the &demo project",
+            self.open_demo,
+            None,
+            "The built-in demo: skin lesions with coloured patches.",
+        )
+        self.act_export = A(
+            "&Export results…", self.export_results, "Ctrl+E", "Write the results and verdicts to a folder."
+        )
+        self.act_quit = A("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_undo = self.undo_group.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcut(QKeySequence.StandardKey.Undo)
+        self.act_redo = self.undo_group.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcut(QKeySequence.StandardKey.Redo)
+        self.act_train = A(
+            "1 &Train", self.train, "Ctrl+1", "Train the original classifier on the training images."
+        )
+        self.act_sample = A(
+            "2 &Sample", self.sample, "Ctrl+2", "Choose the alignment set: the images the model is surest of."
+        )
+        self.act_explain = A(
+            "3 &Explain", self.explain, "Ctrl+3", "Attributions and segments for the alignment set."
+        )
+        self.act_critique = A(
+            "4 &Critique…",
+            self.critique,
+            "Ctrl+4",
+            "Let a critic judge every segment against your descriptions.",
+        )
+        self.act_align = A(
+            "5 &Retrain",
+            self.align,
+            "Ctrl+5",
+            "Fine-tune the model to stop using the segments judged spurious.",
+        )
+        self.act_evaluate = A(
+            "6 E&valuate", self.evaluate, "Ctrl+6", "Accuracy per group before and after, on the test images."
+        )
+        self.act_cancel = A(
+            "&Cancel running step", self.cancel_job, "Ctrl+.", "Stop the running step; finished work is kept."
+        )
+        self.act_lvlm = A(
+            "LVLM &settings…",
+            self.lvlm_settings,
+            "Ctrl+L",
+            "Choose the vision-language model and check that it works.",
+        )
+        self.method_actions = [
+            self.act_train,
+            self.act_sample,
+            self.act_explain,
+            self.act_critique,
+            self.act_align,
+            self.act_evaluate,
+        ]
+
+    def _build_menus_and_toolbar(self) -> None:
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        for a in (self.act_new, self.act_open, self.act_demo):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.act_export)
+        m.addSeparator()
+        m.addAction(self.act_quit)
+        m = mb.addMenu("&Edit")
+        m.addAction(self.act_undo)
+        m.addAction(self.act_redo)
+        m = mb.addMenu("&Method")
+        for a in self.method_actions:
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.act_cancel)
+        m = mb.addMenu("&LVLM")
+        m.addAction(self.act_lvlm)
+        self.view_menu = mb.addMenu("&View")
+        for key in ("browser", "chat", "spec", "training", "results", "messages"):
+            self.view_menu.addAction(self.docks[key].toggleViewAction())
+        self.view_menu.addSeparator()
+        theme_menu = self.view_menu.addMenu("&Theme")
+        self.theme_group = QActionGroup(self)
+        for t in THEMES:
+            a = QAction(
+                {"system": "Follow the system", "light": "Light", "dark": "Dark"}[t], self, checkable=True
+            )
+            a.setData(t)
+            a.setChecked(t == current_theme())
+            a.triggered.connect(lambda _=False, t=t: self.set_theme(t))
+            self.theme_group.addAction(a)
+            theme_menu.addAction(a)
+        self.view_menu.addAction(self._action("&Reset layout", self.reset_layout))
+        m = mb.addMenu("&Help")
+        m.addAction(self._action("&About", self.about))
+        tb = QToolBar("Method")
+        tb.setObjectName("toolbar-method")
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        tb.addAction(self.act_open)
+        tb.addSeparator()
+        for a in self.method_actions:
+            tb.addAction(a)
+        tb.addSeparator()
+        tb.addAction(self.act_lvlm)
+        self.addToolBar(tb)
+        self.toolbar = tb
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.job_label = QLabel("")
+        self.job_progress = QProgressBar()
+        self.job_progress.setMaximumWidth(260)
+        self.job_progress.setRange(0, 1000)
+        self.job_progress.setTextVisible(True)
+        self.job_cancel = QPushButton("Cancel")
+        self.job_cancel.setToolTip("Stop the running step (Ctrl+.); finished work is kept.")
+        self.job_cancel.clicked.connect(self.cancel_job)
+        self.device_label = QLabel("Device: …")
+        self.device_label.setToolTip("Where training, explanations and a local LVLM run.")
+        for w in (self.job_label, self.job_progress, self.job_cancel):
+            sb.addPermanentWidget(w)
+            w.setVisible(False)
+        sb.addPermanentWidget(self.device_label)
+
+    def _connect(self) -> None:
+        s, r = self.session, self.runner
+        s.changed.connect(self._on_changed)
+        s.error.connect(self.show_error)
+        r.started.connect(self._on_job_started)
+        r.progress.connect(self._on_job_progress)
+        r.finished.connect(self._on_job_finished)
+        r.failed.connect(lambda job, err: self.show_error(err))
+        r.cancelled.connect(self._on_job_cancelled)
+        r.busyChanged.connect(lambda _: self._update_actions())
+        self.messages.posted.connect(self._on_message_posted)
+        QApplication.instance().focusChanged.connect(self._on_focus_changed)
+
+    # -- project ------------------------------------------------------------------------------------------
+    def open_project(self, root: str | Path) -> bool:
+        try:
+            self.session.open_project(root)
+        except Exception as e:  # noqa: BLE001 - told in words in the messages pane
+            self.session.report(e, "Opening the project")
+            return False
+        self.messages.post("info", f"Opened {self.session.project.manifest['name']}", str(self.session.root))
+        return True
+
+    def open_project_dialog(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if d:
+            self.open_project(d)
+
+    def open_demo(self, folder: Path | None = None) -> None:
+        from ..core.demo import default_demo_folder
+
+        folder = Path(folder or default_demo_folder())
+        if (folder / "project.json").exists():
+            self.open_project(folder)
+            return
+        self.messages.post(
+            "info", "Building the demo project", f"Generating 1,800 skin-lesion images in {folder}"
+        )
+        self.runner.submit(workflow.demo_job(folder, lambda root: self.open_project(root)))
+
+    def new_project(self) -> None:
+        from .dialogs import NewProjectDialog
+
+        dlg = NewProjectDialog(self)
+        if dlg.exec() != NewProjectDialog.DialogCode.Accepted:
+            return
+        v = dlg.values()
+
+        def done(report) -> None:
+            if self.open_project(v["folder"]):
+                self.messages.post("info", "Import finished", report.summary())
+
+        self.runner.submit(
+            workflow.import_job(
+                v["folder"], v["name"], v["source"], v["source_kind"], v["image_size"], v["channels"], done
+            )
+        )
+
+    def export_results(self) -> None:
+        if self.session.project is None:
+            self.show_error(UserError("Nothing to export", "Open a project first.", "", "project"))
+            return
+        d = QFileDialog.getExistingDirectory(self, "Export the results into this folder")
+        if d:
+            self.export_to(Path(d))
+
+    def export_to(self, folder: Path) -> list[Path]:
+        from ..core.export import export_results
+
+        try:
+            written = export_results(self.session.project, folder)
+        except Exception as e:  # noqa: BLE001
+            self.session.report(e, "Exporting the results")
+            return []
+        self.messages.post("info", "Results exported", ", ".join(str(p) for p in written))
+        return written
+
+    # -- the method's steps --------------------------------------------------------------------------------
+    def _submit(self, build) -> Job | None:
+        try:
+            job = build()
+        except Exception as e:  # noqa: BLE001 - "train first" and the like, in words
+            self.session.report(e, "Starting the step")
+            return None
+        return self.runner.submit(job)
+
+    def train(self) -> None:
+        self.docks["training"].raise_()
+        self.training.start_training()
+
+    def sample(self) -> None:
+        self._submit(lambda: workflow.sample_job(self.session))
+
+    def explain(self) -> None:
+        self._submit(lambda: workflow.explain_job(self.session))
+
+    def critique(self, kind: str | None = None, accuracy: float = 0.87) -> None:
+        if kind is None:
+            from .dialogs import CritiqueDialog
+
+            cfg = self.session.lvlm_config()
+            label = (cfg.folder or f"{cfg.model} at {cfg.base_url}") if cfg else None
+            has_masks = (
+                self.session.project is not None
+                and self.session.project.db.execute(
+                    "SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1"
+                ).fetchone()
+                is not None
+            )
+            dlg = CritiqueDialog(label, has_masks, self)
+            if dlg.exec() != CritiqueDialog.DialogCode.Accepted:
+                return
+            kind, accuracy = dlg.choice()
+        self._submit(lambda: workflow.critique_job(self.session, kind, accuracy))
+
+    def align(self) -> None:
+        self.docks["training"].raise_()
+        self.training.start_alignment()
+
+    def evaluate(self) -> None:
+        self.docks["results"].raise_()
+        self._submit(lambda: workflow.evaluate_job(self.session))
+
+    def cancel_job(self) -> None:
+        if not (self.runner.cancel("main") | self.runner.cancel("view")):
+            self.statusBar().showMessage("Nothing is running.", 3000)
+
+    def lvlm_settings(self) -> None:
+        from .lvlm_dialog import LVLMDialog
+
+        LVLMDialog(self.session, self.runner, self).exec()
+
+    # -- reactions ----------------------------------------------------------------------------------------
+    def _on_changed(self, topic: str) -> None:
+        if topic == "project":
+            self._update_title()
+            self.device_label.setText(f"Device: {self.session.device_label()}")
+        self._update_actions()
+
+    def _update_title(self) -> None:
+        p = self.session.project
+        self.setWindowTitle(f"{p.manifest['name']} — LVLM-VA Desktop" if p is not None else "LVLM-VA Desktop")
+
+    def _update_actions(self) -> None:
+        has_project = self.session.project is not None
+        busy = self.runner.is_busy("main")
+        for a in self.method_actions:
+            a.setEnabled(has_project and not busy)
+        self.act_export.setEnabled(has_project)
+        self.act_cancel.setEnabled(self.runner.is_busy())
+
+    def _on_job_started(self, job: Job) -> None:
+        self.job_label.setText(job.title + "…")
+        self.job_progress.setValue(0)
+        self.job_progress.setFormat("%p%")
+        for w in (self.job_label, self.job_progress, self.job_cancel):
+            w.setVisible(True)
+        self._update_actions()
+
+    def _on_job_progress(self, job: Job, fraction: float, message: str, left: float) -> None:
+        self.job_progress.setValue(int(fraction * 1000))
+        self.job_progress.setFormat(f"%p%  {_fmt_left(left)}".rstrip())
+        self.job_label.setText(f"{job.title}: {message}" if message else job.title + "…")
+
+    def _job_ended(self) -> None:
+        if not self.runner.is_busy():
+            for w in (self.job_label, self.job_progress, self.job_cancel):
+                w.setVisible(False)
+        self._update_actions()
+
+    def _on_job_finished(self, job: Job, result: object) -> None:
+        if job.lane == "main":
+            self.statusBar().showMessage(f"{job.title}: done.", 5000)
+        self._job_ended()
+
+    def _on_job_cancelled(self, job: Job) -> None:
+        self.messages.post(
+            "info", f"{job.title}: cancelled", "Stopped at your request; finished work is kept."
+        )
+        self._job_ended()
+
+    def show_error(self, error: UserError) -> None:
+        self.messages.post_error(error)
+        self._job_ended()
+
+    def _on_message_posted(self, level: str, title: str) -> None:
+        self.statusBar().showMessage(title, 8000)
+        if level == "error":
+            self.docks["messages"].show()
+            self.docks["messages"].raise_()
+
+    def _on_focus_changed(self, _old: QWidget | None, new: QWidget | None) -> None:
+        """Edit > Undo acts on the pane that has the focus (spec editor or verdicts)."""
+        for pane in (self.spec_editor, self.heatmap):
+            stack = getattr(pane, "undo_stack", None)
+            if stack is not None and new is not None and (new is pane or pane.isAncestorOf(new)):
+                self.undo_group.setActiveStack(stack)
+
+    # -- view ---------------------------------------------------------------------------------------------
+    def set_theme(self, theme: str) -> None:
+        apply_theme(QApplication.instance(), theme, self)
+        for a in self.theme_group.actions():
+            a.setChecked(a.data() == theme)
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_state)
+        for d in self.docks.values():
+            d.show()
+
+    def about(self) -> None:
+        from .. import __version__
+
+        QMessageBox.about(
+            self,
+            "About LVLM-VA Desktop",
+            f"<b>LVLM-VA Desktop {__version__}</b><p>Audit and correct a small image classifier with a local "
+            "vision-language model (LVLM-aided visual alignment). Runs offline; your data and models never "
+            "leave this computer.</p>",
+        )
+
+    def _restore_window_state(self) -> None:
+        s = QSettings()
+        geo, state = s.value("window/geometry"), s.value("window/state")
+        if isinstance(geo, QByteArray) and not geo.isEmpty():
+            self.restoreGeometry(geo)
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        has_unsaved = getattr(self.spec_editor, "has_unsaved_changes", lambda: False)()
+        if has_unsaved:
+            answer = QMessageBox.question(
+                self,
+                "Unsaved class descriptions",
+                "The class descriptions have changes that are not saved. Quit anyway and lose them?",
+                QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            )
+            if answer != QMessageBox.StandardButton.Discard:
+                event.ignore()
+                return
+        if self.runner.is_busy("main"):
+            answer = QMessageBox.question(
+                self,
+                "A step is running",
+                f"{self.runner.running('main').title} is still running. Stop it and quit? Finished work is kept.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Stop jobs, remember the layout, free the LVLM, close the project (idempotent)."""
+        s = QSettings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        self.runner.shutdown(30)
+        self.session.release_lvlm()
+        self.session.close_project(emit=False)
+
+    def showEvent(self, event) -> None:  # noqa: N802, ANN001
+        super().showEvent(event)
+        QTimer.singleShot(0, lambda: self.device_label.setText(f"Device: {self.session.device_label()}"))

@@ -1,0 +1,152 @@
+"""The method's steps as Jobs built from what the session holds now (the window's menu and toolbar).
+
+Each builder checks that the step can run (a model exists before sampling, ...) and raises ValueError in
+plain words otherwise, so the window can say what to do first. The work itself is the core's functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .jobs import Job
+from .session import Session
+
+CRITICS = ("lvlm", "simulated", "expert")
+
+
+def _need(value: int | None, what: str) -> int:
+    if value is None:
+        raise ValueError(what)
+    return value
+
+
+def sample_job(session: Session) -> Job:
+    from ..core.pipeline import sample_alignment_set
+
+    model_id = _need(
+        session.original_model_id(), "Train or import the original model first (Method > Train)."
+    )
+    settings = session.pipeline_settings().sampling
+    device = session.device()
+    return Job(
+        "sample",
+        "Choosing the alignment set",
+        lambda p, s: sample_alignment_set(p, model_id, settings, device, s),
+        on_done=lambda _: session.notify("alignment"),
+    )
+
+
+def explain_job(session: Session) -> Job:
+    from ..core.pipeline import explain_alignment_set
+
+    model_id = _need(
+        session.original_model_id(), "Train or import the original model first (Method > Train)."
+    )
+    set_id = _need(session.alignment_set_id(), "Choose the alignment set first (Method > Sample).")
+    ps = session.pipeline_settings()
+    device = session.device()
+    return Job(
+        "explain",
+        "Explaining the alignment set",
+        lambda p, s: explain_alignment_set(p, model_id, set_id, ps.explain, ps.segment, device, s),
+        on_done=lambda _: session.notify("explanation"),
+    )
+
+
+def make_critic(session: Session, project: Any, kind: str, state: Any, verdict_accuracy: float = 0.87) -> Any:
+    """The critic of a critique job, built in the job's thread (an LVLM loads there, not in the GUI)."""
+    from ..core.critic import ExpertCritic, GroundTruthCritic
+
+    if kind == "simulated":
+        return GroundTruthCritic(error_rate=1.0 - verdict_accuracy, seed=0)
+    if kind == "expert":
+        eid = project.latest_id("explanations")
+        return ExpertCritic(project.expert_verdicts(eid) if eid is not None else {})
+    if kind == "lvlm":
+        from ..lvlm.critic import LVLMCritic
+        from ..lvlm.prompts import TemplateSet
+
+        return LVLMCritic(session.lvlm_backend(state), TemplateSet.for_project(project), cache=project)
+    raise ValueError(f"Unknown critic '{kind}'.")
+
+
+def critique_job(session: Session, kind: str, verdict_accuracy: float = 0.87) -> Job:
+    from ..core.pipeline import run_critique
+
+    expl_id = _need(session.explanation_id(), "Explain the alignment set first (Method > Explain).")
+    if kind == "lvlm" and session.lvlm_config() is None:
+        raise ValueError("Configure the vision-language model first (LVLM > Settings).")
+
+    def fn(p, s):
+        critic = make_critic(session, p, kind, s.child(0.0, 0.05), verdict_accuracy)
+        return run_critique(p, expl_id, critic, s.child(0.05, 1.0))
+
+    return Job(
+        "critique",
+        "Critiquing the explanations",
+        fn,
+        on_done=lambda _: session.notify("critique", "verdicts"),
+        on_partial=lambda r: (
+            session.notify("verdicts") if isinstance(r, dict) and r.get("kind") == "critique" else None
+        ),
+    )
+
+
+def evaluate_job(session: Session, model_ids: list[int] | None = None) -> Job:
+    from ..core.pipeline import evaluate_models
+
+    ids = model_ids or [m for m in (session.original_model_id(), session.aligned_model_id()) if m is not None]
+    if not ids:
+        raise ValueError("Train or import a model first (Method > Train).")
+    settings = session.pipeline_settings().evaluate
+    device = session.device()
+    return Job(
+        "evaluate",
+        "Evaluating on the test images",
+        lambda p, s: evaluate_models(p, ids, settings, device, s),
+        on_done=lambda _: session.notify("metrics"),
+    )
+
+
+def demo_job(folder: Path, on_done) -> Job:
+    from ..core.demo import create_demo_project
+
+    return Job(
+        "demo",
+        "Building the demo project",
+        lambda p, s: create_demo_project(folder, s),
+        needs_project=False,
+        on_done=on_done,
+    )
+
+
+def import_job(
+    folder: Path,
+    name: str,
+    source: Path,
+    source_kind: str,
+    image_size: int,
+    channels: int,
+    on_done,
+) -> Job:
+    """Create a project in ``folder`` from a class-folder tree or a CSV manifest; returns the report."""
+
+    def fn(_p, state):
+        from ..core.data import import_class_folders, import_csv_manifest
+        from ..core.project import Project
+
+        sub = state.child(0.0, 0.9)
+        if source_kind == "csv":
+            report = import_csv_manifest(source, state=sub)
+        else:
+            report = import_class_folders(source, state=sub)
+        state.check()
+        if not report.samples:
+            raise ValueError(f"No usable images were found in {source} ({len(report.skipped)} skipped).")
+        project = Project.create(folder, name, report.classes, (image_size, image_size), channels)
+        with project:
+            project.add_samples(report)
+        return report
+
+    return Job("import", "Importing the images", fn, needs_project=False, on_done=on_done)

@@ -1,0 +1,53 @@
+"""Export of results and verdicts: every segment row, who decided it, and each model's stored metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import torch
+
+from lvlmva_desktop.core.critic import GroundTruthCritic
+from lvlmva_desktop.core.demo import create_demo_project
+from lvlmva_desktop.core.explain import ExplainSettings
+from lvlmva_desktop.core.export import export_results
+from lvlmva_desktop.core.pipeline import (
+    EvalSettings,
+    evaluate_models,
+    explain_alignment_set,
+    run_critique,
+    sample_alignment_set,
+    train_original,
+)
+from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.sampling import SamplingSettings
+from lvlmva_desktop.core.segment import SegmentSettings
+from lvlmva_desktop.core.train import TrainSettings
+
+
+def test_export_writes_verdicts_with_sources_and_metrics(tmp_path):
+    root = create_demo_project(tmp_path / "demo", n_train=96, n_test=48, size=32)
+    cpu = torch.device("cpu")
+    with Project.open(root) as p:
+        mid = train_original(p, "small_cnn", TrainSettings(epochs=1), cpu)
+        sid = sample_alignment_set(p, mid, SamplingSettings(n=6), cpu)
+        eid = explain_alignment_set(p, mid, sid, ExplainSettings(n_background=4), SegmentSettings(), cpu)
+        run_critique(p, eid, GroundTruthCritic(error_rate=0.0))
+        first = p.alignment_members(sid)[0]["sample_id"]
+        critic_v = p.effective_verdicts(eid)[first][0]["verdict"]
+        flipped = "relevant" if critic_v == "spurious" else "spurious"
+        p.set_expert_verdict(eid, first, 0, flipped)
+        evaluate_models(p, [mid], EvalSettings(n_attribution_images=0), cpu)
+        written = export_results(p, tmp_path / "out")
+        n_segments = sum(len(v) for v in p.effective_verdicts(eid).values())
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [m["id"] for m in res["models"]] == [mid]
+    assert res["models"][0]["test"]["accuracy"] is not None
+    assert res["class_descriptions"]["version"] == 1
+    rows = list(csv.DictReader(open(tmp_path / "out" / "verdicts.csv", encoding="utf-8")))
+    assert len(rows) == n_segments == res["verdicts"]["segments"]
+    row = next(r for r in rows if int(r["sample_id"]) == first and r["segment"] == "1")
+    assert row["critic_verdict"] == critic_v and row["expert_verdict"] == flipped
+    assert row["verdict_used"] == flipped and row["decided_by"] == "expert"
+    assert res["verdicts"]["by_expert"] == 1
+    assert all(p.is_file() for p in written)
