@@ -416,9 +416,35 @@ def cmd_status(args):
             print(f"  run {r['id']}: {r['kind']} {r['status']}" + (f" ({r['error']})" if r["error"] else ""))
 
 
-def cmd_demo(args):
-    from .app import run_demo
+def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = False) -> dict:
+    """Create (or reuse) the demo project and run steps 1-9 with the simulated critic (no LVLM ships)."""
+    from .core.critic import GroundTruthCritic
+    from .core.demo import create_demo_project, default_demo_folder
+    from .core.devices import resolve_device
+    from .core.pipeline import PipelineSettings, results_table, run_pipeline
+    from .core.project import Project
 
+    folder = folder or default_demo_folder()
+    if (folder / "project.json").exists():
+        project = Project.open(folder)
+        print(f"Opening the demo project in {folder}")
+    else:
+        print(f"Building the demo project in {folder} (generated ISIC-like lesions with coloured patches)")
+        project = Project.open(create_demo_project(folder))
+    with project:
+        critic = GroundTruthCritic(error_rate=0.13, seed=0)
+        print(
+            f"Critic: {critic.name}. With LVLM weights in a folder, critique this project with "
+            f"`lvlmva critique {project.root} --critic lvlm --model-dir FOLDER` (docs/lvlm.md)."
+        )
+        with _Bar(quiet) as state:
+            res = run_pipeline(project, PipelineSettings(), critic, resolve_device(device), state)
+        print(results_table(res))
+        print(f"Results: {res['results_file']}  ({res['total_s']:.0f} s)")
+        return res
+
+
+def cmd_demo(args):
     run_demo(Path(args.folder) if args.folder else None, device=args.device, quiet=args.quiet)
 
 

@@ -91,80 +91,42 @@ def cmd_lvlm_check(args):
     print("health check passed")
 
 
-def _request_for(project, expl_id: int, sample_id: int):
-    from .core.pipeline import critique_requests
-
-    reqs = {r.sample_id: r for r in critique_requests(project, expl_id)}
-    if sample_id not in reqs:
-        raise ValueError(f"Image {sample_id} is not in the alignment set of explanation {expl_id}.")
-    return reqs[sample_id]
-
-
 def cmd_ask(args):
     from .cli import _latest, _open
-    from .lvlm.chat import ChatSession
-    from .lvlm.prompts import TemplateSet
+    from .lvlm.chat import ask_and_store, chat_for_sample, require_in_alignment_set
 
     if not args.question.strip():
         raise ValueError("The question is empty.")
     with _open(args) as p:
         eid = _latest(p, "explanations", args.explanation, "explanation")
-        req = _request_for(p, eid, args.sample)
-        crit = [c for c in p.critiques(eid) if c["sample_id"] == args.sample]
-        eff = p.effective_verdicts(eid).get(args.sample, {})
-        verdicts = [
-            {"number": s + 1, "verdict": d["verdict"], "source": d["source"]} for s, d in sorted(eff.items())
-        ]
-        history = [(m["role"], m["text"]) for m in p.chat_messages(eid, args.sample)]
+        require_in_alignment_set(p, eid, args.sample)  # before the (slow) model loads
         backend = open_lvlm(args)
         try:
-            chat = ChatSession(
-                backend, req, TemplateSet.for_project(p), crit[-1]["text"] if crit else "", verdicts, history
-            )
-            pieces = []
-            for piece in chat.ask(args.question):
-                pieces.append(piece)
+            chat = chat_for_sample(p, eid, args.sample, backend)
+
+            def show(piece: str) -> None:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
+
+            ask_and_store(p, eid, args.sample, chat, args.question, on_piece=show)
             print()
-            # stored together, after the answer: a failed question leaves no unanswered turn behind
-            p.add_chat_message(eid, args.sample, "user", args.question.strip())
-            p.add_chat_message(
-                eid, args.sample, "assistant", "".join(pieces).strip(), json.dumps(backend.identity())
-            )
         finally:
             backend.close()
 
 
 def cmd_summary(args):
     from .cli import _latest, _open
-    from .lvlm.chat import class_summary
-    from .lvlm.prompts import TemplateSet
+    from .lvlm.chat import class_notes, summarise_class
 
     with _open(args) as p:
-        if args.cls not in p.classes:
-            raise ValueError(f"Unknown class '{args.cls}'; classes are {', '.join(p.classes)}.")
         eid = _latest(p, "explanations", args.explanation, "explanation")
-        label = p.classes.index(args.cls)
-        labels = {r["id"]: r["label"] for r in p.samples("train")}
-        eff = p.effective_verdicts(eid)
-        notes = []
-        for c in p.critiques(eid):
-            if labels.get(c["sample_id"]) == label:
-                v = eff.get(c["sample_id"], {})
-                notes.append(
-                    {
-                        "text": c["text"],
-                        "verdicts": ", ".join(f"{s + 1} {d['verdict']}" for s, d in sorted(v.items())),
-                    }
-                )
-        _, desc = p.class_descriptions()
+        if not class_notes(p, eid, args.cls):  # unknown class or nothing to summarise: say so before loading
+            raise ValueError(f"There are no critiques of class '{args.cls}' to summarise yet.")
         backend = open_lvlm(args)
         try:
-            text = class_summary(backend, args.cls, desc.get(args.cls, ""), notes, TemplateSet.for_project(p))
+            text = summarise_class(p, eid, args.cls, backend)
         finally:
             backend.close()
-        p.add_chat_message(eid, None, "summary", f"[{args.cls}] {text}", json.dumps(backend.identity()))
         print(text)
 
 

@@ -89,16 +89,14 @@ class MainWindow(QMainWindow):
         self._dock("browser", "Images", self.browser, left)
         self._dock("chat", "Critique && chat", self.chat, right)
         self._dock("spec", "Class descriptions", self.spec_editor, right)
-        self._dock("training", "Training", self.training, bottom)
-        self._dock("results", "Results", self.results, bottom)
+        self._dock("training", "Training", self.training, right)
+        self._dock("results", "Results", self.results, right)
         self._dock("messages", "Messages", self.messages, bottom)
         self.tabifyDockWidget(self.docks["chat"], self.docks["spec"])
+        self.tabifyDockWidget(self.docks["spec"], self.docks["training"])
         self.tabifyDockWidget(self.docks["training"], self.docks["results"])
-        self.tabifyDockWidget(self.docks["results"], self.docks["messages"])
         self.docks["chat"].raise_()
-        self.docks["training"].raise_()
-        self.resizeDocks([self.docks["browser"], self.docks["chat"]], [360, 400], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["training"]], [230], Qt.Orientation.Vertical)
+        self._sized = False
         for pane in (self.spec_editor, self.heatmap):
             stack = getattr(pane, "undo_stack", None)
             if stack is not None:
@@ -107,7 +105,7 @@ class MainWindow(QMainWindow):
             self.undo_group.setActiveStack(self.heatmap.undo_stack)
 
     def _dock(self, key: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
-        dock = QDockWidget(title.replace("&&", "&"), self)
+        dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{key}")
         dock.setWidget(widget)
         dock.setFeatures(
@@ -533,4 +531,13 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event) -> None:  # noqa: N802, ANN001
         super().showEvent(event)
+        if not self._sized and not QSettings().value("window/state"):
+            self._sized = True  # first start: share the width sensibly (later starts restore the user's)
+            w = max(self.width(), 800)
+            self.resizeDocks(
+                [self.docks["browser"], self.docks["chat"]],
+                [int(w * 0.25), int(w * 0.33)],
+                Qt.Orientation.Horizontal,
+            )
+            self.resizeDocks([self.docks["messages"]], [110], Qt.Orientation.Vertical)
         QTimer.singleShot(0, lambda: self.device_label.setText(f"Device: {self.session.device_label()}"))

@@ -64,14 +64,14 @@ class MessagesPane(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("MessagesPane")
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
         self.list = QListWidget()
         self.list.setWordWrap(True)
         self.list.setAlternatingRowColors(True)
         self.list.itemDoubleClicked.connect(lambda _: self.show_details())
         lay.addWidget(self.list, 1)
-        row = QHBoxLayout()
+        row = QVBoxLayout()
         self.details_button = QPushButton("Details…")
         self.details_button.setToolTip(
             "The technical details of the selected message, to copy into a bug report."
@@ -79,9 +79,9 @@ class MessagesPane(QWidget):
         self.details_button.clicked.connect(self.show_details)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.list.clear)
-        row.addStretch(1)
         row.addWidget(self.details_button)
         row.addWidget(self.clear_button)
+        row.addStretch(1)
         lay.addLayout(row)
         self.list.currentItemChanged.connect(self._update_buttons)
         self._update_buttons()
@@ -107,7 +107,9 @@ class MessagesPane(QWidget):
         item.setData(Qt.ItemDataRole.UserRole, error)
         item.setData(Qt.ItemDataRole.UserRole + 1, level)
         self.list.insertItem(0, item)
-        self.list.setCurrentItem(item)
+        if level == "error":
+            self.list.setCurrentItem(item)  # ready for "Details…"
+        self.list.scrollToTop()
         self.posted.emit(level, title)
 
     def messages(self) -> list[tuple[str, str]]:

@@ -2,14 +2,20 @@
 
 The first user turn carries the image, the segment map and the numbered overlay; the system prompt
 (chat_system.j2) carries the class, the expert's description, the critic's text and the current verdicts.
-Later turns are text only. Answers stream piece by piece; the caller stores the transcript.
+Later turns are text only. Answers stream piece by piece. ``chat_for_sample``, ``ask_and_store`` and
+``summarise_class`` tie this to a project (critique, verdicts, stored transcript): the command line's
+``ask`` and ``summary`` and the GUI's chat pane all go through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 from ..core.critic import CritiqueRequest
+from ..core.jobs import TaskState
+from ..core.project import current_user
 from .backend import ChatRequest, GenerationSettings, LVLMBackend, text_message, user_message
 from .prompts import TemplateSet
 from .render import render_views, segment_context
@@ -80,6 +86,7 @@ def class_summary(
     templates: TemplateSet | None = None,
     settings: GenerationSettings | None = None,
     max_notes: int = 12,
+    state: TaskState | None = None,
 ) -> str:
     """What the model relies on for one class, summarised from critic notes ({text, verdicts} each)."""
     if not notes:
@@ -92,6 +99,165 @@ def class_summary(
         notes=[{"text": n["text"][:1500], "verdicts": n.get("verdicts", "")} for n in notes[:max_notes]],
     )
     out = backend.generate(
-        [[text_message("user", prompt)]], settings or GenerationSettings(max_new_tokens=400)
+        [[text_message("user", prompt)]], settings or GenerationSettings(max_new_tokens=400), state
     )
     return out[0].text
+
+
+# -- the project side: one code path for the command line and the chat pane -----------------------------
+SUMMARY_ROLE = "summary"
+
+
+def in_alignment_set(project, expl_id: int, sample_id: int) -> bool:
+    """Whether an explanation covers the image (it explains every member of its alignment set)."""
+    row = project.db.execute(
+        "SELECT 1 FROM alignment_members m JOIN explanations e ON m.set_id = e.set_id "
+        "WHERE e.id=? AND m.sample_id=? LIMIT 1",
+        (expl_id, sample_id),
+    ).fetchone()
+    return row is not None
+
+
+def require_in_alignment_set(project, expl_id: int, sample_id: int) -> None:
+    if not in_alignment_set(project, expl_id, sample_id):
+        raise ValueError(f"Image {sample_id} is not in the alignment set of explanation {expl_id}.")
+
+
+def sample_verdicts(project, expl_id: int, sample_id: int) -> list[dict]:
+    """The image's verdict per segment and who decided it: [{number, verdict, source, author}, ...]."""
+    eff = project.effective_verdicts(expl_id).get(sample_id, {})
+    return [
+        {"number": s + 1, "verdict": d["verdict"], "source": d["source"], "author": d.get("author") or ""}
+        for s, d in sorted(eff.items())
+    ]
+
+
+def critic_text(project, expl_id: int, sample_id: int) -> str:
+    """The latest critic's notes about the image ('' when it was not critiqued yet)."""
+    texts = [c["text"] for c in project.critiques(expl_id) if c["sample_id"] == sample_id]
+    return (texts[-1] or "") if texts else ""
+
+
+def chat_for_sample(
+    project, expl_id: int, sample_id: int, backend: LVLMBackend, templates: TemplateSet | None = None
+) -> ChatSession:
+    """A conversation about one image, carrying its critique, verdicts and the stored transcript."""
+    from ..core.pipeline import critique_requests
+
+    require_in_alignment_set(project, expl_id, sample_id)
+    request = next(r for r in critique_requests(project, expl_id) if r.sample_id == sample_id)
+    history = [(m["role"], m["text"]) for m in project.chat_messages(expl_id, sample_id)]
+    verdicts = [
+        {k: v[k] for k in ("number", "verdict", "source")}
+        for v in sample_verdicts(project, expl_id, sample_id)
+    ]
+    return ChatSession(
+        backend,
+        request,
+        templates or TemplateSet.for_project(project),
+        critic_text(project, expl_id, sample_id),
+        verdicts,
+        history,
+    )
+
+
+def ask_and_store(
+    project,
+    expl_id: int,
+    sample_id: int,
+    chat: ChatSession,
+    question: str,
+    on_piece: Callable[[str], None] | None = None,
+    state: TaskState | None = None,
+    settings: GenerationSettings | None = None,
+) -> str:
+    """Stream the answer (each piece to ``on_piece``) and store question and answer once it is complete.
+
+    Both are stored together after the answer: a failed or cancelled question leaves no unanswered turn.
+    """
+    question = question.strip()
+    if not question:
+        raise ValueError("The question is empty.")
+    pieces: list[str] = []
+    stream = chat.ask(question, settings)
+    try:
+        for piece in stream:
+            if state is not None:
+                state.check()  # a cancel closes the stream, which stops the generation
+            pieces.append(piece)
+            if on_piece is not None:
+                on_piece(piece)
+    finally:
+        stream.close()
+    if state is not None:
+        state.check()
+    answer = "".join(pieces).strip()
+    model = json.dumps(chat.backend.identity(), default=str)
+    with project.transaction() as db:
+        for role, text, m in (("user", question, ""), ("assistant", answer, model)):
+            db.execute(
+                "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (expl_id, sample_id, role, text, m, time.time(), current_user()),
+            )
+    return answer
+
+
+def class_notes(project, expl_id: int, class_name: str) -> list[dict]:
+    """The critic's notes about every critiqued image of one class, with their current verdicts."""
+    if class_name not in project.classes:
+        raise ValueError(f"Unknown class '{class_name}'; classes are {', '.join(project.classes)}.")
+    label = project.classes.index(class_name)
+    labels = {r["id"]: r["label"] for r in project.samples("train")}
+    eff = project.effective_verdicts(expl_id)
+    notes = []
+    for c in project.critiques(expl_id):
+        if labels.get(c["sample_id"]) == label:
+            v = eff.get(c["sample_id"], {})
+            verdicts = ", ".join(f"{s + 1} {d['verdict']}" for s, d in sorted(v.items()))
+            notes.append({"text": c["text"], "verdicts": verdicts})
+    return notes
+
+
+def summarise_class(
+    project,
+    expl_id: int,
+    class_name: str,
+    backend: LVLMBackend,
+    templates: TemplateSet | None = None,
+    settings: GenerationSettings | None = None,
+    state: TaskState | None = None,
+) -> str:
+    """The LVLM's summary of what the model relies on for one class, stored with the explanation."""
+    notes = class_notes(project, expl_id, class_name)
+    _, desc = project.class_descriptions()
+    text = class_summary(
+        backend,
+        class_name,
+        desc.get(class_name, ""),
+        notes,
+        templates or TemplateSet.for_project(project),
+        settings,
+        state=state,
+    )
+    if state is not None:
+        state.check()
+    project.add_chat_message(
+        expl_id, None, SUMMARY_ROLE, f"[{class_name}] {text}", json.dumps(backend.identity(), default=str)
+    )
+    return text
+
+
+def class_summaries(project, expl_id: int, class_name: str) -> list[dict]:
+    """The stored summaries of one class, oldest first: [{text, created, author, model}, ...]."""
+    prefix = f"[{class_name}] "
+    return [
+        {
+            "text": m["text"][len(prefix) :],
+            "created": m["created"],
+            "author": m["author"],
+            "model": m["model"],
+        }
+        for m in project.chat_messages(expl_id, None)
+        if m["role"] == SUMMARY_ROLE and m["text"].startswith(prefix)
+    ]
