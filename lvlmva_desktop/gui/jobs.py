@@ -5,9 +5,10 @@ A job is ``fn(project, state) -> result``: the same plain functions the command 
 own QThread with its own connection to the project database (SQLite connections belong to one thread),
 so the GUI thread never waits on a job.
 
-Two lanes: "main" for the method's long steps (training, explaining, critique, import), one at a time
+Three lanes: "main" for the method's long steps (training, explaining, critique, import), one at a time
 because they share the GPU and the project; "view" for short interactive work (attributions for the
-viewer, predictions for the browser, chat answers, the LVLM health check). Submitting a job while its
+viewer, chat answers, the LVLM health check); "background" for work nobody waits on (the browser's
+predictions over every image), so it never holds up the viewer or the chat. Submitting a job while its
 lane is busy queues it; a queued job of the same kind is replaced by the newer one.
 """
 
@@ -29,7 +30,7 @@ from ..core.jobs import Cancelled, TaskState
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[Any, TaskState], Any]
-LANES = ("main", "view")
+LANES = ("main", "view", "background")
 
 
 @dataclass

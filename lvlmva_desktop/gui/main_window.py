@@ -391,7 +391,7 @@ class MainWindow(QMainWindow):
         self._submit(lambda: workflow.evaluate_job(self.session))
 
     def cancel_job(self) -> None:
-        if not (self.runner.cancel("main") | self.runner.cancel("view")):
+        if not (self.runner.cancel("main") | self.runner.cancel("view") | self.runner.cancel("background")):
             self.statusBar().showMessage("Nothing is running.", 3000)
 
     def lvlm_settings(self) -> None:
