@@ -6,10 +6,15 @@ Groups are (class, spurious attribute) pairs; WGA is the lowest accuracy over gr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .project import Project
 
 
 @dataclass
@@ -31,6 +36,16 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Evaluation:
+        """Rebuild an evaluation stored with ``to_dict`` (the detail JSON of the metrics table)."""
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "groups"}
+        groups = [
+            GroupAccuracy(**{k: v for k, v in g.items() if k in GroupAccuracy.__dataclass_fields__})
+            for g in d.get("groups", [])
+        ]
+        return cls(groups=groups, **fields)
 
 
 def evaluate_predictions(
@@ -92,3 +107,90 @@ def deltas(before: Evaluation, after: Evaluation) -> dict:
     if before.alignment is not None and after.alignment is not None:
         d["dAlignment"] = after.alignment - before.alignment
     return d
+
+
+# -- before / after, read back from the metrics table ---------------------------------------------------
+def stored_evaluations(project: Project, model_ids: list[int], split: str = "test") -> dict[int, tuple]:
+    """The latest stored evaluation of each model as ``{model_id: (run_id, Evaluation)}``.
+
+    A run that evaluated all the given models together is preferred over newer single evaluations, so
+    that a comparison uses one test set and one set of evaluation settings; models never evaluated are
+    missing from the result.
+    """
+    ids = [int(m) for m in model_ids if m is not None]
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = project.db.execute(
+        f"SELECT run_id, model_id, detail FROM metrics WHERE split=? AND name='accuracy' "
+        f"AND detail IS NOT NULL AND model_id IN ({marks}) ORDER BY run_id, id",
+        (split, *ids),
+    ).fetchall()
+    by_run: dict[int, dict[int, str]] = {}
+    for r in rows:
+        by_run.setdefault(int(r["run_id"]), {})[int(r["model_id"])] = r["detail"]
+    together = [run for run, got in by_run.items() if set(ids) <= set(got)]
+    if together:
+        run = max(together)
+        return {m: (run, Evaluation.from_dict(json.loads(by_run[run][m]))) for m in ids}
+    out: dict[int, tuple] = {}
+    for run in sorted(by_run):
+        for m, detail in by_run[run].items():
+            out[m] = (run, Evaluation.from_dict(json.loads(detail)))
+    return out
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or v != v else float(v)
+
+
+def comparison(project: Project, before_model_id: int, after_model_id: int | None = None) -> dict:
+    """Accuracy, worst-group accuracy, alignment score and per-group accuracy of a model and (optionally)
+    its aligned version, with the changes (dAGA, dWGA, dAlignment), as stored by ``evaluate_models``.
+
+    ``missing`` lists the models that have no stored evaluation yet (evaluate them to fill the table);
+    ``after`` is None when no second model is given.
+    """
+    ids = [before_model_id] + ([after_model_id] if after_model_id is not None else [])
+    stored = stored_evaluations(project, ids)
+
+    def side(mid: int) -> dict:
+        row = project.model_row(mid)
+        run, ev = stored.get(mid, (None, None))
+        d = {"model_id": mid, "name": row["name"], "kind": row["kind"], "evaluated": ev is not None}
+        d["run_id"] = run
+        d["accuracy"] = _finite(ev.accuracy) if ev else None
+        d["worst_group_accuracy"] = _finite(ev.worst_group_accuracy) if ev else None
+        d["worst_group"] = ev.worst_group if ev else None
+        d["alignment"] = _finite(ev.alignment) if ev else None
+        d["n"] = ev.n if ev else 0
+        return d
+
+    before = side(before_model_id)
+    after = side(after_model_id) if after_model_id is not None else None
+    groups: dict[tuple[str, str], dict] = {}
+    for key, mid in (("before", before_model_id), ("after", after_model_id)):
+        if mid is None or mid not in stored:
+            continue
+        for g in stored[mid][1].groups:
+            row = groups.setdefault(
+                (g.label, g.group or ""),
+                {"label": g.label, "group": g.group or "", "n": g.n, "before": None, "after": None},
+            )
+            row[key] = _finite(g.accuracy)
+    rows = [groups[k] for k in sorted(groups)]
+    for r in rows:
+        r["change"] = r["after"] - r["before"] if r["after"] is not None and r["before"] is not None else None
+    d: dict = {}
+    if after is not None and before_model_id in stored and after_model_id in stored:
+        ev_b, ev_a = stored[before_model_id][1], stored[after_model_id][1]
+        ev_b.alignment, ev_a.alignment = _finite(ev_b.alignment), _finite(ev_a.alignment)
+        d = deltas(ev_b, ev_a)
+    return {
+        "before": before,
+        "after": after,
+        "groups": rows,
+        "deltas": d,
+        "missing": [m for m in ids if m not in stored],
+        "same_run": len({stored[m][0] for m in ids if m in stored}) <= 1,
+    }

@@ -20,6 +20,10 @@ from .jobs import TaskState, ensure_state
 
 log = logging.getLogger(__name__)
 
+# At most this many per-step partial results per run (live curves need a few hundred points, not every
+# batch of a long run); each averages the batches since the previous one.
+MAX_STEP_RECORDS = 200
+
 
 @dataclass
 class TrainSettings:
@@ -105,6 +109,10 @@ def fit(
     The data tensors stay on the CPU; batches move to ``device``. Progress is reported per batch, a
     cancel request is honoured between batches (raising Cancelled with the model partly trained: callers
     keep the original untouched by training a copy).
+
+    Partial results: ``{"kind": "step", ...}`` (loss, ce, penalty and training accuracy averaged over the
+    batches since the previous step record; at most ``MAX_STEP_RECORDS`` a run, always one for the last
+    step) and ``{"kind": "epoch", ...}`` (an EpochRecord) after every epoch.
     """
     state = ensure_state(state)
     gen = torch.Generator().manual_seed(seed)
@@ -117,6 +125,8 @@ def fit(
     n_steps = math.ceil(len(x) / n_plain_per_batch)
     history: list[EpochRecord] = []
     total_steps = epochs * n_steps
+    step_every = max(1, math.ceil(total_steps / MAX_STEP_RECORDS))
+    window = {"loss": 0.0, "ce": 0.0, "pen": 0.0, "correct": 0, "n": 0}
     step = 0
     for epoch in range(epochs):
         t0 = time.perf_counter()
@@ -150,12 +160,20 @@ def fit(
             loss.backward()
             opt.step()
             bs = len(yb)
-            sums["loss"] += float(loss.detach()) * bs
-            sums["ce"] += float(ce.detach()) * bs
-            sums["pen"] += float(pen.detach()) * bs
-            sums["correct"] += int((logits.detach().argmax(1) == yb).sum())
-            sums["n"] += bs
+            batch = {
+                "loss": float(loss.detach()) * bs,
+                "ce": float(ce.detach()) * bs,
+                "pen": float(pen.detach()) * bs,
+                "correct": int((logits.detach().argmax(1) == yb).sum()),
+                "n": bs,
+            }
+            for k, v in batch.items():
+                sums[k] += v
+                window[k] += v
             step += 1
+            if step % step_every == 0 or step == total_steps:
+                state.partial(_step_record(window, step, total_steps, n_steps, epoch + 1))
+                window = dict.fromkeys(window, 0)
             state.progress(step, total_steps, f"epoch {epoch + 1}/{epochs}")
         n = max(sums["n"], 1)
         rec = EpochRecord(
@@ -179,6 +197,21 @@ def fit(
     recompute_batchnorm_stats(model, x, device, state=state)
     model.eval()
     return history
+
+
+def _step_record(window: dict, step: int, total_steps: int, steps_per_epoch: int, epoch: int) -> dict:
+    n = max(window["n"], 1)
+    return {
+        "kind": "step",
+        "step": step,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "epoch": epoch,
+        "loss": window["loss"] / n,
+        "ce": window["ce"] / n,
+        "penalty": window["pen"] / n,
+        "train_accuracy": window["correct"] / n,
+    }
 
 
 @torch.no_grad()

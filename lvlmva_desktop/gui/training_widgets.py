@@ -1,0 +1,289 @@
+"""The pieces of the training pane: its settings table, a spin box for numbers spanning decades, and
+the live loss / accuracy curves."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QStackedWidget, QVBoxLayout, QWidget
+
+from ..core.explain import METHODS
+from ..core.models import ARCHITECTURES
+from ..core.pipeline import PipelineSettings
+from ..core.sampling import STRATEGIES
+
+ARCH_NAMES = {
+    "mlp": "Two-layer MLP",
+    "small_cnn": "Small CNN",
+    "resnet18": "ResNet-18",
+    "resnet50": "ResNet-50",
+}
+STRATEGY_NAMES = {
+    "low_entropy": "Most confident first (low entropy)",
+    "random": "Random",
+    "high_entropy": "Least confident first (high entropy)",
+}
+METHOD_NAMES = {"deeplift_shap": "DeepLIFT-SHAP", "input_x_gradient": "Input × gradient"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting the expert may change: where it lives in PipelineSettings and how it is edited."""
+
+    section: str  # attribute of PipelineSettings ("arch" for the top-level architecture)
+    attr: str | None  # attribute of that section, None for a top-level value
+    label: str
+    tip: str
+    kind: str  # "int", "float", "log" (steps 1-2-5 through decades) or "choice"
+    lo: float = 0
+    hi: float = 0
+    choices: tuple[tuple[str, str], ...] = ()
+
+    def get(self, s: PipelineSettings) -> Any:
+        return getattr(s, self.section) if self.attr is None else getattr(getattr(s, self.section), self.attr)
+
+    def set(self, s: PipelineSettings, value: Any) -> None:
+        if self.attr is None:
+            setattr(s, self.section, value)
+        else:
+            setattr(getattr(s, self.section), self.attr, value)
+
+    def text(self, value: Any) -> str:
+        return dict(self.choices).get(value, value) if self.kind == "choice" else f"{value:g}"
+
+
+def _choices(values: tuple[str, ...], names: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((v, names.get(v, v)) for v in values)
+
+
+GROUPS: list[tuple[str, list[Field]]] = [
+    (
+        "Original model (ERM)",
+        [
+            Field("arch", None, "Architecture", "The classifier to train. The small CNN trains in seconds on a "
+                  "CPU; the ResNets need a GPU for real images.", "choice",
+                  choices=_choices(ARCHITECTURES, ARCH_NAMES)),
+            Field("train", "epochs", "Epochs", "How many times training goes through all training images.",
+                  "int", 1, 1000),
+            Field("train", "lr", "Learning rate", "Step size of the optimiser (Adam). Too high makes training "
+                  "unstable, too low makes it slow.", "log", 1e-6, 1.0),
+            Field("train", "batch_size", "Batch size", "Images per training step. Larger batches need more "
+                  "memory.", "int", 1, 4096),
+        ],
+    ),
+    (
+        "Alignment set",
+        [
+            Field("sampling", "n", "Images (N)", "How many training images are explained and reviewed by the "
+                  "critic and you.", "int", 1, 100000),
+            Field("sampling", "strategy", "Which images", "Which training images to review. A model is most "
+                  "confident where it uses a shortcut, so the most confident images find shortcuts best.",
+                  "choice", choices=_choices(STRATEGIES, STRATEGY_NAMES)),
+        ],
+    ),
+    (
+        "Explanations",
+        [
+            Field("explain", "method", "Method", "How the model's attention is computed: DeepLIFT-SHAP "
+                  "(compares each image with reference images) or the faster input × gradient.", "choice",
+                  choices=_choices(METHODS, METHOD_NAMES)),
+            Field("explain", "n_background", "Reference images", "Training images DeepLIFT-SHAP compares "
+                  "each image with. More gives steadier maps but takes longer.", "int", 1, 256),
+            Field("segment", "n_components", "Segments (J)", "Into how many regions each attribution map is "
+                  "split for the verdicts.", "int", 1, 16),
+        ],
+    ),
+    (
+        "Retraining with the verdicts (RRR)",
+        [
+            Field("align", "lambda_", "Penalty weight (λ)", "How strongly retraining punishes attention to "
+                  "regions judged spurious. 0 switches the penalty off.", "log", 0.0, 1e6),
+            Field("align", "epochs", "Epochs", "Passes over the training images when retraining.", "int", 1, 1000),
+            Field("align", "align_ratio", "Reviewed share of a batch", "Share of every batch taken from the "
+                  "reviewed images (with their masks); the rest are ordinary training images.", "float",
+                  0.01, 0.95),
+            Field("align", "lr", "Learning rate", "Step size of the retraining (1e-4 suits ResNets).", "log",
+                  1e-6, 1.0),
+        ],
+    ),
+]  # fmt: skip
+
+
+class LogSpinBox(QDoubleSpinBox):
+    """A number spanning decades (learning rates, λ): arrows step through 1, 2, 5 × 10^k; any value may be
+    typed, also as 1e-4."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setDecimals(12)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
+        return f"{value:.6g}"
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt override
+        try:
+            return float(text.strip())
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int) -> object:
+        t = text.strip()
+        try:
+            v = float(t)
+        except ValueError:
+            ok = t == "" or t[-1] in "eE.-+" or t.lower().endswith(("e-", "e+"))
+            return (QValidator.State.Intermediate if ok else QValidator.State.Invalid), text, pos
+        ok = self.minimum() <= v <= self.maximum()
+        return (QValidator.State.Acceptable if ok else QValidator.State.Intermediate), text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt override
+        v = self.value()
+        for _ in range(abs(steps)):
+            v = next_125(v, steps > 0, self.minimum())
+        self.setValue(v)
+
+
+def next_125(value: float, up: bool, minimum: float = 0.0) -> float:
+    """The next number of the 1-2-5 series above (or below) ``value``; 0 steps up to the smallest shown."""
+    if value <= 0:
+        return max(minimum, 1e-3) if up else value
+    k = math.floor(math.log10(value))
+    series = [m * 10.0**e for e in (k - 1, k, k + 1) for m in (1, 2, 5)]
+    if up:
+        return min(s for s in series if s > value * (1 + 1e-9))
+    below = [s for s in series if s < value * (1 - 1e-9)]
+    return max(below) if below and max(below) >= minimum else minimum
+
+
+def format_time_left(seconds: float) -> str:
+    if seconds < 0:
+        return "estimating the time left…"
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s left"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {int(seconds // 3600)} h {round(seconds % 3600 / 60)} min left"
+
+
+class PercentAxis(pg.AxisItem):
+    """An axis of shares (0-1) labelled in percent, as the experts read accuracies."""
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+        return [f"{v * 100:.0f}%" for v in values]
+
+
+class Curves(QWidget):
+    """Live loss and training-accuracy curves (x in epochs), or the history of the last training."""
+
+    pointsAdded = Signal(int)  # number of loss points now shown
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.stack = QStackedWidget(self)
+        self.hint = QLabel("The loss and accuracy curves appear here while a model trains.")
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setWordWrap(True)
+        self.hint.setEnabled(False)
+        plots = QWidget()
+        row = QHBoxLayout(plots)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.loss_plot = pg.PlotWidget()
+        self.acc_plot = pg.PlotWidget(axisItems={"left": PercentAxis("left")})
+        self.loss_plot.getAxis("left").enableAutoSIPrefix(False)
+        for plot, title in ((self.loss_plot, "Loss"), (self.acc_plot, "Training accuracy")):
+            plot.setTitle(title, size="10pt")
+            plot.setLabel("bottom", "epoch")
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            plot.setMinimumSize(200, 140)
+            plot.setMenuEnabled(False)
+            row.addWidget(plot)
+        self.acc_plot.setYRange(0, 1.02)
+        self.acc_plot.getPlotItem().getViewBox().setLimits(yMin=-0.05, yMax=1.1)
+        # legends in their own row under the axis, so they never hide a curve
+        self.loss_legend, self.acc_legend = pg.LegendItem(colCount=2), pg.LegendItem(colCount=2)
+        for plot, legend in ((self.loss_plot, self.loss_legend), (self.acc_plot, self.acc_legend)):
+            legend.setLabelTextSize("8pt")
+            plot.getPlotItem().layout.addItem(legend, 4, 1)
+        blue, orange, grey = (31, 119, 180), (230, 120, 20), (127, 127, 127)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(blue, width=2), name="loss")
+        self.penalty_curve = self.loss_plot.plot(pen=pg.mkPen(orange, width=2), name="λ × penalty")
+        self.acc_curve = self.acc_plot.plot(pen=pg.mkPen(grey, width=1), name="recent batches")
+        self.epoch_acc_curve = self.acc_plot.plot(
+            pen=pg.mkPen(blue, width=2), symbol="o", symbolSize=6, symbolBrush=blue, name="per epoch"
+        )
+        self.loss_legend.addItem(self.loss_curve, "loss")
+        self.acc_legend.addItem(self.acc_curve, "recent batches")
+        self.acc_legend.addItem(self.epoch_acc_curve, "per epoch")
+        self.stack.addWidget(self.hint)
+        self.stack.addWidget(plots)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.stack)
+        self._lambda = 0.0
+        self._data: dict[str, tuple[list[float], list[float]]] = {}
+        self.clear()
+
+    def clear(self, lambda_: float = 0.0) -> None:
+        """Start empty; λ > 0 (retraining) also shows the penalty term of the loss."""
+        self._lambda = lambda_
+        self._data = {k: ([], []) for k in ("loss", "penalty", "acc", "epoch_acc")}
+        for curve in (self.loss_curve, self.penalty_curve, self.acc_curve, self.epoch_acc_curve):
+            curve.setData([], [])
+        self._set_penalty_visible(lambda_ > 0)
+        self.stack.setCurrentIndex(0)
+
+    def _set_penalty_visible(self, on: bool) -> None:
+        self.penalty_curve.setVisible(on)
+        legend = self.loss_legend
+        legend.removeItem(self.penalty_curve)
+        if on:
+            legend.addItem(self.penalty_curve, "λ × penalty")
+
+    def _push(self, key: str, x: float, y: float) -> None:
+        xs, ys = self._data[key]
+        xs.append(x)
+        ys.append(y)
+
+    def add(self, record: dict) -> None:
+        """One partial result of the training loop: {"kind": "step", ...} or {"kind": "epoch", ...}."""
+        if not isinstance(record, dict):
+            return
+        if record.get("kind") == "step":
+            x = record["step"] / max(record.get("steps_per_epoch", 1), 1)
+            self._push("loss", x, record["loss"])
+            self._push("penalty", x, self._lambda * record.get("penalty", 0.0))
+            self._push("acc", x, record["train_accuracy"])
+        elif record.get("kind") == "epoch":
+            self._push("epoch_acc", float(record["epoch"]), record["train_accuracy"])
+        else:
+            return
+        self._redraw()
+
+    def show_history(self, history: list[dict], lambda_: float = 0.0) -> None:
+        """The per-epoch records stored with a model (after a restart there are no step records)."""
+        self.clear(lambda_)
+        for rec in history:
+            e = float(rec["epoch"])
+            self._push("loss", e, rec["loss"])
+            self._push("penalty", e, lambda_ * rec.get("penalty", 0.0))
+            self._push("epoch_acc", e, rec["train_accuracy"])
+        if history:
+            self._redraw()
+
+    def _redraw(self) -> None:
+        d = self._data
+        self.loss_curve.setData(*d["loss"])
+        if self._lambda > 0:
+            self.penalty_curve.setData(*d["penalty"])
+        self.acc_curve.setData(*d["acc"])
+        self.epoch_acc_curve.setData(*d["epoch_acc"])
+        self.stack.setCurrentIndex(1)
+        self.pointsAdded.emit(len(d["loss"][0]))
+
+    def n_points(self) -> int:
+        return len(self._data["loss"][0])

@@ -1,0 +1,71 @@
+"""Partial results of the training loop: per-step records for live curves and per-epoch records."""
+
+import pytest
+import torch
+
+from lvlmva_desktop.core import train
+from lvlmva_desktop.core.jobs import TaskState
+from lvlmva_desktop.core.models import ModelSpec, build_model
+
+CPU = torch.device("cpu")
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long()
+    return x, y
+
+
+def _fit(records, **kw):
+    x, y = _data()
+    model = build_model(ModelSpec("mlp", 2, 1, (8, 8), hidden=16))
+    args = dict(epochs=3, batch_size=16, lr=1e-2, seed=0, device=CPU)
+    args.update(kw)
+    return train.fit(model, x, y, state=TaskState(on_partial=records.append), **args)
+
+
+def test_every_step_is_recorded_for_short_runs_and_matches_the_epoch_averages():
+    records = []
+    history = _fit(records)
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["step"] for r in steps] == list(range(1, 13))  # 64 images / 16 = 4 steps x 3 epochs
+    assert all(r["total_steps"] == 12 and r["steps_per_epoch"] == 4 for r in steps)
+    assert [r["epoch"] for r in steps] == [1] * 4 + [2] * 4 + [3] * 4
+    assert [r["epoch"] for r in epochs] == [1, 2, 3] and len(history) == 3
+    # equal batch sizes: the mean of an epoch's step records is the epoch record
+    for e, rec in zip((1, 2, 3), history):
+        mine = [r for r in steps if r["epoch"] == e]
+        assert sum(r["loss"] for r in mine) / 4 == pytest.approx(rec.loss)
+        assert sum(r["train_accuracy"] for r in mine) / 4 == pytest.approx(rec.train_accuracy)
+    assert all(r["penalty"] == 0.0 and r["ce"] == pytest.approx(r["loss"]) for r in steps)
+    # the records come in order: steps of an epoch, then its epoch record
+    kinds = [r["kind"] for r in records]
+    assert kinds[:5] == ["step"] * 4 + ["epoch"]
+
+
+def test_step_records_are_throttled_and_average_the_batches_in_between(monkeypatch):
+    monkeypatch.setattr(train, "MAX_STEP_RECORDS", 5)
+    records = []
+    _fit(records)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [3, 6, 9, 12]  # every ceil(12 / 5) = 3 steps, and the last
+    unthrottled = []
+    monkeypatch.setattr(train, "MAX_STEP_RECORDS", 1000)
+    _fit(unthrottled)
+    fine = [r for r in unthrottled if r["kind"] == "step"]
+    for r in steps:  # same seed, same batches: each record is the mean of the three steps it covers
+        covered = fine[r["step"] - 3 : r["step"]]
+        assert r["loss"] == pytest.approx(sum(c["loss"] for c in covered) / 3)
+
+
+def test_rrr_step_records_carry_the_penalty():
+    x, y = _data()
+    masks = torch.zeros(8, 8, 8, dtype=torch.bool)
+    masks[:, :, :4] = True  # forbid the half the label depends on
+    records = []
+    _fit(records, align_x=x[:8], align_y=y[:8], align_masks=masks, lambda_=10.0, align_ratio=0.25, epochs=1)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert steps and all(r["penalty"] > 0 for r in steps)
+    assert all(r["loss"] == pytest.approx(r["ce"] + 10.0 * r["penalty"], rel=1e-5) for r in steps)

@@ -1,0 +1,238 @@
+"""Training pane: settings saved in the project, tooltips, training and retraining from the buttons with
+live curves and progress, cancel that leaves no model, and what the pane says when a step is missing."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import QApplication
+
+from lvlmva_desktop.core.pipeline import PipelineSettings
+from lvlmva_desktop.gui.jobs import Job, JobRunner
+from lvlmva_desktop.gui.session import SETTINGS_FILE, Session
+from lvlmva_desktop.gui.theme import apply_theme
+from lvlmva_desktop.gui.training import TrainingPane
+from lvlmva_desktop.gui.training_widgets import GROUPS, LogSpinBox, format_time_left, next_125
+
+SIZES = {"dock": (600, 700), "large": (1400, 1000), "bottom-dock": (1366, 240)}
+
+
+@pytest.fixture
+def make_pane(qtbot):
+    made = []
+
+    def make(root=None) -> TrainingPane:
+        apply_theme(QApplication.instance(), "light")  # as the window does, for the screenshots
+        session = Session(device="cpu")
+        runner = JobRunner(lambda: session.root)
+        if root is not None:
+            session.open_project(root)
+        pane = TrainingPane(session, runner)
+        qtbot.addWidget(pane)
+        made.append((session, runner))
+        return pane
+
+    yield make
+    for session, runner in made:
+        assert runner.shutdown(20)
+        session.close_project()
+
+
+def _models(pane, kind=None):
+    q = "SELECT * FROM models" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
+    return pane.session.project.db.execute(q, (kind,) if kind else ()).fetchall()
+
+
+def _shoot(pane, qtbot, artifacts_dir, name):
+    for size, (w, h) in SIZES.items():
+        pane.resize(w, h)
+        pane.show()
+        qtbot.wait(30)
+        pane.grab().save(str(artifacts_dir / f"training_{name}_{size}.png"))
+
+
+def test_settings_round_trip_through_the_project_file(make_pane, demo_project):
+    pane = make_pane(demo_project)
+    kept = pane.session.pipeline_settings()
+    kept.segment.covariance = "diag"  # a setting this pane does not show
+    pane.session.save_pipeline_settings(kept)
+    w = pane.widgets
+    w[("train", "epochs")].setValue(3)
+    w[("train", "lr")].setValue(0.005)
+    w[("arch", None)].setCurrentIndex(w[("arch", None)].findData("mlp"))
+    w[("sampling", "strategy")].setCurrentIndex(w[("sampling", "strategy")].findData("random"))
+    w[("explain", "n_background")].setValue(4)
+    w[("segment", "n_components")].setValue(6)
+    w[("align", "lambda_")].setValue(10.0)
+    w[("align", "align_ratio")].setValue(0.5)
+    saved = json.loads((demo_project / SETTINGS_FILE).read_text())["pipeline"]
+    assert saved["arch"] == "mlp" and saved["train"]["epochs"] == 3 and saved["train"]["lr"] == 0.005
+    assert saved["sampling"]["strategy"] == "random" and saved["explain"]["n_background"] == 4
+    assert saved["segment"]["n_components"] == 6 and saved["segment"]["covariance"] == "diag"
+    assert saved["align"]["lambda"] == 10.0 and saved["align"]["align_ratio"] == 0.5
+
+    again = make_pane(demo_project)  # a fresh session reads them back from the project folder
+    assert again.widgets[("train", "epochs")].value() == 3
+    assert again.widgets[("arch", None)].currentData() == "mlp"
+    assert again.widgets[("align", "lambda_")].value() == 10.0
+
+    again.reset_button.click()
+    saved = PipelineSettings.from_dict(json.loads((demo_project / SETTINGS_FILE).read_text())["pipeline"])
+    defaults = PipelineSettings()
+    assert saved.train == defaults.train and saved.align == defaults.align and saved.arch == defaults.arch
+    assert saved.segment.n_components == defaults.segment.n_components
+    assert saved.segment.covariance == "diag"  # reset touches only what the pane shows
+    assert again.widgets[("train", "epochs")].value() == defaults.train.epochs
+
+
+def test_every_setting_says_what_it_does_and_its_default(make_pane, demo_project):
+    pane = make_pane(demo_project)
+    defaults = PipelineSettings()
+    for _, fields in GROUPS:
+        for f in fields:
+            tip = pane.widgets[(f.section, f.attr)].toolTip()
+            assert len(tip) > 40, f.label
+            assert f"Default: {f.text(f.get(defaults))}." in tip
+    lr_tip = pane.widgets[("train", "lr")].toolTip()
+    assert "Default: 0.001." in lr_tip and "Adam" in lr_tip
+    assert "Default: Most confident first" in pane.widgets[("sampling", "strategy")].toolTip()
+
+
+def test_invalid_values_cannot_be_entered(make_pane, demo_project):
+    pane = make_pane(demo_project)
+    epochs = pane.widgets[("train", "epochs")]
+    epochs.setValue(0)
+    assert epochs.value() == 1
+    ratio = pane.widgets[("align", "align_ratio")]
+    ratio.setValue(3.0)
+    assert ratio.value() == 0.95
+    lr = pane.widgets[("train", "lr")]
+    assert isinstance(lr, LogSpinBox)
+    assert lr.validate("abc", 3)[0] == QValidator.State.Invalid
+    assert lr.validate("1e-", 3)[0] == QValidator.State.Intermediate
+    assert lr.validate("5", 1)[0] == QValidator.State.Intermediate  # above the maximum of 1
+    assert lr.validate("2e-4", 4)[0] == QValidator.State.Acceptable
+    lr.setValue(1e-3)
+    lr.stepBy(1)
+    assert lr.value() == pytest.approx(2e-3)
+    lr.stepBy(-2)
+    assert lr.value() == pytest.approx(5e-4)
+    assert next_125(0.0, True) == 1e-3 and next_125(5.0, True) == pytest.approx(10.0)
+    assert next_125(1e-6, False, 1e-6) == 1e-6  # never below the minimum
+    assert format_time_left(-1) == "estimating the time left…"
+    assert format_time_left(42) == "about 42 s left" and format_time_left(600) == "about 10 min left"
+
+
+def test_training_from_the_button_draws_curves_and_progress(qtbot, make_pane, demo_project, artifacts_dir):
+    pane = make_pane(demo_project)
+    pane.widgets[("train", "epochs")].setValue(3)
+    runner = pane.runner
+    counts, progress, enabled_while_running = [], [], []
+    pane.curves.pointsAdded.connect(counts.append)
+    pane.progress.valueChanged.connect(progress.append)
+    runner.started.connect(lambda job: enabled_while_running.append(pane.train_button.isEnabled()))
+    assert pane.train_button.isEnabled() and not pane.cancel_button.isEnabled()
+    with qtbot.waitSignal(runner.finished, timeout=60000) as done:
+        qtbot.mouseClick(pane.train_button, Qt.MouseButton.LeftButton)
+    assert done.args[0].kind == "train"
+    assert enabled_while_running == [False]
+    # 240 training images in batches of 64: 4 steps per epoch, every step drawn, and the data grew
+    assert counts == sorted(counts) and sorted(set(counts)) == list(range(1, 13))
+    x, y = pane.curves.loss_curve.getData()
+    assert len(x) == 12 and x[-1] == pytest.approx(3.0)
+    assert len(pane.curves.epoch_acc_curve.getData()[0]) == 3
+    assert not pane.curves.penalty_curve.isVisible()  # ERM has no penalty term
+    assert progress and max(progress) == 1000 and any(0 < v < 1000 for v in progress)
+    models = _models(pane, "erm")
+    assert len(models) == 1
+    mid = models[0]["id"]
+    metrics = pane.session.project.db.execute("SELECT name FROM metrics WHERE model_id=?", (mid,)).fetchall()
+    assert {r["name"] for r in metrics} == {"accuracy", "wga", "alignment"}
+    assert f"Saved as model {mid}" in pane.status.text() and "Test accuracy" in pane.status.text()
+    assert pane.train_button.isEnabled() and not pane.cancel_button.isEnabled()
+    _shoot(pane, qtbot, artifacts_dir, "after")
+
+
+def test_cancel_mid_training_saves_no_model_and_marks_the_run(qtbot, make_pane, demo_project, artifacts_dir):
+    pane = make_pane(demo_project)
+    pane.widgets[("train", "epochs")].setValue(400)  # long enough to be cancelled in the middle
+    runner = pane.runner
+    texts = []
+    runner.progress.connect(lambda *a: texts.append(pane.status.text()))
+    job = pane.start_training()
+    assert job is not None and pane.cancel_button.isEnabled() and not pane.align_button.isEnabled()
+    qtbot.waitUntil(lambda: pane.curves.n_points() >= 6, timeout=60000)
+    assert runner.running("main") is job
+    _shoot(pane, qtbot, artifacts_dir, "running")
+    with qtbot.waitSignal(runner.cancelled, timeout=3000):
+        qtbot.mouseClick(pane.cancel_button, Qt.MouseButton.LeftButton)
+    assert _models(pane) == []
+    run = pane.session.project.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert run["kind"] == "train" and run["status"] == "cancelled"
+    assert "no model version was saved" in pane.status.text()
+    assert pane.curves.stack.currentIndex() == 1 and pane.curves.n_points() >= 6  # the curves stay
+    assert any("Epoch" in t and "left" in t for t in texts)
+    assert pane.train_button.isEnabled() and not pane.cancel_button.isEnabled()
+
+
+def test_retraining_with_the_verdicts_makes_an_aligned_model(
+    qtbot, make_pane, explained_project, artifacts_dir
+):
+    pane = make_pane(explained_project)
+    original = pane.session.original_model_id()
+    assert pane.align_button.isEnabled() and "Ready to retrain model" in pane.hint.text()
+    pane.widgets[("align", "epochs")].setValue(2)
+    pane.widgets[("align", "lambda_")].setValue(5.0)
+    topics = []
+    pane.session.changed.connect(topics.append)
+    with qtbot.waitSignal(pane.runner.finished, timeout=120000):
+        assert pane.start_alignment() is not None
+    aligned = _models(pane, "rrr")
+    assert len(aligned) == 1 and aligned[0]["parent_id"] == original
+    assert json.loads(aligned[0]["info"])["align"]["lambda"] == 5.0
+    evaluated = pane.session.project.db.execute("SELECT DISTINCT model_id FROM metrics").fetchall()
+    assert {r[0] for r in evaluated} == {original, aligned[0]["id"]}
+    assert "models" in topics and "metrics" in topics
+    x, y = pane.curves.penalty_curve.getData()
+    assert pane.curves.penalty_curve.isVisible() and len(x) > 0 and max(y) > 0
+    _shoot(pane, qtbot, artifacts_dir, "retrained")
+
+
+def test_what_the_pane_says_before_each_step(
+    qtbot, make_pane, demo_project, explained_project, artifacts_dir
+):
+    empty = make_pane()
+    assert not empty.train_button.isEnabled() and not empty.align_button.isEnabled()
+    assert "Open or create a project" in empty.hint.text()
+    assert not empty.settings_area.isEnabled()
+    assert empty.start_training() is None
+
+    demo = make_pane(demo_project)
+    assert demo.train_button.isEnabled() and not demo.align_button.isEnabled()
+    assert "Train the original model first" in demo.hint.text()
+    assert demo.start_alignment() is None
+    assert demo.curves.stack.currentIndex() == 0  # the hint instead of empty plots
+    _shoot(demo, qtbot, artifacts_dir, "no_model")
+
+    explained = make_pane(explained_project)
+    assert explained.curves.stack.currentIndex() == 1  # the stored curves of the last training
+    assert len(explained.curves.epoch_acc_curve.getData()[0]) == 2
+
+    # another main-lane job blocks both buttons and the hint says why
+    gate = threading.Event()
+    explained.runner.submit(Job("explain", "Explaining the alignment set", lambda p, s: gate.wait(10)))
+    assert not explained.train_button.isEnabled() and not explained.align_button.isEnabled()
+    assert "Waiting for “Explaining the alignment set”" in explained.hint.text()
+    assert explained.start_training() is None
+    gate.set()
+    qtbot.waitUntil(lambda: explained.train_button.isEnabled(), timeout=5000)
+    assert explained.align_button.isEnabled()
+
+    # without verdicts there is nothing to retrain with
+    explained.session.project.db.execute("DELETE FROM verdicts")
+    explained.session.notify("verdicts")
+    assert not explained.align_button.isEnabled() and "No verdicts yet" in explained.hint.text()
