@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", help="project folder to open (default: the demo project)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument(
-        "--headless-demo", action="store_true", help="run the whole pipeline on the demo project in the terminal"
+        "--headless-demo",
+        action="store_true",
+        help="run the whole pipeline on the demo project in the terminal",
     )
     args = ap.parse_args(argv)
     if args.headless_demo:

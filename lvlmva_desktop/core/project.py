@@ -333,6 +333,19 @@ class Project:
             return None, {c: "" for c in self.classes}
         return int(row["version"]), json.loads(row["descriptions"])
 
+    def class_descriptions_history(self) -> list[dict]:
+        """Every saved version, oldest first: {version, created, author, descriptions}."""
+        rows = self.db.execute("SELECT * FROM class_descriptions ORDER BY version").fetchall()
+        return [
+            {
+                "version": int(r["version"]),
+                "created": r["created"],
+                "author": r["author"],
+                "descriptions": json.loads(r["descriptions"]),
+            }
+            for r in rows
+        ]
+
     # -- prompt templates (the project's own versioned copy) ------------------------------------------
     def prompt_templates(self) -> dict[str, dict]:
         """The latest version of each template this project has: name -> {text, version, sha256}."""
@@ -600,6 +613,17 @@ class Project:
             "VALUES (?,?,?,?,?,?,?)",
             (expl_id, sample_id, segment, verdict, "expert", current_user(), time.time()),
         )
+
+    def clear_expert_verdict(self, expl_id: int, sample_id: int, segment: int) -> int:
+        """Take back the expert's word on one segment, so the critic's verdict (if any) applies again.
+
+        Removes the expert's rows for that segment (the critic's rows are never touched); returns how many.
+        """
+        cur = self.db.execute(
+            "DELETE FROM verdicts WHERE explanation_id=? AND sample_id=? AND segment=? AND source='expert'",
+            (expl_id, sample_id, segment),
+        )
+        return int(cur.rowcount)
 
     def effective_verdicts(self, expl_id: int) -> dict[int, dict[int, dict]]:
         """Per sample and segment: the latest expert verdict if any, else the latest critic verdict."""

@@ -15,7 +15,6 @@ lane is busy queues it; a queued job of the same kind is replaced by the newer o
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,7 +119,7 @@ class JobRunner(QObject):
         self._running: dict[str, tuple[Job, QThread, _Worker]] = {}
         self._queue: dict[str, list[Job]] = {lane: [] for lane in LANES}
         self._next_id = 1
-        self._lock = threading.Lock()
+        self._live_threads = 0  # job threads started and not yet finished (0 after shutdown: no leaks)
 
     # -- public ---------------------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
@@ -184,6 +183,8 @@ class JobRunner(QObject):
         worker = _Worker(job, self._root() if job.needs_project else None)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
+        self._live_threads += 1
+        thread.finished.connect(self._on_thread_finished)
         worker.progress.connect(self._on_progress)
         worker.message.connect(self._on_message)
         worker.partial.connect(self._on_partial)
@@ -196,6 +197,14 @@ class JobRunner(QObject):
             self.busyChanged.emit(True)
         self.started.emit(job)
         thread.start()
+
+    def live_threads(self) -> int:
+        """How many job threads are still running (the window checks 0 after closing)."""
+        return self._live_threads
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        self._live_threads -= 1
 
     @Slot(object, float, str)
     def _on_progress(self, job: Job, fraction: float, message: str) -> None:

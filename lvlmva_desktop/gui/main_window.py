@@ -128,7 +128,7 @@ class MainWindow(QMainWindow):
                 f"{text.replace('&', '').rstrip('…')}: {tip}"
                 + (f" ({a.shortcut().toString()})" if shortcut else "")
             )
-        a.triggered.connect(slot)
+        a.triggered.connect(lambda _checked=False: slot())  # not slot(checked): slots take their own defaults
         return a
 
     def _build_actions(self) -> None:
@@ -526,6 +526,7 @@ class MainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         self.runner.shutdown(30)
+        self.browser.cache.shutdown()
         self.session.release_lvlm()
         self.session.close_project(emit=False)
 
@@ -536,8 +537,8 @@ class MainWindow(QMainWindow):
             w = max(self.width(), 800)
             self.resizeDocks(
                 [self.docks["browser"], self.docks["chat"]],
-                [int(w * 0.25), int(w * 0.33)],
+                [int(w * 0.24), int(w * 0.36)],
                 Qt.Orientation.Horizontal,
             )
-            self.resizeDocks([self.docks["messages"]], [110], Qt.Orientation.Vertical)
+            self.resizeDocks([self.docks["messages"]], [64], Qt.Orientation.Vertical)
         QTimer.singleShot(0, lambda: self.device_label.setText(f"Device: {self.session.device_label()}"))

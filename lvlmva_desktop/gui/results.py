@@ -229,9 +229,12 @@ class ResultsPane(QWidget):
         self.groups.setColumnHidden(3, not has_after)
         self.groups.setColumnHidden(4, not has_after)
         self.groups.horizontalHeaderItem(2).setText("Before" if has_after else "Accuracy")
-        self.summary.horizontalHeaderItem(0).setText(f"Original (model {before})")
+        # short headers (the dock may be narrow); which models they are is in the Compare line and tooltips
+        self.summary.horizontalHeaderItem(0).setText("Original")
+        self.summary.horizontalHeaderItem(0).setToolTip(f"Model {before}, the audited original.")
         if has_after:
-            self.summary.horizontalHeaderItem(1).setText(f"Retrained (model {after})")
+            self.summary.horizontalHeaderItem(1).setText("Retrained")
+            self.summary.horizontalHeaderItem(1).setToolTip(f"Model {after}, retrained with the verdicts.")
         self._fill_summary()
         self._fill_groups()
         self._draw_chart()
@@ -281,7 +284,7 @@ class ResultsPane(QWidget):
             name = (side or {}).get("worst_group") or ("—" if side else "")
             self.summary.setItem(row, col, self._item(name))
         self.summary.setItem(row, 2, self._item(""))
-        h = self.summary.horizontalHeader().height() + sum(
+        h = self.summary.horizontalHeader().sizeHint().height() + sum(
             self.summary.rowHeight(r) for r in range(self.summary.rowCount())
         )
         self.summary.setFixedHeight(h + 2 * self.summary.frameWidth())

@@ -161,3 +161,4 @@ def test_shutdown_cancels_and_leaves_no_threads(qtbot):
     assert sorted(ends) == ["slow", "slow2"]  # the queued job was dropped, not started
     assert not runner.is_busy()
     assert runner.running("main") is None and runner.running("view") is None
+    qtbot.waitUntil(lambda: runner.live_threads() == 0, timeout=5000)

@@ -100,7 +100,8 @@ def test_retraining_in_the_training_pane_fills_the_comparison(
     assert pane.data == cmp
     # two columns, with their changes
     assert not pane.summary.isColumnHidden(1) and not pane.groups.isColumnHidden(3)
-    assert pane.summary.horizontalHeaderItem(1).text() == f"Retrained (model {aligned})"
+    assert pane.summary.horizontalHeaderItem(1).text() == "Retrained"
+    assert f"Model {aligned}" in pane.summary.horizontalHeaderItem(1).toolTip()
     assert _cells(pane.summary, 0)[0] == pct(cmp["before"]["accuracy"])
     assert _cells(pane.summary, 1)[2] == pct(cmp["after"]["alignment"])
     assert _cells(pane.summary, 2)[:3] == [points(cmp["deltas"][k]) for k in ("dAGA", "dWGA", "dAlignment")]

@@ -1,0 +1,114 @@
+"""The viewer's core: images decoded one by one, attributions on demand, verdict rows per segment."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from lvlmva_desktop.core.critic import GroundTruthCritic
+from lvlmva_desktop.core.demo import create_demo_project
+from lvlmva_desktop.core.explain import ExplainSettings
+from lvlmva_desktop.core.pipeline import (
+    alignment_masks,
+    explain_alignment_set,
+    explain_samples,
+    load_samples,
+    run_critique,
+    sample_alignment_set,
+    segment_verdict_rows,
+    train_original,
+)
+from lvlmva_desktop.core.project import Project, ProjectError
+from lvlmva_desktop.core.sampling import SamplingSettings
+from lvlmva_desktop.core.segment import SegmentSettings
+from lvlmva_desktop.core.train import TrainSettings
+
+CPU = torch.device("cpu")
+EXPLAIN = ExplainSettings(n_background=4)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    root = create_demo_project(tmp_path_factory.mktemp("viewer") / "demo", n_train=96, n_test=48, size=32)
+    with Project.open(root) as p:
+        mid = train_original(p, "small_cnn", TrainSettings(epochs=1), CPU)
+        sid = sample_alignment_set(p, mid, SamplingSettings(n=8), CPU)
+        eid = explain_alignment_set(p, mid, sid, EXPLAIN, SegmentSettings(), CPU)
+        run_critique(p, eid, GroundTruthCritic(error_rate=0.0))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, template):
+    root = tmp_path / "p"
+    shutil.copytree(template, root)
+    with Project.open(root) as p:
+        yield p
+
+
+def _ids(p: Project) -> tuple[int, int, list[int], dict]:
+    eid = p.latest_id("explanations")
+    row, t = p.explanation(eid)
+    return eid, int(row["model_id"]), t["sample_ids"].tolist(), t
+
+
+def test_load_samples_matches_load_split(project):
+    test = project.load_split("test")
+    picked = [test.sample_ids[5], test.sample_ids[0]]
+    got = load_samples(project, picked)
+    assert got.sample_ids == picked and got.splits == ["test", "test"]
+    assert torch.equal(got.x, test.x[[5, 0]])
+    assert torch.equal(got.y, test.y[[5, 0]])
+    assert torch.equal(got.masks, test.masks[[5, 0]]) and torch.equal(got.has_mask, test.has_mask[[5, 0]])
+    with pytest.raises(ProjectError, match="No image 99999"):
+        load_samples(project, [99999])
+
+
+def test_explain_samples_agrees_with_the_stored_explanation(project):
+    _, mid, ids, t = _ids(project)
+    got = explain_samples(project, mid, ids[:3], EXPLAIN, CPU, segment=SegmentSettings())
+    scale = float(t["maps"][:3].abs().max())
+    assert scale > 0
+    assert torch.allclose(got.maps, t["maps"][:3], atol=1e-5 * scale, rtol=1e-4)
+    agree = (got.segments == t["segments"][:3].long()).float().mean().item()
+    assert agree > 0.99
+    assert torch.allclose(got.evidence.sum(1), torch.ones(3), atol=1e-4)
+
+
+def test_explain_samples_for_test_images_and_other_method(project):
+    _, mid, _, _ = _ids(project)
+    test_ids = [r["id"] for r in project.samples("test")][:2]
+    dl = explain_samples(project, mid, test_ids, EXPLAIN, CPU)
+    ixg = explain_samples(project, mid, test_ids, ExplainSettings(method="input_x_gradient"), CPU)
+    assert dl.maps.shape == (2, 32, 32) and dl.segments is None
+    assert torch.isfinite(dl.maps).all() and dl.maps.abs().sum() > 0
+    assert not torch.allclose(dl.maps, ixg.maps)  # the method is really used
+    assert torch.equal(ixg.deltas, torch.zeros(2))
+
+
+def test_verdict_rows_keep_critic_and_expert_apart_and_take_back(project):
+    eid, _, ids, t = _ids(project)
+    sid = ids[0]
+    before = segment_verdict_rows(project, eid, sid)
+    assert [r.segment for r in before] == list(range(t["evidence"].shape[1]))
+    assert all(r.source == "critic" and r.expert is None and r.critic == r.effective for r in before)
+    assert sum(r.evidence for r in before) == pytest.approx(1.0, abs=1e-4)
+    flipped = "relevant" if before[1].critic == "spurious" else "spurious"
+    project.set_expert_verdict(eid, sid, 1, flipped)
+    rows = segment_verdict_rows(project, eid, sid, t)
+    assert rows[1].expert == flipped and rows[1].effective == flipped and rows[1].source == "expert"
+    assert rows[1].critic == before[1].critic  # the critic's word stays visible
+    assert rows[0] == before[0]
+    _, _, stats = alignment_masks(project, eid)
+    assert stats["expert_overrides"] == 1
+    # taking the expert's word back returns to the critic's verdict, the critic's rows untouched
+    assert project.clear_expert_verdict(eid, sid, 1) == 1
+    assert segment_verdict_rows(project, eid, sid) == before
+    assert project.clear_expert_verdict(eid, sid, 1) == 0
+    _, _, stats = alignment_masks(project, eid)
+    assert stats["expert_overrides"] == 0
+    test_id = project.samples("test")[0]["id"]
+    with pytest.raises(ProjectError, match="not in the alignment set"):
+        segment_verdict_rows(project, eid, test_id)
