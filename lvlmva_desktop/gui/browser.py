@@ -426,7 +426,8 @@ class BrowserPane(QWidget):
 
     def _update_order_text(self) -> None:
         down = self.order_button.isChecked()
-        self.order_button.setText("↓ descending" if down else "↑ ascending")
+        self.order_button.setText("↓ desc" if down else "↑ asc")
+        self.order_button.setToolTip("Descending: largest first." if down else "Ascending: smallest first.")
 
     def _apply_size(self) -> None:
         size = int(self.size_combo.currentData())

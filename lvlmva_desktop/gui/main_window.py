@@ -151,6 +151,12 @@ class MainWindow(QMainWindow):
             None,
             "The built-in demo: skin lesions with coloured patches.",
         )
+        self.act_import_model = A(
+            "&Import a trained classifier…",
+            self.import_classifier,
+            None,
+            "Audit a model you trained elsewhere (weights as .safetensors) instead of training one here.",
+        )
         self.act_export = A(
             "&Export results…", self.export_results, "Ctrl+E", "Write the results and verdicts to a folder."
         )
@@ -206,6 +212,7 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&File")
         for a in (self.act_new, self.act_open, self.act_demo):
             m.addAction(a)
+        m.addAction(self.act_import_model)
         m.addSeparator()
         m.addAction(self.act_export)
         m.addSeparator()
@@ -279,6 +286,8 @@ class MainWindow(QMainWindow):
         r.busyChanged.connect(lambda _: self._update_actions())
         self.messages.posted.connect(self._on_message_posted)
         QApplication.instance().focusChanged.connect(self._on_focus_changed)
+        # "Follow the system": a light/dark switch of the desktop re-themes the running program
+        QApplication.styleHints().colorSchemeChanged.connect(self._on_system_scheme_changed)
 
     # -- project ------------------------------------------------------------------------------------------
     def open_project(self, root: str | Path) -> bool:
@@ -324,6 +333,30 @@ class MainWindow(QMainWindow):
                 v["folder"], v["name"], v["source"], v["source_kind"], v["image_size"], v["channels"], done
             )
         )
+
+    def import_classifier(self, path: str | None = None, arch: str | None = None) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        from ..core.models import ARCHITECTURES
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Trained classifier weights", "", "Weights (*.safetensors *.pth *.pt);;All files (*)"
+            )
+            if not path:
+                return
+        if arch is None:
+            arch, ok = QInputDialog.getItem(
+                self,
+                "Architecture",
+                "Which architecture are these weights for?",
+                list(ARCHITECTURES),
+                1,
+                False,
+            )
+            if not ok:
+                return
+        self._submit(lambda: workflow.import_model_job(self.session, Path(path), arch))
 
     def export_results(self) -> None:
         if self.session.project is None:
@@ -416,6 +449,7 @@ class MainWindow(QMainWindow):
         for a in self.method_actions:
             a.setEnabled(has_project and not busy)
         self.act_export.setEnabled(has_project)
+        self.act_import_model.setEnabled(has_project and not busy)
         self.act_cancel.setEnabled(self.runner.is_busy())
 
     def _on_job_started(self, job: Job) -> None:
@@ -470,6 +504,10 @@ class MainWindow(QMainWindow):
         apply_theme(QApplication.instance(), theme, self)
         for a in self.theme_group.actions():
             a.setChecked(a.data() == theme)
+
+    def _on_system_scheme_changed(self, *_: object) -> None:
+        if current_theme() == "system":
+            apply_theme(QApplication.instance(), "system", self)
 
     def reset_layout(self) -> None:
         self.restoreState(self._default_state)

@@ -427,6 +427,9 @@ class TrainingPane(QWidget):
                 self.buttons.addWidget(self.progress_row, 1)
             else:
                 self.main_layout.insertWidget(2, self.progress_row)
+                # a narrow dock: the curves get a fair share of the height, not a sliver under the form
+                h = max(event.size().height() - 120, 200)
+                self.splitter.setSizes([int(h * 0.55), int(h * 0.45)])
         super().resizeEvent(event)
 
 

@@ -203,6 +203,12 @@ class Curves(QWidget):
             plot.setMenuEnabled(False)
             row.addWidget(plot)
         self.acc_plot.setYRange(0, 1.02)
+        # few, fixed tick labels: the plots are short in a docked pane and crowded labels overlap
+        self.acc_plot.getAxis("left").setTicks([[(v / 100, f"{v}%") for v in (0, 50, 100)], []])
+        for plot in (self.loss_plot, self.acc_plot):
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setStyle(maxTickLevel=0)
+                plot.getAxis(side).setTickDensity(0.4)
         self.acc_plot.getPlotItem().getViewBox().setLimits(yMin=-0.05, yMax=1.1)
         # legends in their own row under the axis, so they never hide a curve
         self.loss_legend, self.acc_legend = pg.LegendItem(colCount=2), pg.LegendItem(colCount=2)
@@ -214,11 +220,11 @@ class Curves(QWidget):
         self.penalty_curve = self.loss_plot.plot(pen=pg.mkPen(orange, width=2), name="λ × penalty")
         self.acc_curve = self.acc_plot.plot(pen=pg.mkPen(grey, width=1), name="recent batches")
         self.epoch_acc_curve = self.acc_plot.plot(
-            pen=pg.mkPen(blue, width=2), symbol="o", symbolSize=6, symbolBrush=blue, name="per epoch"
+            pen=pg.mkPen(blue, width=2), symbol="o", symbolSize=6, symbolBrush=blue, name="epochs"
         )
         self.loss_legend.addItem(self.loss_curve, "loss")
-        self.acc_legend.addItem(self.acc_curve, "recent batches")
-        self.acc_legend.addItem(self.epoch_acc_curve, "per epoch")
+        self.acc_legend.addItem(self.acc_curve, "batches")
+        self.acc_legend.addItem(self.epoch_acc_curve, "epochs")
         self.stack.addWidget(self.hint)
         self.stack.addWidget(plots)
         lay = QVBoxLayout(self)

@@ -109,6 +109,18 @@ def evaluate_job(session: Session, model_ids: list[int] | None = None) -> Job:
     )
 
 
+def import_model_job(session: Session, path: Path, arch: str) -> Job:
+    """Register the user's own trained classifier (safetensors, or a weights-only .pth) as the original."""
+    from ..core.pipeline import import_model
+
+    return Job(
+        "import_model",
+        "Importing the classifier",
+        lambda p, s: import_model(p, str(path), arch),
+        on_done=lambda _: session.notify("models"),
+    )
+
+
 def demo_job(folder: Path, on_done) -> Job:
     from ..core.demo import create_demo_project
 

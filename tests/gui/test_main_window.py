@@ -1,0 +1,225 @@
+"""The main window: project in the title, device and running job in the status bar, failures told in the
+messages pane, layout and theme remembered, new project and classifier import, export, and screenshots
+of the whole window in a real state at 1366x768 and 2560x1440."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from lvlmva_desktop.gui.dialogs import NewProjectDialog
+from lvlmva_desktop.gui.jobs import Job
+from lvlmva_desktop.gui.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot):
+    QSettings().clear()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1366, 768)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.shutdown()
+
+
+def _when_dialog(cls, act):
+    def poll():
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, cls) and w.isVisible():
+                act(w)
+                return
+        QTimer.singleShot(50, poll)
+
+    QTimer.singleShot(50, poll)
+
+
+def test_open_project_sets_title_and_device(window, demo_project):
+    assert window.open_project(demo_project)
+    assert window.windowTitle().startswith("Demo: skin lesions with patches")
+    assert window.device_label.text() == "Device: CPU"
+    assert all(a.isEnabled() for a in window.method_actions)
+    window.session.close_project()
+    assert window.windowTitle() == "LVLM-VA Desktop"
+    assert not any(a.isEnabled() for a in window.method_actions)
+
+
+def test_opening_a_folder_that_is_no_project_is_told_in_words(window, tmp_path):
+    assert not window.open_project(tmp_path)
+    (level, text), *_ = window.messages.messages()
+    assert level == "error" and "Opening the project failed" in text
+    assert "Traceback" not in text
+
+
+def test_a_step_that_cannot_run_yet_says_what_to_do_first(window, demo_project, qtbot):
+    window.open_project(demo_project)
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5000)
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)  # sample, before training
+    (level, text), *_ = window.messages.messages()
+    assert level == "error" and "Train or import the original model first" in text
+    assert not window.runner.is_busy()
+
+
+def test_job_failure_lands_in_messages_with_details_and_no_dialog(window, qtbot):
+    def boom(project, state):
+        raise RuntimeError("internal detail 42")
+
+    with qtbot.waitSignal(window.runner.failed, timeout=5000):
+        window.runner.submit(Job("x", "Explaining the alignment set", boom, needs_project=False))
+    (level, text), *_ = window.messages.messages()
+    assert level == "error" and text.splitlines()[0].endswith("Explaining the alignment set failed")
+    assert "internal detail 42" not in text  # the words are for the expert; the cause is in the details
+    err = window.messages.list.item(0).data(Qt.ItemDataRole.UserRole)
+    assert "RuntimeError: internal detail 42" in err.details
+    assert window.messages.details_button.isEnabled()
+    assert window.docks["messages"].isVisible()
+    assert not [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+
+
+def test_status_bar_shows_the_running_job_with_progress_and_cancel(window, qtbot):
+    def slow(project, state):
+        for i in range(400):
+            state.check()
+            state.progress(i, 400, "working")
+            time.sleep(0.01)
+
+    window.runner.submit(Job("slow", "Training the original model", slow, needs_project=False))
+    qtbot.waitUntil(lambda: window.job_progress.value() > 0, timeout=5000)
+    assert window.job_label.isVisible() and window.job_label.text().startswith("Training the original model")
+    assert window.job_cancel.isVisible() and window.act_cancel.isEnabled()
+    with qtbot.waitSignal(window.runner.cancelled, timeout=3000):
+        qtbot.mouseClick(window.job_cancel, Qt.MouseButton.LeftButton)
+    assert not window.job_label.isVisible()
+    assert "cancelled" in window.messages.messages()[0][1]
+
+
+def test_layout_and_theme_are_remembered(qtbot, demo_project):
+    QSettings().clear()
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.show()
+    first.docks["browser"].hide()
+    first.set_theme("dark")
+    assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 80
+    first.shutdown()
+    second = MainWindow()
+    qtbot.addWidget(second)
+    second.show()
+    assert not second.docks["browser"].isVisible()
+    assert [a.data() for a in second.theme_group.actions() if a.isChecked()] == ["dark"]
+    second.reset_layout()
+    assert second.docks["browser"].isVisible()
+    second.set_theme("light")
+    assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() > 150
+    second.shutdown()
+
+
+def test_new_project_from_class_folders_reports_skipped_files(window, qtbot, tmp_path):
+    src = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for cls in ("good", "scratched"):
+        (src / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(src / cls / f"{i}.png")
+    (src / "good" / "broken.png").write_bytes(b"")  # a zero-byte file: skipped, not fatal
+
+    def fill(dlg: NewProjectDialog):
+        dlg.folder.setText(str(tmp_path / "proj"))
+        dlg.source.setText(str(src))
+        dlg.size.setValue(24)
+        dlg._accept()
+
+    _when_dialog(NewProjectDialog, fill)
+    window.new_project()
+    qtbot.waitUntil(lambda: window.session.project is not None, timeout=30_000)
+    p = window.session.project
+    assert p.classes == ["good", "scratched"] and len(p.samples()) == 12
+    texts = [t for _, t in window.messages.messages()]
+    assert any("Import finished" in t and "skipped" in t.lower() for t in texts), texts
+
+
+def test_new_project_dialog_refuses_a_used_folder(qtbot, tmp_path):
+    dlg = NewProjectDialog()
+    qtbot.addWidget(dlg)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x.txt").write_text("x")
+    dlg.folder.setText(str(tmp_path / "used"))
+    dlg.source.setText(str(tmp_path))
+    dlg._accept()
+    assert dlg.result() != NewProjectDialog.DialogCode.Accepted
+    assert "empty or new" in dlg.problem.text()
+
+
+def test_import_a_trained_classifier_and_export(window, qtbot, demo_project, explained_project, tmp_path):
+    from lvlmva_desktop.core.project import Project
+
+    with Project.open(explained_project) as other:
+        weights = other.abs(other.model_row(other.latest_model())["path"])
+    window.open_project(demo_project)
+    window.import_classifier(str(weights), "small_cnn")
+    qtbot.waitUntil(lambda: window.session.original_model_id() is not None, timeout=30_000)
+    row = window.session.project.model_row(window.session.original_model_id())
+    assert row["kind"] == "imported"
+    written = window.export_to(tmp_path / "export")
+    res = json.loads((tmp_path / "export" / "results.json").read_text())
+    assert [m["kind"] for m in res["models"]] == ["imported"]
+    assert [p.name for p in written] == ["results.json", "verdicts.csv"]
+    assert list(csv.reader(open(tmp_path / "export" / "verdicts.csv")))[0][0] == "sample_id"
+
+
+def test_import_of_weights_that_do_not_fit_is_told(window, qtbot, demo_project, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "other.safetensors"
+    save_file({"something.weight": torch.zeros(3, 3)}, str(bad))
+    window.open_project(demo_project)
+    with qtbot.waitSignal(window.runner.failed, timeout=30_000):
+        window.import_classifier(str(bad), "small_cnn")
+    assert "fits" in window.messages.messages()[0][1]
+    assert window.session.original_model_id() is None
+
+
+def test_quitting_with_unsaved_descriptions_asks_first(window, demo_project, monkeypatch):
+    window.open_project(demo_project)
+    monkeypatch.setattr(window.spec_editor, "has_unsaved_changes", lambda: True)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Cancel)
+    window.close()
+    assert window.isVisible() and window.session.project is not None
+
+
+@pytest.mark.parametrize(
+    "size,theme", [((1366, 768), "light"), ((2560, 1440), "light"), ((1366, 768), "dark")]
+)
+def test_screenshots_of_the_window_in_a_real_state(qtbot, explained_project, artifacts_dir, size, theme):
+    QSettings().clear()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show()
+    qtbot.waitExposed(win)
+    win.set_theme(theme)
+    win.open_project(explained_project)
+    s = win.session
+    members = [r["sample_id"] for r in s.project.alignment_members(s.alignment_set_id())]
+    s.select_sample(members[0])
+    qtbot.waitUntil(lambda: win.browser.model.rowCount() > 0, timeout=10_000)
+    qtbot.wait(1500)  # thumbnails and predictions arrive
+    name = f"window_{size[0]}x{size[1]}_{theme}"
+    assert win.grab().save(str(artifacts_dir / f"{name}.png"))
+    for key in ("spec", "training", "results"):
+        win.docks[key].raise_()
+        qtbot.wait(200)
+        assert win.grab().save(str(artifacts_dir / f"{name}_{key}.png"))
+    win.set_theme("light")
+    win.shutdown()
