@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -166,7 +167,29 @@ class CritiqueDialog(QDialog):
         acc_row.addWidget(self.accuracy)
         acc_row.addStretch(1)
         lay.addLayout(acc_row)
+        lvlm_opts = QVBoxLayout()
+        lvlm_opts.setContentsMargins(24, 0, 0, 0)
+        self.one_call = QCheckBox("One call per image (faster: critic and judge together)")
+        self.one_call.setToolTip(
+            "By default the LVLM first describes and argues (critic), then a second call turns that text "
+            "into verdicts (judge). One call does both at once: fewer calls, sometimes less careful."
+        )
+        lvlm_opts.addWidget(self.one_call)
+        self.use_cache = QCheckBox("Reuse earlier answers")
+        self.use_cache.setChecked(True)
+        self.use_cache.setToolTip(
+            "An image whose picture, explanation, description, prompts and model are unchanged is not asked "
+            "again; its earlier answer is reused (recorded as such)."
+        )
+        lvlm_opts.addWidget(self.use_cache)
+        lay.insertLayout(2, lvlm_opts)  # under the LVLM choice
+        lay.removeItem(acc_row)
+        lay.insertLayout(4, acc_row)  # under the simulated critic's choice
+        self.lvlm.toggled.connect(self.one_call.setEnabled)
+        self.lvlm.toggled.connect(self.use_cache.setEnabled)
         (self.lvlm if lvlm_label else self.simulated if has_masks else self.expert).setChecked(True)
+        self.one_call.setEnabled(self.lvlm.isChecked())
+        self.use_cache.setEnabled(self.lvlm.isChecked())
         self.simulated.toggled.connect(self.accuracy.setEnabled)
         self.accuracy.setEnabled(self.simulated.isChecked())
         buttons = QDialogButtonBox(
@@ -180,3 +203,6 @@ class CritiqueDialog(QDialog):
     def choice(self) -> tuple[str, float]:
         kind = {0: "lvlm", 1: "simulated", 2: "expert"}[self.group.checkedId()]
         return kind, self.accuracy.value()
+
+    def lvlm_options(self) -> dict:
+        return {"one_call": self.one_call.isChecked(), "use_cache": self.use_cache.isChecked()}

@@ -396,7 +396,9 @@ class MainWindow(QMainWindow):
     def explain(self) -> None:
         self._submit(lambda: workflow.explain_job(self.session))
 
-    def critique(self, kind: str | None = None, accuracy: float = 0.87) -> None:
+    def critique(
+        self, kind: str | None = None, accuracy: float = 0.87, lvlm_options: dict | None = None
+    ) -> None:
         if kind is None:
             from .dialogs import CritiqueDialog
 
@@ -413,7 +415,8 @@ class MainWindow(QMainWindow):
             if dlg.exec() != CritiqueDialog.DialogCode.Accepted:
                 return
             kind, accuracy = dlg.choice()
-        self._submit(lambda: workflow.critique_job(self.session, kind, accuracy))
+            lvlm_options = dlg.lvlm_options()
+        self._submit(lambda: workflow.critique_job(self.session, kind, accuracy, lvlm_options))
 
     def align(self) -> None:
         self.docks["training"].raise_()

@@ -54,7 +54,14 @@ def explain_job(session: Session) -> Job:
     )
 
 
-def make_critic(session: Session, project: Any, kind: str, state: Any, verdict_accuracy: float = 0.87) -> Any:
+def make_critic(
+    session: Session,
+    project: Any,
+    kind: str,
+    state: Any,
+    verdict_accuracy: float = 0.87,
+    lvlm_options: dict | None = None,
+) -> Any:
     """The critic of a critique job, built in the job's thread (an LVLM loads there, not in the GUI)."""
     from ..core.critic import ExpertCritic, GroundTruthCritic
 
@@ -64,14 +71,19 @@ def make_critic(session: Session, project: Any, kind: str, state: Any, verdict_a
         eid = project.latest_id("explanations")
         return ExpertCritic(project.expert_verdicts(eid) if eid is not None else {})
     if kind == "lvlm":
-        from ..lvlm.critic import LVLMCritic
+        from ..lvlm.critic import CriticSettings, LVLMCritic
         from ..lvlm.prompts import TemplateSet
 
-        return LVLMCritic(session.lvlm_backend(state), TemplateSet.for_project(project), cache=project)
+        settings = CriticSettings(**(lvlm_options or {}))
+        return LVLMCritic(
+            session.lvlm_backend(state), TemplateSet.for_project(project), settings, cache=project
+        )
     raise ValueError(f"Unknown critic '{kind}'.")
 
 
-def critique_job(session: Session, kind: str, verdict_accuracy: float = 0.87) -> Job:
+def critique_job(
+    session: Session, kind: str, verdict_accuracy: float = 0.87, lvlm_options: dict | None = None
+) -> Job:
     from ..core.pipeline import run_critique
 
     expl_id = _need(session.explanation_id(), "Explain the alignment set first (Method > Explain).")
@@ -79,7 +91,7 @@ def critique_job(session: Session, kind: str, verdict_accuracy: float = 0.87) ->
         raise ValueError("Configure the vision-language model first (LVLM > Settings).")
 
     def fn(p, s):
-        critic = make_critic(session, p, kind, s.child(0.0, 0.05), verdict_accuracy)
+        critic = make_critic(session, p, kind, s.child(0.0, 0.05), verdict_accuracy, lvlm_options)
         return run_critique(p, expl_id, critic, s.child(0.05, 1.0))
 
     return Job(

@@ -223,3 +223,24 @@ def test_screenshots_of_the_window_in_a_real_state(qtbot, explained_project, art
         assert win.grab().save(str(artifacts_dir / f"{name}_{key}.png"))
     win.set_theme("light")
     win.shutdown()
+
+
+def test_critique_dialog_offers_what_is_possible(qtbot, artifacts_dir):
+    from lvlmva_desktop.gui.dialogs import CritiqueDialog
+
+    none = CritiqueDialog(None, has_masks=False)
+    qtbot.addWidget(none)
+    assert not none.lvlm.isEnabled() and not none.simulated.isEnabled()
+    assert none.choice() == ("expert", 0.87) and not none.one_call.isEnabled()
+    dlg = CritiqueDialog("/models/Qwen2.5-VL-7B-Instruct", has_masks=True)
+    qtbot.addWidget(dlg)
+    assert dlg.choice()[0] == "lvlm" and dlg.one_call.isEnabled() and not dlg.accuracy.isEnabled()
+    dlg.one_call.setChecked(True)
+    assert dlg.lvlm_options() == {"one_call": True, "use_cache": True}
+    dlg.simulated.setChecked(True)
+    assert dlg.accuracy.isEnabled() and not dlg.one_call.isEnabled()
+    dlg.accuracy.setValue(0.42)
+    assert dlg.choice() == ("simulated", 0.42)
+    dlg.lvlm.setChecked(True)
+    dlg.show()
+    assert dlg.grab().save(str(artifacts_dir / "critique_dialog.png"))
