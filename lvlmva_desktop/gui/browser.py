@@ -128,6 +128,7 @@ class BrowserPane(QWidget):
         super().__init__(parent)
         self.session = session
         self.runner = runner
+        runner.cancelled.connect(self._on_predictions_cancelled)
         self.cache = ThumbnailCache(72, parent=self)
         self.model = BrowserModel(self)
         self.view = ThumbnailGrid(self.cache)
@@ -372,6 +373,13 @@ class BrowserPane(QWidget):
         )
         self._update_enabled()
         self._update_count()
+
+    def _on_predictions_cancelled(self, job: Job) -> None:
+        if job is self._pred_job:
+            self._pred_model = None  # computed again on the next "models" change or reopening
+            self.pred_label.setText(
+                "The predictions were stopped; they are computed again when a model changes."
+            )
 
     def _on_predictions_failed(self, job: Job, err) -> None:
         if job is self._pred_job:

@@ -284,11 +284,11 @@ class ChatPane(QWidget):
         session = self.session
 
         def work(project, state):
-            backend = session.lvlm_backend(state)
-            state.info("Reading the image and its critique")
-            chat = lchat.chat_for_sample(project, eid, sid, backend)
-            state.info("The LVLM is answering")
-            return lchat.ask_and_store(project, eid, sid, chat, question, state.partial, state, settings)
+            with session.use_lvlm(state) as backend:
+                state.info("Reading the image and its critique")
+                chat = lchat.chat_for_sample(project, eid, sid, backend)
+                state.info("The LVLM is answering")
+                return lchat.ask_and_store(project, eid, sid, chat, question, state.partial, state, settings)
 
         self._pending = {"key": (eid, sid), "question": question, "pieces": []}
         self.input.clear()
@@ -299,7 +299,7 @@ class ChatPane(QWidget):
                 "chat",
                 f"Asking the LVLM about image #{sid}",
                 work,
-                lane="view",
+                lane="lvlm",
                 on_partial=self._on_piece,
                 on_done=self._on_answer,
                 on_failed=lambda err: self._on_failed(err, "The LVLM could not answer"),
@@ -333,7 +333,7 @@ class ChatPane(QWidget):
 
     def _on_failed(self, err, what: str) -> None:
         pending, self._job, self._pending = self._pending, None, None
-        if pending and not self.input.toPlainText().strip():
+        if pending and pending["key"] == self._key() and not self.input.toPlainText().strip():
             self.input.setPlainText(pending["question"])  # nothing is lost: ask again when it is fixed
         self._set_status(f"{what}: {err.message}", error=True)
         self.refresh()
@@ -342,7 +342,7 @@ class ChatPane(QWidget):
         if job is not self._job:
             return
         pending, self._job, self._pending = self._pending, None, None
-        if pending and not self.input.toPlainText().strip():
+        if pending and pending["key"] == self._key() and not self.input.toPlainText().strip():
             self.input.setPlainText(pending["question"])
         self._set_status("Stopped. A stopped answer is not kept; the question is back in the box.")
         self.refresh()
@@ -354,7 +354,7 @@ class ChatPane(QWidget):
     def stop(self) -> None:
         """Cancel the running answer or summary (it stops within a generated token or two)."""
         if self._job is not None:
-            self.runner.cancel("view", kind=self._job.kind)
+            self.runner.cancel(self._job.lane, kind=self._job.kind)
             self._set_status("Stopping…")
 
     # -- class summary --------------------------------------------------------------------------------
@@ -366,9 +366,9 @@ class ChatPane(QWidget):
         session = self.session
 
         def work(project, state):
-            backend = session.lvlm_backend(state)
-            state.info(f"Summarising the critiques of class {cls}")
-            return lchat.summarise_class(project, eid, cls, backend, settings=settings, state=state)
+            with session.use_lvlm(state) as backend:
+                state.info(f"Summarising the critiques of class {cls}")
+                return lchat.summarise_class(project, eid, cls, backend, settings=settings, state=state)
 
         self._set_status(f"Summarising what the model relies on for '{cls}'…")
         self._job = self.runner.submit(
@@ -376,7 +376,7 @@ class ChatPane(QWidget):
                 "chat-summary",
                 f"Summarising class {cls}",
                 work,
-                lane="view",
+                lane="lvlm",
                 on_done=self._on_summary,
                 on_failed=lambda err: self._on_failed(err, "The summary failed"),
             )

@@ -168,6 +168,7 @@ class HeatmapPane(QWidget):
             self._expl_loaded = False
         if topic == "settings":
             self._cache.clear()  # computed with other settings
+            self._generation += 1  # and a job still computing with the old ones is not shown or cached
         if topic in ("project", "settings", "models"):
             self._failed.clear()
         if topic == "samples":

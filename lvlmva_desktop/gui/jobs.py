@@ -5,11 +5,16 @@ A job is ``fn(project, state) -> result``: the same plain functions the command 
 own QThread with its own connection to the project database (SQLite connections belong to one thread),
 so the GUI thread never waits on a job.
 
-Three lanes: "main" for the method's long steps (training, explaining, critique, import), one at a time
-because they share the GPU and the project; "view" for short interactive work (attributions for the
-viewer, chat answers, the LVLM health check); "background" for work nobody waits on (the browser's
-predictions over every image), so it never holds up the viewer or the chat. Submitting a job while its
-lane is busy queues it; a queued job of the same kind is replaced by the newer one.
+Four lanes: "main" for the method's long steps (training, explaining, critique, import), one at a time
+because they share the GPU and the project; "view" for the viewer's attributions, which must not wait
+behind a training; "lvlm" for chat answers, class summaries and the LVLM health check (a model load can
+take minutes and must not hold up the viewer); "background" for work nobody waits on (the browser's
+predictions over every image). Submitting a job while its lane is busy queues it; a queued job of the
+same kind is replaced by the newer one.
+
+A job belongs to the project that was open when it was submitted: it opens that folder, and when the
+window has moved on to another project its result handlers are not called (its results would land in
+the wrong views).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from ..core.jobs import Cancelled, TaskState
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[Any, TaskState], Any]
-LANES = ("main", "view", "background")
+LANES = ("main", "view", "lvlm", "background")
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Job:
         None  # GUI thread; the error also goes to the runner's failed
     )
     id: int = 0
+    root: Path | None = None  # the project folder it was submitted for (set by submit)
     state: TaskState | None = field(default=None, repr=False)
     started: float = 0.0
 
@@ -87,7 +93,12 @@ class _Worker(QObject):
 
                 if self.root is None:
                     raise ValueError("Open or create a project first.")
-                project = Project.open(self.root)
+                from ..core.lock import ProjectLocked
+
+                try:
+                    project = Project.open(self.root)
+                except ProjectLocked:  # the window has it read-only: reading jobs work, writes are refused
+                    project = Project.open(self.root, read_only=True)
             self.state.check()
             result = self.job.fn(project, self.state)
         except Cancelled:
@@ -120,11 +131,16 @@ class JobRunner(QObject):
         self._queue: dict[str, list[Job]] = {lane: [] for lane in LANES}
         self._next_id = 1
         self._live_threads = 0  # job threads started and not yet finished (0 after shutdown: no leaks)
+        self._closing = False
 
     # -- public ---------------------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         if job.lane not in LANES:
             raise ValueError(f"unknown lane {job.lane!r}")
+        if self._closing:
+            raise RuntimeError("The program is closing; no new step is started.")
+        if job.needs_project and job.root is None:
+            job.root = self._root()
         job.id = self._next_id
         self._next_id += 1
         q = self._queue[job.lane]
@@ -146,12 +162,27 @@ class JobRunner(QObject):
         return lane in self._running
 
     def cancel(self, lane: str = "main", kind: str | None = None) -> bool:
-        """Ask the running job of a lane to stop (it stops at its next check, well within a second)."""
+        """Stop a lane's job: a queued one of ``kind`` is dropped (and reported cancelled), the running one
+        is asked to stop (it stops at its next check, well within a second)."""
+        dropped = [j for j in self._queue[lane] if kind is not None and j.kind == kind]
+        for j in dropped:
+            self._queue[lane].remove(j)
+            self.cancelled.emit(j)
         got = self._running.get(lane)
         if got is None or (kind is not None and got[0].kind != kind):
-            return False
+            return bool(dropped)
         got[2].state.cancel()
         return True
+
+    def drop_other_projects(self, root: Path | None) -> None:
+        """The window opened another project: queued jobs of the old one are dropped, running ones stopped."""
+        for lane in LANES:
+            for j in [j for j in self._queue[lane] if j.needs_project and j.root != root]:
+                self._queue[lane].remove(j)
+                self.cancelled.emit(j)
+            got = self._running.get(lane)
+            if got is not None and got[0].needs_project and got[0].root != root:
+                got[2].state.cancel()
 
     def cancel_all(self) -> None:
         for lane in LANES:
@@ -170,8 +201,16 @@ class JobRunner(QObject):
         return not self._running
 
     def shutdown(self, timeout_s: float = 30.0) -> bool:
+        """Cancel everything and wait; a job that cannot stop in time (an LVLM still loading) is waited
+        for without a limit, because destroying a running thread would abort the program."""
+        self._closing = True
         self.cancel_all()
-        return self.wait(timeout_s)
+        if self.wait(timeout_s):
+            return True
+        log.warning("a step did not stop within %.0f s; waiting for it to finish", timeout_s)
+        for _, thread, _ in list(self._running.values()):
+            thread.wait()
+        return self.wait(5.0)
 
     # -- internals ------------------------------------------------------------------------------------
     def _pump(self, lane: str) -> None:
@@ -180,7 +219,7 @@ class JobRunner(QObject):
         job = self._queue[lane].pop(0)
         thread = QThread()
         thread.setObjectName(f"job-{job.kind}-{job.id}")
-        worker = _Worker(job, self._root() if job.needs_project else None)
+        worker = _Worker(job, job.root if job.needs_project else None)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         self._live_threads += 1
@@ -216,9 +255,13 @@ class JobRunner(QObject):
     def _on_message(self, job: Job, message: str) -> None:
         self.message.emit(job, message)
 
+    def _current(self, job: Job) -> bool:
+        """Whether a job's results still belong to what the window shows (the same project is open)."""
+        return not job.needs_project or job.root == self._root()
+
     @Slot(object, object)
     def _on_partial(self, job: Job, result: object) -> None:
-        if job.on_partial is not None:
+        if job.on_partial is not None and self._current(job):
             try:
                 job.on_partial(result)
             except Exception:  # noqa: BLE001 - a display problem must not stop the job
@@ -243,16 +286,16 @@ class JobRunner(QObject):
         _, thread, worker = got
         thread.quit()
         thread.wait()
-        worker.deleteLater()
         thread.deleteLater()
-        del self._running[job.lane]
+        del self._running[job.lane]  # the worker goes with its last reference (its thread has ended)
+        current = self._current(job)
         try:
             if how == "done":
-                if job.on_done is not None:
+                if job.on_done is not None and current:
                     job.on_done(payload)
                 self.finished.emit(job, payload)
             elif how == "failed":
-                if job.on_failed is not None:
+                if job.on_failed is not None and current:
                     job.on_failed(payload)
                 self.failed.emit(job, payload)
             else:
@@ -263,4 +306,5 @@ class JobRunner(QObject):
         finally:
             if not self._running:
                 self.busyChanged.emit(False)
-            self._pump(job.lane)
+            if not self._closing:
+                self._pump(job.lane)

@@ -15,6 +15,7 @@ import re
 import time
 from pathlib import Path
 
+import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -356,8 +357,8 @@ class LVLMDialog(QDialog):
             Job(
                 "lvlm-check",
                 "Checking the LVLM",
-                lambda project, state: run_health_check(config, state),
-                lane="view",
+                lambda project, state: self._health_check(config, state),
+                lane="lvlm",
                 needs_project=False,
                 on_done=self._check_done,
                 on_failed=self._check_failed,
@@ -365,6 +366,22 @@ class LVLMDialog(QDialog):
         )
         self.runner.progress.connect(self._check_progress)
         self.runner.cancelled.connect(self._check_cancelled)
+
+    def _health_check(self, config: LVLMConfig, state) -> HealthReport:
+        """(In the job.) The settings in use are checked on the session's model, which then stays loaded
+        for the critique and the chat; other settings on a model loaded for the check only."""
+        session = self.session
+        current = session.lvlm_config()
+        if current is None or current.to_dict() != config.to_dict():
+            return run_health_check(config, state)
+        t0 = time.monotonic()
+        try:
+            with session.use_lvlm(state) as backend:
+                rep = backend.health_check()
+        except LVLMError as e:
+            return HealthReport(ok=False, identity={}, problem=str(e), seconds=time.monotonic() - t0)
+        rep.seconds = time.monotonic() - t0
+        return rep
 
     def is_checking(self) -> bool:
         return self._check_job is not None
@@ -387,6 +404,8 @@ class LVLMDialog(QDialog):
         self.check_progress.hide()
 
     def _check_done(self, rep: HealthReport) -> None:
+        if not shiboken6.isValid(self):
+            return  # the dialog was closed while the check ran
         self._end_check()
         self.last_report = rep
         self.check_status.setText("Passed." if rep.ok else "Failed: see why below.")
@@ -394,6 +413,8 @@ class LVLMDialog(QDialog):
         self.report_view.show()
 
     def _check_failed(self, error) -> None:
+        if not shiboken6.isValid(self):
+            return
         self._end_check()
         self.last_report = HealthReport(ok=False, identity={}, problem=error.message)
         self.check_status.setText("Failed: see why below.")
@@ -422,7 +443,7 @@ class LVLMDialog(QDialog):
 
     def _stop_check(self) -> None:
         if self._check_job is not None:
-            self.runner.cancel("view", kind="lvlm-check")
+            self.runner.cancel("lvlm", kind="lvlm-check")
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.focusWidget() is self.folder_edit:

@@ -10,14 +10,16 @@ Topics of ``changed``: "project" (opened/closed), "samples", "models", "alignmen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,21 @@ class Session(QObject):
         self._backend = None
         self._backend_key: str | None = None
         self._backend_lock = threading.Lock()
+        self._users: dict[int, int] = {}  # id(backend) -> jobs using it now
+        self._settings_to_log: dict | None = None
+        self._log_timer = QTimer(self)
+        self._log_timer.setSingleShot(True)
+        self._log_timer.setInterval(1500)
+        self._log_timer.timeout.connect(self.flush_settings_log)
+        self._release_requested = False
 
     # -- project ----------------------------------------------------------------------------------------
-    def open_project(self, root: str | Path) -> None:
+    def open_project(self, root: str | Path, read_only: bool = False) -> None:
+        """Open for writing (core.lock.ProjectLocked if another program has it), or ``read_only``."""
         from ..core.project import Project
 
-        project = Project.open(root)
+        self.flush_settings_log()
+        project = Project.open(root, read_only=read_only)
         self.close_project(emit=False)
         self.project = project
         self.root = project.root
@@ -54,7 +65,12 @@ class Session(QObject):
         self.changed.emit("project")
         self.currentSampleChanged.emit(-1)
 
+    @property
+    def read_only(self) -> bool:
+        return self.project is not None and bool(getattr(self.project, "read_only", False))
+
     def close_project(self, emit: bool = True) -> None:
+        self.flush_settings_log()
         if self.project is not None:
             self.project.close()
         self.project = None
@@ -136,12 +152,28 @@ class Session(QObject):
 
     def save_pipeline_settings(self, settings) -> None:
         self._pipeline_settings = settings
+        if self.root is not None and self.read_only:
+            # kept for this window only: the project belongs to the program that has it open for writing
+            self.changed.emit("settings")
+            return
         if self.root is not None:
             path = self.root / SETTINGS_FILE
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"pipeline": settings.to_dict()}, indent=2), encoding="utf-8")
             os.replace(tmp, path)
+            self._settings_to_log = settings.to_dict()
+            self._log_timer.start()  # one audit entry per burst of edits, not one per keystroke
         self.changed.emit("settings")
+
+    def flush_settings_log(self) -> None:
+        """Write the pending settings change to the audit log (also before jobs read them and at close)."""
+        self._log_timer.stop()
+        pending, self._settings_to_log = self._settings_to_log, None
+        if pending is not None and self.project is not None:
+            try:
+                self.project.record_settings(SETTINGS_FILE, pending)
+            except Exception as e:  # noqa: BLE001 - told, not fatal: the settings file is saved
+                self.report(e, "Recording the settings change in the audit log")
 
     # -- the LVLM ---------------------------------------------------------------------------------------
     def lvlm_config(self):
@@ -158,12 +190,20 @@ class Session(QObject):
             return None
 
     def set_lvlm_config(self, config) -> None:
+        before = self.lvlm_config()
         QSettings().setValue("lvlm/config", json.dumps(config.to_dict()) if config is not None else "")
-        self.release_lvlm()
+        if before is None or config is None or before.to_dict() != config.to_dict():
+            self.release_lvlm()  # a model loaded for the old settings is freed once unused
         self.changed.emit("lvlm")
 
-    def lvlm_backend(self, state=None):
-        """The loaded LVLM, opened on first use (call from a job: loading takes long) and then reused."""
+    @contextlib.contextmanager
+    def use_lvlm(self, state=None) -> Iterator[Any]:
+        """The loaded LVLM for the duration of a job's use (call from a job: loading takes long).
+
+        The model stays loaded between jobs. A model whose settings were changed meanwhile is closed
+        once its last user is done, never under a running critique or chat; the GUI thread never waits
+        for a load (release_lvlm does not block).
+        """
         from ..lvlm.backend import LVLMError
 
         config = self.lvlm_config()
@@ -172,22 +212,50 @@ class Session(QObject):
         key = json.dumps(config.to_dict(), sort_keys=True)
         with self._backend_lock:
             if self._backend is None or self._backend_key != key:
-                self._close_backend()
+                self._retire_current()
                 from ..lvlm.config import open_backend
 
                 self._backend = open_backend(config, state)
                 self._backend_key = key
-            return self._backend
+            backend = self._backend
+            self._users[id(backend)] = self._users.get(id(backend), 0) + 1
+        try:
+            yield backend
+        finally:
+            with self._backend_lock:
+                self._users[id(backend)] -= 1
+                if self._users[id(backend)] == 0:
+                    del self._users[id(backend)]
+                    if backend is not self._backend:  # retired while in use: close it now
+                        self._close(backend)
+                    elif self._release_requested:  # released (settings changed) while it loaded
+                        self._retire_current()
 
     def release_lvlm(self) -> None:
-        with self._backend_lock:
-            self._close_backend()
+        """Free the loaded LVLM when nobody uses it (settings changed, project closed, quitting).
 
-    def _close_backend(self) -> None:
-        if self._backend is not None:
-            try:
-                self._backend.close()
-            except Exception:  # noqa: BLE001
-                log.exception("closing the LVLM failed")
-        self._backend = None
-        self._backend_key = None
+        Never blocks: if a job is loading or using the model, it is retired and closed by its last user.
+        """
+        if not self._backend_lock.acquire(blocking=False):
+            self._release_requested = True
+            return
+        try:
+            self._retire_current()
+        finally:
+            self._backend_lock.release()
+
+    def lvlm_in_use(self) -> bool:
+        return bool(self._users)
+
+    def _retire_current(self) -> None:
+        backend, self._backend, self._backend_key = self._backend, None, None
+        self._release_requested = False
+        if backend is not None and id(backend) not in self._users:
+            self._close(backend)
+
+    @staticmethod
+    def _close(backend) -> None:
+        try:
+            backend.close()
+        except Exception:  # noqa: BLE001
+            log.exception("closing the LVLM failed")

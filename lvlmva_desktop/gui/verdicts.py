@@ -193,7 +193,9 @@ class VerdictTable(QWidget):
             self.table.setItem(i, 1, _item(f"{r.evidence:.0%}", "share of the image's positive evidence"))
             self.table.setItem(i, 2, _item(verdict_text(r.critic), r.critic_name or "no critique yet"))
             if editable:
-                self.table.setCellWidget(i, 3, self._expert_combo(r))
+                combo = self._expert_combo(r)
+                combo.setEnabled(self.writable())
+                self.table.setCellWidget(i, 3, combo)
             else:
                 self.table.setItem(i, 3, _item("—", "verdicts are set on images of the alignment set"))
             self.table.setItem(
@@ -244,24 +246,28 @@ class VerdictTable(QWidget):
     def set_verdict(self, segment: int, verdict: str | None) -> None:
         """Set the expert's verdict on a segment (None: take it back), as an undoable command."""
         row = self.row(segment)
-        if self.context is None or row is None or row.expert == verdict:
+        if self.context is None or row is None or row.expert == verdict or not self.writable():
             return
         expl_id, sample_id = self.context
         self.undo_stack.push(
             SetVerdictCommand(self.session, expl_id, sample_id, segment, verdict, row.expert)
         )
 
+    def writable(self) -> bool:
+        """Verdicts can be given here (an alignment image, and the project not opened read-only)."""
+        return self.editable and not getattr(self.session, "read_only", False)
+
     def popup_menu(self, segment: int, pos: QPoint) -> None:
         """Select a segment and offer its verdicts (where the image has verdicts to give)."""
         self.select_segment(segment)
         row = self.row(segment)
-        if self.editable and row is not None:
+        if self.writable() and row is not None:
             self._menu_title.setText(f"Segment {segment + 1} (critic: {row.critic or 'no verdict'})")
             self.menu.popup(pos)
 
     def _update_actions(self) -> None:
         row = self.row(self.selected_segment())
-        ok = self.editable and row is not None
+        ok = self.writable() and row is not None
         for a in self.verdict_actions[:3]:
             a.setEnabled(ok)
         self.act_take_back.setEnabled(ok and row.expert is not None)

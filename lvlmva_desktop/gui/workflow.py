@@ -61,6 +61,7 @@ def make_critic(
     state: Any,
     verdict_accuracy: float = 0.87,
     lvlm_options: dict | None = None,
+    backend: Any = None,
 ) -> Any:
     """The critic of a critique job, built in the job's thread (an LVLM loads there, not in the GUI)."""
     from ..core.critic import ExpertCritic, GroundTruthCritic
@@ -75,9 +76,9 @@ def make_critic(
         from ..lvlm.prompts import TemplateSet
 
         settings = CriticSettings(**(lvlm_options or {}))
-        return LVLMCritic(
-            session.lvlm_backend(state), TemplateSet.for_project(project), settings, cache=project
-        )
+        if backend is None:
+            raise ValueError("An LVLM critic needs the loaded model (use session.use_lvlm).")
+        return LVLMCritic(backend, TemplateSet.for_project(project), settings, cache=project)
     raise ValueError(f"Unknown critic '{kind}'.")
 
 
@@ -91,8 +92,12 @@ def critique_job(
         raise ValueError("Configure the vision-language model first (LVLM > Settings).")
 
     def fn(p, s):
-        critic = make_critic(session, p, kind, s.child(0.0, 0.05), verdict_accuracy, lvlm_options)
-        return run_critique(p, expl_id, critic, s.child(0.05, 1.0))
+        if kind != "lvlm":
+            critic = make_critic(session, p, kind, s.child(0.0, 0.05), verdict_accuracy, lvlm_options)
+            return run_critique(p, expl_id, critic, s.child(0.05, 1.0))
+        with session.use_lvlm(s.child(0.0, 0.05)) as backend:  # stays loaded, is not closed under us
+            critic = make_critic(session, p, kind, s, verdict_accuracy, lvlm_options, backend)
+            return run_critique(p, expl_id, critic, s.child(0.05, 1.0))
 
     return Job(
         "critique",

@@ -69,7 +69,7 @@ def test_answer_streams_then_is_stored_and_shown(qtbot, pane, session, runner, a
     session.select_sample(sid)
     pane.generation_settings = GenerationSettings(max_new_tokens=24, ignore_eos=True)
     events: list[tuple[str, str, bool]] = []
-    pane.answerPiece.connect(lambda p: events.append(("piece", p, runner.is_busy("view"))))
+    pane.answerPiece.connect(lambda p: events.append(("piece", p, runner.is_busy("lvlm"))))
     pane.answerFinished.connect(lambda a: events.append(("done", a, False)))
     qtbot.keyClicks(pane.input, "Why is segment 2 spurious?")
     assert pane.ask_button.isEnabled()
@@ -77,7 +77,7 @@ def test_answer_streams_then_is_stored_and_shown(qtbot, pane, session, runner, a
     assert pane.input.toPlainText() == "" and pane.stop_button.isEnabled() and not pane.ask_button.isEnabled()
     assert "Why is segment 2 spurious?" in pane.transcript.toPlainText()  # shown while it is answered
     qtbot.waitUntil(lambda: any(e[0] == "piece" for e in events), timeout=120000)
-    assert runner.is_busy("view")  # the first piece arrived while the answer was still being generated
+    assert runner.is_busy("lvlm")  # the first piece arrived while the answer was still being generated
     assert "Why is segment 2 spurious?" in pane.transcript.toPlainText()
     qtbot.waitUntil(lambda: events and events[-1][0] == "done", timeout=60000)
     pieces = [e[1] for e in events if e[0] == "piece"]
@@ -115,7 +115,7 @@ def test_stop_cancels_and_keeps_nothing(qtbot, pane, session, runner):
     qtbot.waitUntil(lambda: len(got) >= 2, timeout=120000)
     with qtbot.waitSignal(runner.cancelled, timeout=10000):
         pane.stop_button.click()
-    assert not runner.is_busy("view")
+    assert not runner.is_busy("lvlm")
     assert session.project.chat_messages(session.explanation_id(), sid) == []
     assert pane.input.toPlainText() == "Describe every segment in detail."  # back in the box
     assert "Stopped" in pane.status.text() and "not kept" in pane.status.text()

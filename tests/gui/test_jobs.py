@@ -6,13 +6,26 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from PySide6.QtCore import QElapsedTimer, QTimer
 
 from lvlmva_desktop.gui.jobs import Job, JobRunner
 
+_RUNNERS: list[JobRunner] = []
+
 
 def _runner(root=None):
-    return JobRunner(lambda: root)
+    runner = JobRunner(lambda: root)
+    _RUNNERS.append(runner)
+    return runner
+
+
+@pytest.fixture(autouse=True)
+def _stop_runners():
+    """A failed test must not leave a job thread running (destroying it would abort the process)."""
+    yield
+    while _RUNNERS:
+        _RUNNERS.pop().shutdown(10)
 
 
 def test_job_result_partials_and_progress_arrive_in_gui_thread(qtbot):
@@ -59,7 +72,7 @@ def test_failure_is_reported_in_words_with_details(qtbot):
 
 def test_job_needing_a_project_without_one_fails_clearly(qtbot):
     runner = _runner(None)
-    with qtbot.waitSignal(runner.failed, timeout=5000) as blocker:
+    with qtbot.waitSignal(runner.failed, timeout=60000) as blocker:  # the first import of the core is slow
         runner.submit(Job("train", "Training", lambda p, s: 1))
     assert "Open or create a project" in blocker.args[1].message
 
@@ -162,3 +175,74 @@ def test_shutdown_cancels_and_leaves_no_threads(qtbot):
     assert not runner.is_busy()
     assert runner.running("main") is None and runner.running("view") is None
     qtbot.waitUntil(lambda: runner.live_threads() == 0, timeout=5000)
+
+
+def test_a_job_belongs_to_the_project_it_was_submitted_for(qtbot, tmp_path):
+    """Submitted for A, started after the window moved to B: it opens A, and A's handlers are skipped."""
+    from lvlmva_desktop.core.project import Project
+
+    roots = {"now": None}
+    for name in ("a", "b"):
+        Project.create(tmp_path / name, name, ["x", "y"], (8, 8), 1).close()
+    runner = JobRunner(lambda: roots["now"])
+    _RUNNERS.append(runner)
+    gate = threading.Event()
+    runner.submit(Job("block", "Block", lambda p, s: gate.wait(5)))  # occupies the lane (project-less root)
+    roots["now"] = tmp_path / "a"
+    seen, done = [], []
+    job = runner.submit(Job("t", "T", lambda p, s: seen.append(p.root), on_done=done.append))
+    roots["now"] = tmp_path / "b"  # the user opened another project meanwhile
+    with qtbot.waitSignal(runner.finished, timeout=5000, check_params_cb=lambda j, r: j is job):
+        gate.set()
+    assert seen == [(tmp_path / "a").resolve()] or seen == [tmp_path / "a"]
+    assert done == []  # A's result is not shown in B's views
+
+
+def test_drop_other_projects_cancels_queued_and_running_jobs_of_the_old_project(qtbot, tmp_path):
+    roots = {"now": tmp_path}
+    runner = JobRunner(lambda: roots["now"])
+    _RUNNERS.append(runner)
+    cancelled = []
+    runner.cancelled.connect(lambda j: cancelled.append(j.kind))
+
+    def slow(project, state):
+        while True:
+            state.check()
+            time.sleep(0.01)
+
+    runner.submit(Job("slow", "Slow", slow, needs_project=False, lane="view"))
+    runner.submit(Job("old", "Old", slow, needs_project=True, lane="view"))  # queued, for tmp_path
+    runner.submit(Job("mine", "Mine", slow, needs_project=False, lane="view"))
+    roots["now"] = tmp_path / "other"
+    runner.drop_other_projects(roots["now"])
+    assert [j.kind for j in runner.queued("view")] == ["mine"] and cancelled == ["old"]
+    assert runner.shutdown(5)
+
+
+def test_cancel_drops_a_queued_job_of_that_kind(qtbot):
+    runner = _runner()
+    gate = threading.Event()
+    ran = []
+    runner.submit(Job("block", "Block", lambda p, s: gate.wait(5), needs_project=False, lane="lvlm"))
+    runner.submit(Job("chat", "Chat", lambda p, s: ran.append(1), needs_project=False, lane="lvlm"))
+    with qtbot.waitSignal(runner.cancelled, timeout=2000):
+        assert runner.cancel("lvlm", kind="chat")
+    gate.set()
+    qtbot.waitUntil(lambda: not runner.is_busy(), timeout=5000)
+    assert ran == []
+
+
+def test_no_new_job_while_closing_and_a_stubborn_job_is_waited_for(qtbot):
+    runner = _runner()
+    runner.submit(Job("stubborn", "Loading", lambda p, s: time.sleep(1.0), needs_project=False))
+    assert runner.shutdown(0.2)  # did not stop in time: waited for, not destroyed while running
+    assert (
+        runner.live_threads() == 0
+        or qtbot.waitUntil(lambda: runner.live_threads() == 0, timeout=3000) is None
+    )
+    try:
+        runner.submit(Job("late", "Late", lambda p, s: 1, needs_project=False))
+    except RuntimeError as e:
+        assert "closing" in str(e)
+    else:
+        raise AssertionError("a job was accepted while closing")

@@ -15,18 +15,14 @@ import json
 import threading
 
 import pytest
-from fixtures.tiny_lvlm import make_tiny_lvlm, overfit_tiny_lvlm
+from fixtures.tiny_lvlm import overfit_for_project
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QDialogButtonBox
 
-from lvlmva_desktop.core.pipeline import critique_requests
-from lvlmva_desktop.core.project import Project
 from lvlmva_desktop.gui.dialogs import CritiqueDialog
 from lvlmva_desktop.gui.jobs import LANES
 from lvlmva_desktop.gui.lvlm_dialog import LVLMDialog
 from lvlmva_desktop.gui.main_window import MainWindow
-from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
-from lvlmva_desktop.lvlm.prompts import TemplateSet
 
 pytestmark = pytest.mark.slow
 
@@ -40,24 +36,6 @@ TARGET = json.dumps(
         ]
     }
 )
-
-
-class _NoBackend:
-    def identity(self):
-        return {"kind": "none"}
-
-
-def _overfit_for(project_root, folder):
-    """Build the model folder the expert will point the dialog at (test set-up, not a user action)."""
-    make_tiny_lvlm("qwen2_5_vl", folder)
-    with Project.open(project_root) as p:
-        reqs = critique_requests(p, p.latest_id("explanations"))
-        critic = LVLMCritic(_NoBackend(), TemplateSet.for_project(p), CriticSettings(use_cache=False))
-        prompts = [critic.critic_request(r) for r in reqs[:3]]
-        prompts += [critic.judge_request("Segment 2 covers a green patch.", 4)]
-        prompts += [critic.judge_request("nonsense", 4, strict=True)]
-    overfit_tiny_lvlm(folder, TARGET, prompts=prompts)
-    return folder
 
 
 def _ctrl(qtbot, window, key):
@@ -120,7 +98,8 @@ def test_the_whole_loop_by_clicks_and_keys(qtbot, demo_project, tmp_path, artifa
     assert eid is not None, errors
 
     # the LVLM: point the dialog at the folder, run its health check, keep it
-    model_dir = _overfit_for(demo_project, tmp_path / "qwen-tiny")
+    # the model folder the expert will point the dialog at (test set-up, not a user action)
+    model_dir = overfit_for_project(demo_project, tmp_path / "qwen-tiny", TARGET)
     checked = {}
 
     def configure(dlg: LVLMDialog):

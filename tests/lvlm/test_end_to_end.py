@@ -8,14 +8,13 @@ would be: through the command line, with real generation on CPU.
 import json
 
 import pytest
-from fixtures.tiny_lvlm import make_tiny_lvlm, overfit_tiny_lvlm
+from fixtures.tiny_lvlm import make_tiny_lvlm, overfit_for_project
 from test_cli import FAST, _generate
 
 from lvlmva_desktop.cli import main
 from lvlmva_desktop.core.pipeline import critique_requests
 from lvlmva_desktop.core.project import Project
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
-from lvlmva_desktop.lvlm.prompts import TemplateSet
 
 TARGET = json.dumps(
     {
@@ -46,22 +45,7 @@ def project(tmp_path_factory):
 @pytest.fixture(scope="module")
 def overfit_model(project, tmp_path_factory):
     """A folder that answers TARGET to critic, judge and chat prompts of this project's shape."""
-    folder = make_tiny_lvlm("qwen2_5_vl", tmp_path_factory.mktemp("lvlm") / "qwen-tiny")
-    with Project.open(project) as p:
-        reqs = critique_requests(p, p.latest_id("explanations"))
-        critic = LVLMCritic(_NoBackend(), TemplateSet.for_project(p), CriticSettings(use_cache=False))
-        prompts = [critic.critic_request(r) for r in reqs[:3]]
-        prompts += [critic.judge_request("Segment 2 covers a green patch.", 4)]
-        prompts += [critic.judge_request("nonsense", 4, strict=True)]
-    overfit_tiny_lvlm(folder, TARGET, prompts=prompts)
-    return folder
-
-
-class _NoBackend:
-    """Only used to render prompts for the overfitting step; it never generates."""
-
-    def identity(self):
-        return {"kind": "none"}
+    return overfit_for_project(project, tmp_path_factory.mktemp("lvlm") / "qwen-tiny", TARGET)
 
 
 def test_critique_align_and_chat_with_a_real_local_model(project, overfit_model, capsys):
