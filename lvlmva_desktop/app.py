@@ -13,7 +13,28 @@ import logging
 import sys
 
 
+def install_excepthook(window) -> None:
+    """A failure inside a GUI action (no job around it) is told in the Messages pane, not only on stderr;
+    the program keeps running."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            previous(exc_type, exc, tb)
+            return
+        logging.getLogger("lvlmva_desktop").error("unexpected error", exc_info=(exc_type, exc, tb))
+        try:
+            window.session.report(exc.with_traceback(tb), "An action in the window")
+        except Exception:  # noqa: BLE001 - never fail inside the hook
+            previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .core.offline import enforce_offline
+
+    enforce_offline()  # the window and its jobs never download (core/offline.py)
     ap = argparse.ArgumentParser(prog="lvlmva-desktop", description="LVLM-VA Desktop.")
     ap.add_argument("--project", help="project folder to open (default: the demo project)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -42,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_theme(app)
     window = MainWindow(Session(device=args.device))
     window.show()
+    install_excepthook(window)
     if args.project:
         QTimer.singleShot(0, lambda: window.open_project(args.project))
     else:

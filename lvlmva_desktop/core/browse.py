@@ -33,7 +33,6 @@ VERDICT_FILTERS = {
     "undecided": "has an undecided segment",
     "overruled": "overruled by the expert",
 }
-PREDICT_CHUNK = 1024  # images per predict_proba call: progress and cancel between chunks
 
 
 @dataclass
@@ -124,12 +123,11 @@ def model_predictions(
         part = state.child(k / len(splits), (k + 0.5) / len(splits))
         data = project.load_split(split, part)
         rows = np.searchsorted(ids, np.asarray(data.sample_ids, dtype=np.int64))
-        for start in range(0, len(rows), PREDICT_CHUNK):
-            state.check()
-            p = predict_proba(model, data.x[start : start + PREDICT_CHUNK], device)
-            probs[rows[start : start + PREDICT_CHUNK]] = p.numpy()
-            done = (k + 0.5 + 0.5 * (start + PREDICT_CHUNK) / max(len(rows), 1)) / len(splits)
-            state.progress(min(done, 1.0), None, f"predicting the {split} images")
+        # Batched with progress and cancel per batch; halved on GPU out-of-memory (core/memory.py).
+        part = state.child((k + 0.5) / len(splits), (k + 1) / len(splits))
+        p = predict_proba(model, data.x, device, state=part, what=f"predicting the {split} images")
+        if len(rows):
+            probs[rows] = p.numpy()
         del data
     tmp = cache.with_suffix(".tmp")
     save_file({"sample_ids": ids, "probs": probs}, str(tmp))

@@ -12,9 +12,7 @@ row order, and an image keeps its split when others are added or removed.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import os
 import posixpath
@@ -24,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .csvtext import decode_csv, pick_delimiter, read_records
 from .images import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_SUFFIXES,
@@ -355,35 +354,6 @@ def _folder_item(
 # ---------------------------------------------------------------------------------------------------------
 # CSV manifest import
 # ---------------------------------------------------------------------------------------------------------
-def _decode_csv(raw: bytes, csv_path: Path) -> str:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    for enc in ("cp1252", "latin-1"):
-        try:
-            text = raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-        log.warning("%s is not UTF-8; read it as %s", csv_path, enc)
-        return text
-    raise ValueError(f"cannot decode {csv_path} as text")  # unreachable: latin-1 decodes any bytes
-
-
-def _norm_header(cells: list[str]) -> list[str]:
-    return [c.strip().lstrip("\ufeff").strip().lower() for c in cells]
-
-
-def _pick_delimiter(text: str) -> str:
-    """Comma, or semicolon/tab when the header only makes sense split that way (European Excel)."""
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    for delim in (",", ";", "\t"):
-        header = _norm_header(next(csv.reader([first], delimiter=delim), []))
-        if {"path", "label"} <= set(header):
-            return delim
-    return ","
-
-
 def _resolve_cell(cell: str, base: Path) -> Path:
     """A path as written in the CSV, relative to the CSV's folder unless absolute; tolerates Windows '\\'."""
     p = Path(cell).expanduser()
@@ -395,36 +365,6 @@ def _resolve_cell(cell: str, base: Path) -> Path:
         if p2.exists():
             p = p2
     return Path(os.path.abspath(p))
-
-
-def _read_records(text: str, delim: str) -> tuple[list[str], list[tuple[int, list[str] | None, str]]]:
-    """(normalised header, [(data row number, cells or None on a parse error, error text)])."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
-    header: list[str] | None = None
-    records: list[tuple[int, list[str] | None, str]] = []
-    row = 0
-    while True:
-        before = reader.line_num
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            if header is None:
-                raise ValueError(f"cannot parse the CSV header: {e}") from None
-            row += 1
-            records.append((row, None, str(e)))
-            if reader.line_num == before:  # no progress: stop rather than loop
-                break
-            continue
-        if header is None:
-            if not any(c.strip() for c in cells):
-                continue  # blank lines before the header
-            header = _norm_header(cells)
-            continue
-        row += 1
-        records.append((row, cells, ""))
-    return header or [], records
 
 
 def import_csv_manifest(
@@ -448,8 +388,8 @@ def import_csv_manifest(
     csv_file = Path(csv_path).expanduser().resolve()
     if not csv_file.is_file():
         raise FileNotFoundError(f"CSV manifest not found: {csv_file}")
-    text = _decode_csv(csv_file.read_bytes(), csv_file)
-    header, records = _read_records(text, _pick_delimiter(text))
+    text = decode_csv(csv_file.read_bytes(), csv_file)
+    header, records = read_records(text, pick_delimiter(text))
     missing = [c for c in ("path", "label") if c not in header]
     if missing:
         found = ", ".join(repr(h) for h in header if h) or "none"
@@ -507,6 +447,8 @@ def _csv_row(
     path_text, label = cell("path"), cell("label")
     if not path_text:
         return "empty_path", "the path cell is empty"
+    if "\x00" in path_text:  # no file system allows it; os.stat would raise ValueError
+        return "unreadable", "the path contains a NUL character"
     if not label:
         return "empty_label", "the label cell is empty"
     split_text = cell("split")
@@ -529,6 +471,8 @@ def _csv_row(
 
     mask_path: str | None = None
     mask_text = cell("mask")
+    if "\x00" in mask_text:
+        return "mask_unreadable", "the mask path contains a NUL character"
     if mask_text:
         mask_file = _resolve_cell(mask_text, base)
         try:

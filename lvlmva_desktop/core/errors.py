@@ -7,10 +7,14 @@ one place that decides how a failure is told.
 
 from __future__ import annotations
 
+import sqlite3
 import traceback
 from dataclasses import dataclass
 
 from .jobs import Cancelled
+
+# SQLite's words for a damaged file (raised while reading, e.g. text that is no longer UTF-8).
+_DAMAGE_WORDS = ("malformed", "not a database", "could not decode", "corrupt")
 
 
 class PlainError(Exception):
@@ -45,6 +49,16 @@ def describe_error(exc: BaseException, during: str = "") -> UserError:
     if isinstance(exc, PlainError):
         return UserError(what, str(exc), details, exc.kind)
     text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        damaged = type(exc) is sqlite3.DatabaseError or any(w in text.lower() for w in _DAMAGE_WORDS)
+        return UserError(
+            what,
+            f"The project database is damaged ({text}). Restore project.sqlite from a backup."
+            if damaged
+            else f"The project database could not be used ({text}).",
+            details,
+            "project",
+        )
     if isinstance(exc, MemoryError) or "out of memory" in text.lower():
         return UserError(
             what,

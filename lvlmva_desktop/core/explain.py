@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .jobs import TaskState, ensure_state
+from .memory import run_batched
 from .models import check_no_reused_modules
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,10 @@ def attribute(
     if reused and settings.method == "deeplift_shap":
         raise ValueError(f"Model reuses modules {reused}; DeepLIFT would give wrong attributions.")
     bg = background.to(device)
-    maps, deltas, gaps = [], [], []
-    n = len(x)
-    for start in range(0, n, settings.batch_size):
-        state.check()
-        xb = x[start : start + settings.batch_size].to(device)
-        tb = targets[start : start + settings.batch_size].to(device)
+
+    def one_batch(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xb = x[start:stop].to(device)
+        tb = targets[start:stop].to(device)
         if settings.method == "deeplift_shap":
             with _fixed_maxpool_rule():
                 attr, delta = DeepLiftShap(model).attribute(
@@ -137,11 +136,19 @@ def attribute(
         with torch.no_grad():
             fx = model(xb).gather(1, tb[:, None]).squeeze(1)
             fb = model(bg).mean(0)[tb]
-        maps.append(attr.detach().sum(dim=1).cpu())
-        deltas.append(delta.cpu())
-        gaps.append((fx - fb).abs().cpu())
-        state.progress(min(start + settings.batch_size, n), n, "attributions")
-    if not maps:
+        return attr.detach().sum(dim=1).cpu(), delta.cpu(), (fx - fb).abs().cpu()
+
+    # On GPU out-of-memory the batch is halved and the finished batches kept (core/memory.py).
+    parts = run_batched(
+        one_batch,
+        len(x),
+        settings.batch_size,
+        state,
+        what="computing attributions",
+        progress_message=lambda done, n: "attributions",
+    )
+    if not parts:
         h, w = x.shape[-2:]
         return Attributions(torch.empty(0, h, w), torch.empty(0), torch.empty(0))
-    return Attributions(torch.cat(maps), torch.cat(deltas), torch.cat(gaps))
+    maps, deltas, gaps = (torch.cat(p) for p in zip(*parts))
+    return Attributions(maps, deltas, gaps)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .metrics import stored_evaluations
-from .project import Project
+from .project import Project, sha256_file
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -104,4 +104,11 @@ def export_results(project: Project, folder: str | Path) -> list[Path]:
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, out_csv)
-    return [out_json, out_csv]
+    written = [out_json, out_csv]
+    if not getattr(project, "read_only", False):  # a read-only viewer cannot log; the export changes nothing
+        project.audit(
+            "export",
+            {"folder": str(folder.resolve()), "files": [p.name for p in written], "explanation_id": expl_id},
+            {p.name: sha256_file(p) for p in written},
+        )
+    return written

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def _guess_kind(head: bytes) -> str | None:
 
 
 def _check_pixels(h: int, w: int, max_pixels: int | None) -> None:
+    if h < 1 or w < 1:  # a damaged header; decoding would fail later with a less clear message
+        raise ImageLoadError("unreadable", f"the file's header gives an image of {w}x{h} pixels")
     if max_pixels is not None and h * w > max_pixels:
         raise ImageLoadError(
             "too_large", f"image is {w}x{h} = {h * w:,} pixels, more than the limit of {max_pixels:,}"
@@ -112,6 +115,13 @@ def _decode_error(e: BaseException, lib: str) -> ImageLoadError:
     if isinstance(e, FileNotFoundError):
         return ImageLoadError("missing", "file not found")
     if isinstance(e, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        m = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(e))
+        if m:  # refused from the header by Pillow, before any pixel was decoded
+            return ImageLoadError(
+                "too_large",
+                f"image has {int(m[1]):,} pixels, more than the {int(m[2]):,} allowed "
+                "(a possible decompression bomb)",
+            )
         return ImageLoadError("too_large", f"image is too large ({lib}: {e})")
     if isinstance(e, MemoryError):
         return ImageLoadError("too_large", f"not enough memory to decode the image ({lib})")
@@ -147,6 +157,13 @@ def _open_pil(path: Path, max_pixels: int | None) -> Image.Image:
             img = Image.open(path)
     except FileNotFoundError:
         raise ImageLoadError("missing", "file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        if m and max_pixels is not None and int(m[1]) > max_pixels:  # told against our limit, not Pillow's
+            raise ImageLoadError(
+                "too_large", f"image has {int(m[1]):,} pixels, more than the limit of {max_pixels:,}"
+            ) from None
+        raise _decode_error(e, "PIL") from None
     except UnidentifiedImageError:
         kind = _guess_kind(_head(path))
         hint = f" (it starts like a {kind} file but is truncated or corrupt)" if kind else ""
@@ -417,7 +434,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 with tifffile.TiffFile(p) as tf:
                     if tf.pages:
                         page = tf.pages[0]
-                        return int(page.imagelength), int(page.imagewidth)
+                        h, w = int(page.imagelength), int(page.imagewidth)
+                        _check_pixels(h, w, None)
+                        return h, w
+            except ImageLoadError:
+                raise
             except Exception as e:
                 log.debug("tifffile cannot read the header of %s (%s); trying Pillow", p, e)
         img = _open_pil(p, None)

@@ -8,6 +8,7 @@ from random weights or from a local weights file the user gives.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -167,6 +168,44 @@ def check_no_reused_modules(model: nn.Module, x: torch.Tensor) -> list[str]:
     return [n for n, c in calls.items() if c > 1]
 
 
+def _read_weights(path: Path) -> object:
+    """The tensors of a safetensors file, or of a .pth/.pt read with ``weights_only=True``.
+
+    A pickle may name any Python callable, and unpickling calls it: weights_only allows tensors and plain
+    containers only, so a checkpoint carrying anything else is refused before any of it runs.
+    """
+    import pickle
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({e}).") from None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise ValueError(f"{path} is not a PyTorch weights file that can be read ({e}).") from None
+        # torch's own text advises weights_only=False; only its one-line reason is worth showing
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", str(e), re.S)
+        why = " ".join(m.group(1).split()) if m else "not plain tensors"
+        advice = "Save only the model's weights: torch.save(model.state_dict(), path) or a safetensors file."
+        if "unsupported global" in why.lower():  # the pickle names a callable or class to run
+            raise ValueError(
+                f"{path} holds Python objects besides tensors ({why}); loading them could run code, so it "
+                f"was refused. {advice}"
+            ) from None
+        raise ValueError(
+            f"{path} is not a checkpoint of plain tensors that can be read safely ({why}), so it was "
+            f"refused. {advice}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as e:  # not a torch file
+        raise ValueError(f"{path} is not a PyTorch weights file that can be read ({e!r}).") from None
+
+
 def load_pretrained_weights(model: nn.Module, spec: ModelSpec, path: str | Path) -> list[str]:
     """Load backbone weights from a local file (safetensors, or a .pth read with weights_only=True).
 
@@ -176,15 +215,10 @@ def load_pretrained_weights(model: nn.Module, spec: ModelSpec, path: str | Path)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-    if not isinstance(state, dict):
+    state = _read_weights(path)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors.")
     own = model.state_dict()
     skipped = []

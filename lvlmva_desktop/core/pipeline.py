@@ -11,11 +11,13 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import audit
 from .critic import (
     UNDECIDED,
     Critic,
@@ -179,7 +181,7 @@ def sample_alignment_set(
     with project.run("sample", {"model_id": model_id, "sampling": settings.to_dict()}) as run:
         model, _ = project.load_model(model_id)
         data = project.load_split("train", state.child(0.0, 0.3))
-        probs = predict_proba(model, data.x, device)
+        probs = predict_proba(model, data.x, device, state=state.child(0.3, 0.9), what="predicting")
         idx = select_alignment_set(probs, data.y, settings)
         ent = predictive_entropy(probs)
         ids = [data.sample_ids[i] for i in idx.tolist()]
@@ -270,9 +272,19 @@ def critique_requests(
     return reqs
 
 
-def run_critique(project: Project, expl_id: int, critic: Critic, state: TaskState | None = None) -> dict:
-    """Ask the critic about every image of the explanation; verdicts are stored as they arrive."""
+def run_critique(
+    project: Project,
+    expl_id: int,
+    critic: Critic,
+    state: TaskState | None = None,
+    skip_samples: Collection[int] = (),
+) -> dict:
+    """Ask the critic about every image of the explanation; verdicts are stored as they arrive.
+
+    ``skip_samples``: images an interrupted run already critiqued (resuming it, core/recovery.py).
+    """
     state = ensure_state(state)
+    skip = set(skip_samples)
     version, _ = project.class_descriptions()
     settings = {
         "explanation_id": expl_id,
@@ -285,17 +297,23 @@ def run_critique(project: Project, expl_id: int, critic: Critic, state: TaskStat
         counts = {"spurious": 0, "relevant": 0, "undecided": 0}
         n_done = 0
         usage: dict[str, int] = {}
-        for c in critic.critique(reqs, state.child(0.05, 1.0)):
+        todo = [r for r in reqs if r.sample_id not in skip]
+        if skip:
+            run.results = {"n_images": 0, "skipped_already_critiqued": len(reqs) - len(todo)}
+        for c in critic.critique(todo, state.child(0.05, 1.0)):
             project.save_critique(run.id, expl_id, c)
             for v in c.verdicts:
                 counts[v.verdict] = counts.get(v.verdict, 0) + 1
             n_done += 1
             _count_usage(usage, c.raw)
             run.results = {"n_images": n_done, "verdicts": counts}
+            if skip:
+                run.results["skipped_already_critiqued"] = len(reqs) - len(todo)
             if usage:
                 run.results["lvlm"] = usage
             state.partial({"kind": "critique", "sample_id": c.sample_id})
         run.results["verdict_accuracy"] = verdict_accuracy_of(project, expl_id, reqs)
+        project.audit("critique", *audit.critique_entry(project, run.id, settings, run.results))
     return run.results
 
 
@@ -399,7 +417,7 @@ def evaluate_model(
     state: TaskState | None = None,
 ) -> Evaluation:
     state = ensure_state(state)
-    probs = predict_proba(module, data.x, device)
+    probs = predict_proba(module, data.x, device, state=state.child(0.0, 0.2), what="predicting")
     ev = evaluate_predictions(probs.argmax(1), data.y, data.groups, classes, settings.min_group_size)
     idx = torch.nonzero(data.has_mask & data.masks.flatten(1).any(1)).flatten()[
         : settings.n_attribution_images
@@ -412,7 +430,7 @@ def evaluate_model(
             background,
             ExplainSettings(n_background=len(background)),
             device,
-            state,
+            state.child(0.2, 1.0),
         )
         ev.alignment = alignment_score(attr.maps, data.masks[idx])
     return ev
@@ -461,7 +479,8 @@ def run_pipeline(
     """Steps 1-9 on a project; returns the results dict also written to runs/run-<id>.json."""
     state = ensure_state(state)
     t0 = time.perf_counter()
-    with project.run("pipeline", settings.to_dict()) as run:
+    recorded = {**settings.to_dict(), "critic": critic.identity(), "model_id": model_id}  # to resume it
+    with project.run("pipeline", recorded) as run:
         timings = {}
 
         def timed(name, fn, *a, **k):

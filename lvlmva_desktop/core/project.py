@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import audit as audit_log
 from .data import ImportReport
 from .errors import PlainError
 from .images import mask_to_tensor, read_image, read_mask, to_tensor
@@ -128,14 +129,33 @@ class SplitData:
 class Project:
     """An open project folder. Use ``Project.create`` or ``Project.open``; close (or use ``with``)."""
 
-    def __init__(self, root: Path, manifest: dict) -> None:
+    def __init__(self, root: Path, manifest: dict, read_only: bool = False, lock: object = None) -> None:
+        """``lock``: this object's share of the process's writer lock (core/lock.py), None if read-only."""
         self.root = root
         self.manifest = manifest
-        self.db = sqlite3.connect(str(root / DATABASE), timeout=30, isolation_level=None)
+        self.read_only = read_only
+        self._lock = lock
+        self._resumes: int | None = None  # see ``resuming``
+        self._audit_due: tuple[int, str] | None = None  # anchor to write once the transaction commits
+        if read_only:  # mode=ro: SQLite itself refuses writes; _ReadOnlyConnection says so in words
+            uri = f"{(root / DATABASE).resolve().as_uri()}?mode=ro"
+            self.db = sqlite3.connect(
+                uri, uri=True, timeout=30, isolation_level=None, factory=_ReadOnlyConnection
+            )
+        else:
+            self.db = sqlite3.connect(str(root / DATABASE), timeout=30, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        if getattr(lock, "first", True):  # once per process and folder: a damaged file is refused up front
+            _check_integrity(self.db)
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(_SCHEMA)
+        if read_only:
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a damaged file fails here
+        else:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(_SCHEMA + audit_log.SCHEMA)
+            from . import recovery
+
+            recovery.prepare(self, first=getattr(lock, "first", True), locked=getattr(lock, "locked", False))
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @classmethod
@@ -154,6 +174,9 @@ class Project:
             raise ProjectError("Images must be used with 1 (grayscale) or 3 (RGB) channels.")
         for sub in ("models", "artifacts", "runs", "cache"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        from .lock import acquire
+
+        lock = acquire(root)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "name": name,
@@ -162,11 +185,19 @@ class Project:
             "image_size": list(image_size),
             "channels": channels,
         }
-        _atomic_write_json(root / MANIFEST, manifest)
-        return cls(root, manifest)
+        try:
+            _atomic_write_json(root / MANIFEST, manifest)
+            project = cls(root, manifest, lock=lock)
+        except BaseException:
+            lock.release()
+            raise
+        project.audit("create_project", dict(manifest), {"manifest": audit_log.json_hash(manifest)})
+        return project
 
     @classmethod
-    def open(cls, root: str | Path) -> Project:
+    def open(cls, root: str | Path, read_only: bool = False) -> Project:
+        """Open for writing (taking the one-writer lock: ProjectLocked if another process has it), or
+        ``read_only`` (no lock; every write raises ProjectError)."""
         root = Path(root)
         mpath = root / MANIFEST
         if not mpath.is_file():
@@ -175,7 +206,7 @@ class Project:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise ProjectError(f"The project manifest {mpath} cannot be read: {e}") from e
-        version = manifest.get("schema_version")
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
         if not isinstance(version, int):
             raise ProjectError(f"The project manifest {mpath} has no schema version.")
         if version > SCHEMA_VERSION:
@@ -183,19 +214,32 @@ class Project:
                 f"This project was written by a newer version (schema {version}); this program reads up to "
                 f"{SCHEMA_VERSION}. Update the program to open it."
             )
-        while version < SCHEMA_VERSION:
-            manifest = MIGRATIONS[version](manifest)
-            version = manifest["schema_version"] = version + 1
-            _atomic_write_json(mpath, manifest)
+        _check_database_file(root / DATABASE)
+        from .lock import acquire
+
+        lock = None if read_only else acquire(root)  # before the migrations: they write
         try:
-            return cls(root, manifest)
+            while version < SCHEMA_VERSION:
+                manifest = MIGRATIONS[version](manifest)
+                version = manifest["schema_version"] = version + 1
+                if not read_only:
+                    _atomic_write_json(mpath, manifest)
+            return cls(root, manifest, read_only=read_only, lock=lock)
         except sqlite3.DatabaseError as e:
+            if lock is not None:
+                lock.release()
             raise ProjectError(
                 f"The project database {root / DATABASE} is damaged or not a database: {e}"
             ) from e
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
     def close(self) -> None:
         self.db.close()
+        if self._lock is not None:
+            self._lock.release()  # idempotent; the process's lock goes with its last share
 
     def __enter__(self) -> Project:
         return self
@@ -210,9 +254,49 @@ class Project:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._audit_due = None
             raise
         else:
             self.db.execute("COMMIT")
+            if self._audit_due is not None:
+                self._write_audit_anchor(*self._audit_due)
+
+    # -- audit log (core/audit.py) --------------------------------------------------------------------
+    def audit(self, action: str, params: dict | None = None, hashes: dict | None = None) -> int:
+        """Log a change (OS user, time, params, hashes) in the hash chain; returns the entry id.
+
+        Inside a transaction the entry commits (or rolls back) with the change it records; the manifest's
+        anchor is written after the commit, so it may lag behind the log but never runs ahead of it.
+        """
+        manifest = self.root / MANIFEST
+        entry_id, digest = audit_log.append(
+            self.db,
+            current_user(),
+            action,
+            params,
+            hashes,
+            announce=lambda new_id, prev_id: audit_log.announce(manifest, new_id, prev_id),
+        )
+        if self.db.in_transaction:
+            self._audit_due = (entry_id, digest)
+        else:
+            self._write_audit_anchor(entry_id, digest)
+        return entry_id
+
+    def _write_audit_anchor(self, entry_id: int, digest: str) -> None:
+        self._audit_due = None
+        try:
+            self.manifest[audit_log.ANCHOR_KEY] = audit_log.write_anchor(
+                self.root / MANIFEST, entry_id, digest
+            )
+        except (OSError, ValueError) as e:  # the entry is committed; verify reports the lag as a warning
+            log.error("could not record audit entry %d in the manifest: %s", entry_id, e)
+
+    def record_settings(self, name: str, settings: dict) -> int:
+        """Log the method's settings saved for this project (e.g. the GUI's gui-settings.json)."""
+        return self.audit(
+            "settings", {"file": name, "settings": settings}, {"settings": audit_log.json_hash(settings)}
+        )
 
     # -- manifest -----------------------------------------------------------------------------------
     @property
@@ -263,6 +347,11 @@ class Project:
                 "INSERT INTO imports (created, source, n_imported, n_skipped, report) VALUES (?,?,?,?,?)",
                 (time.time(), report.source, added, len(report.skipped), json.dumps(report.to_dict())),
             )
+            self.audit(
+                "import",
+                {"source": str(report.source), "imported": added, "skipped": len(report.skipped)},
+                {"data": self.data_hash()},
+            )
         return added
 
     def samples(self, split: str | None = None) -> list[sqlite3.Row]:
@@ -310,9 +399,14 @@ class Project:
             if i % 64 == 0:
                 state.progress(i, len(rows), f"decoding {split} images")
         state.progress(1.0, None, f"decoded {len(rows)} {split} images")
-        tmp = cache.with_suffix(".tmp")
-        save_file({"x": x, "masks": masks, "has_mask": has_mask}, str(tmp))
-        os.replace(tmp, cache)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # a read-only reader may decode beside the writer
+        try:
+            save_file({"x": x, "masks": masks, "has_mask": has_mask}, str(tmp))
+            os.replace(tmp, cache)
+        except OSError:
+            if not self.read_only:
+                raise
+            log.info("read-only project: the decoded %s images are not cached", split)
         return SplitData(ids, x, y, groups, masks, has_mask)
 
     # -- class descriptions -------------------------------------------------------------------------
@@ -324,6 +418,11 @@ class Project:
             cur = db.execute(
                 "INSERT INTO class_descriptions (created, author, descriptions) VALUES (?,?,?)",
                 (time.time(), current_user(), json.dumps({c: descriptions[c] for c in self.classes})),
+            )
+            self.audit(
+                "class_descriptions",
+                {"version": int(cur.lastrowid), "classes": self.classes},
+                {c: audit_log.text_hash(descriptions[c]) for c in self.classes},
             )
         return int(cur.lastrowid)
 
@@ -371,6 +470,7 @@ class Project:
                 "VALUES (?,?,?,?,?,?)",
                 (name, version, digest, text, time.time(), current_user()),
             )
+            self.audit("prompt_template", {"name": name, "version": version}, {"template": digest})
         return version
 
     def prompt_template_history(self, name: str) -> list[sqlite3.Row]:
@@ -392,11 +492,14 @@ class Project:
     def add_chat_message(
         self, expl_id: int | None, sample_id: int | None, role: str, text: str, model: str = ""
     ) -> int:
-        cur = self.db.execute(
-            "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (expl_id, sample_id, role, text, model, time.time(), current_user()),
-        )
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (expl_id, sample_id, role, text, model, time.time(), current_user()),
+            )
+            params = {"explanation_id": expl_id, "sample_id": sample_id, "role": role, "model": model}
+            self.audit("chat", params, {"text": audit_log.text_hash(text)})
         return int(cur.lastrowid)
 
     def chat_messages(self, expl_id: int | None, sample_id: int | None) -> list[sqlite3.Row]:
@@ -408,11 +511,24 @@ class Project:
     # -- runs -----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def run(self, kind: str, settings: dict) -> Iterator[RunHandle]:
-        """Record a run: 'running' now, then finished / cancelled / failed with the error text."""
-        cur = self.db.execute(
-            "INSERT INTO runs (kind, status, started, user, settings) VALUES (?,?,?,?,?)",
-            (kind, "running", time.time(), current_user(), json.dumps(settings)),
-        )
+        """Record a run: 'running' now, then finished / cancelled / failed with the error text.
+
+        The row names the writing process (pid, host, a per-process token), so a later open can tell a
+        run whose process died (marked 'interrupted', core/recovery.py) from one still going.
+        """
+        from .lock import writer_identity
+
+        if self._resumes is not None:  # the first run started inside ``resuming`` says what it resumes
+            settings, self._resumes = {**settings, "resumes": self._resumes}, None
+        w = writer_identity()
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO runs (kind, status, started, user, settings, pid, host, process) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (kind, "running", time.time(), w["user"], json.dumps(settings))
+                + (w["pid"], w["host"], w["process"]),
+            )
+            self.audit("run_start", {"run_id": int(cur.lastrowid), "kind": kind, "settings": settings})
         handle = RunHandle(self, int(cur.lastrowid))
         try:
             yield handle
@@ -426,10 +542,25 @@ class Project:
             self._finish_run(handle.id, "finished", handle.results, None)
 
     def _finish_run(self, run_id: int, status: str, results: dict, error: str | None) -> None:
-        self.db.execute(
-            "UPDATE runs SET status=?, finished=?, results=?, error=? WHERE id=?",
-            (status, time.time(), json.dumps(results), error, run_id),
-        )
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status=?, finished=?, results=?, error=? WHERE id=?",
+                (status, time.time(), json.dumps(results), error, run_id),
+            )
+            kind = db.execute("SELECT kind FROM runs WHERE id=?", (run_id,)).fetchone()["kind"]
+            params = {"run_id": run_id, "kind": kind, "status": status, "error": error, "results": results}
+            written = results.get("results_file") if isinstance(results, dict) else None
+            hashes = {"results_file": sha256_file(self.abs(written))} if written else {}
+            self.audit("run_end", params, hashes)
+
+    @contextlib.contextmanager
+    def resuming(self, run_id: int) -> Iterator[None]:
+        """The next run started inside records ``resumes: run_id`` in its settings (core/recovery.py)."""
+        self._resumes = run_id
+        try:
+            yield
+        finally:
+            self._resumes = None
 
     def get_run(self, run_id: int) -> sqlite3.Row:
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -473,9 +604,16 @@ class Project:
             save_file(tensors, str(tmp), metadata=spec_metadata(spec, {"name": name, "kind": kind}))
             os.replace(tmp, path)
             os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            db.execute(
-                "UPDATE models SET path=?, sha256=? WHERE id=?", (self.rel(path), sha256_file(path), model_id)
-            )
+            digest = sha256_file(path)
+            db.execute("UPDATE models SET path=?, sha256=? WHERE id=?", (self.rel(path), digest, model_id))
+            params = {
+                "model_id": model_id,
+                "name": name,
+                "kind": kind,
+                "parent_id": parent_id,
+                "run_id": run_id,
+            }
+            self.audit("model_version", params, {"model": digest})
         return model_id
 
     def model_row(self, model_id: int) -> sqlite3.Row:
@@ -522,6 +660,8 @@ class Project:
                 "INSERT INTO alignment_members (set_id, rank, sample_id, entropy) VALUES (?,?,?,?)",
                 [(set_id, i, s, e) for i, (s, e) in enumerate(zip(sample_ids, entropies))],
             )
+            params = {"set_id": set_id, "run_id": run_id, "model_id": model_id, "n": len(sample_ids)}
+            self.audit("alignment_set", params, {"members": audit_log.json_hash(list(sample_ids))})
         return set_id
 
     def alignment_members(self, set_id: int) -> list[sqlite3.Row]:
@@ -552,10 +692,12 @@ class Project:
             tmp = path.with_suffix(".tmp")
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
             os.replace(tmp, path)
+            digest = sha256_file(path)
             db.execute(
-                "UPDATE explanations SET path=?, sha256=? WHERE id=?",
-                (self.rel(path), sha256_file(path), expl_id),
+                "UPDATE explanations SET path=?, sha256=? WHERE id=?", (self.rel(path), digest, expl_id)
             )
+            params = {"explanation_id": expl_id, "run_id": run_id, "model_id": model_id, "set_id": set_id}
+            self.audit("explanation", params, {"explanation": digest})
         return expl_id
 
     def explanation(self, expl_id: int) -> tuple[sqlite3.Row, dict[str, torch.Tensor]]:
@@ -608,22 +750,41 @@ class Project:
             raise ProjectError(
                 f"Segment {segment + 1} does not exist; segments are numbered 1 to {t['evidence'].shape[1]}."
             )
-        self.db.execute(
-            "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, created) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (expl_id, sample_id, segment, verdict, "expert", current_user(), time.time()),
-        )
+        with self.transaction() as db:
+            old = self._effective_verdict(expl_id, sample_id, segment)
+            db.execute(
+                "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, created) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (expl_id, sample_id, segment, verdict, "expert", current_user(), time.time()),
+            )
+            self.audit("verdict_set", _verdict_params(expl_id, sample_id, segment, old, verdict, "expert"))
 
     def clear_expert_verdict(self, expl_id: int, sample_id: int, segment: int) -> int:
         """Take back the expert's word on one segment, so the critic's verdict (if any) applies again.
 
         Removes the expert's rows for that segment (the critic's rows are never touched); returns how many.
         """
-        cur = self.db.execute(
-            "DELETE FROM verdicts WHERE explanation_id=? AND sample_id=? AND segment=? AND source='expert'",
-            (expl_id, sample_id, segment),
-        )
+        with self.transaction() as db:
+            old = self._effective_verdict(expl_id, sample_id, segment)
+            cur = db.execute(
+                "DELETE FROM verdicts WHERE explanation_id=? AND sample_id=? AND segment=? AND source='expert'",
+                (expl_id, sample_id, segment),
+            )
+            if cur.rowcount:
+                now = self._effective_verdict(expl_id, sample_id, segment)
+                params = _verdict_params(
+                    expl_id, sample_id, segment, old, now and now["verdict"], now and now["source"]
+                )
+                self.audit("verdict_cleared", params)
         return int(cur.rowcount)
+
+    def _effective_verdict(self, expl_id: int, sample_id: int, segment: int) -> sqlite3.Row | None:
+        """One segment's effective verdict (as effective_verdicts), for the audit log's old/new."""
+        return self.db.execute(
+            "SELECT verdict, source FROM verdicts WHERE explanation_id=? AND sample_id=? AND segment=? "
+            "ORDER BY source='expert' DESC, id DESC LIMIT 1",
+            (expl_id, sample_id, segment),
+        ).fetchone()
 
     def effective_verdicts(self, expl_id: int) -> dict[int, dict[int, dict]]:
         """Per sample and segment: the latest expert verdict if any, else the latest critic verdict."""
@@ -674,6 +835,30 @@ class Project:
             )
 
 
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A read-only project's connection: SQLite's "readonly database" refusal becomes a ProjectError."""
+
+    def _told(self, call, *args):  # noqa: ANN001, ANN202
+        try:
+            return call(*args)
+        except sqlite3.OperationalError as e:
+            if "readonly" in str(e) or "read-only" in str(e):
+                raise ProjectError(
+                    "This project is open read-only, so nothing can be changed here. Close the other "
+                    "LVLM-VA window or command that has it open, then open the project again to make changes."
+                ) from e
+            raise
+
+    def execute(self, *args):  # noqa: ANN002, ANN201
+        return self._told(super().execute, *args)
+
+    def executemany(self, *args):  # noqa: ANN002, ANN201
+        return self._told(super().executemany, *args)
+
+    def executescript(self, *args):  # noqa: ANN002, ANN201
+        return self._told(super().executescript, *args)
+
+
 class RunHandle:
     """A running run; set ``results`` (a dict) to have them stored when the run ends."""
 
@@ -681,6 +866,62 @@ class RunHandle:
         self.project = project
         self.id = run_id
         self.results: dict = {}
+
+
+def _verdict_params(
+    expl_id: int,
+    sample_id: int,
+    segment: int,
+    old: sqlite3.Row | None,
+    new: str | None,
+    new_source: str | None,
+) -> dict:
+    """An expert's change of one segment's verdict, as logged (segments numbered from 1, as shown)."""
+    return {
+        "explanation_id": expl_id,
+        "sample_id": sample_id,
+        "segment": segment + 1,
+        "old": old["verdict"] if old else None,
+        "old_source": old["source"] if old else None,
+        "new": new,
+        "new_source": new_source,
+    }
+
+
+def _check_database_file(path: Path) -> None:
+    """Refuse a database SQLite would silently replace by a new, empty one: missing, emptied, or too short
+    for its 100-byte header (a damaged file with another beginning SQLite refuses by itself)."""
+    wal = path.with_name(path.name + "-wal")
+    size = path.stat().st_size if path.is_file() else -1
+    if size == 0 and wal.is_file() and wal.stat().st_size > 0:
+        return  # everything still in the write-ahead log
+    if size < 0 or size == 0:
+        state = "missing" if size < 0 else "empty (0 bytes)"
+        raise ProjectError(
+            f"The project database {path} is {state}: what the project recorded is not there. Restore it "
+            "from a backup."
+        )
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise ProjectError(
+            f"The project database {path} is damaged or not a database: it does not start with a SQLite "
+            "header."
+        )
+
+
+def _check_integrity(db: sqlite3.Connection) -> None:
+    """SQLite's structural check (b-trees, page links, a truncated file) before anything is written; a
+    damaged database raises sqlite3.DatabaseError, which Project.open reports as a ProjectError."""
+    factory, db.text_factory = db.text_factory, lambda b: b.decode("utf-8", "replace")  # damaged names
+    try:
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(3)").fetchall()]
+    except UnicodeDecodeError:  # SQLite's own message quotes a damaged schema that is no longer text
+        raise sqlite3.DatabaseError("its table definitions are damaged (not text)") from None
+    finally:
+        db.text_factory = factory
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("; ".join(str(p) for p in problems)[:300])
 
 
 def _atomic_write_json(path: Path, data: dict) -> None:

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .jobs import TaskState, ensure_state
+from .memory import run_batched
 
 COVARIANCE_TYPES = ("full", "diag", "spherical")
 
@@ -541,13 +542,15 @@ def ppeps_wgm(
     n = att.shape[0]
     if n == 0:
         return _empty(att, st.n_components)
-    parts = []
-    with torch.no_grad():
-        for start in range(0, n, int(batch_size)):
-            state.check()
-            parts.append(_fit_chunk(att[start : start + int(batch_size)], st, state))
-            done = min(start + int(batch_size), n)
-            state.progress(done, n, f"Segmented {done}/{n} attribution maps")
+    with torch.no_grad():  # on GPU out-of-memory the chunk is halved, finished chunks kept (core/memory.py)
+        parts = run_batched(
+            lambda a, b: _fit_chunk(att[a:b], st, state),
+            n,
+            int(batch_size),
+            state,
+            what="segmenting attribution maps",
+            progress_message=lambda done, n: f"Segmented {done}/{n} attribution maps",
+        )
     return _concat(parts)
 
 

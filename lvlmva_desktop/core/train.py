@@ -17,6 +17,7 @@ from torch import nn
 
 from .align import rrr_penalty
 from .jobs import TaskState, ensure_state
+from .memory import run_batched, stop_training_on_oom
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def _batches(n: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
     return [perm[i : i + batch] for i in range(0, n, batch)]
 
 
+@stop_training_on_oom
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -113,6 +115,8 @@ def fit(
     Partial results: ``{"kind": "step", ...}`` (loss, ce, penalty and training accuracy averaged over the
     batches since the previous step record; at most ``MAX_STEP_RECORDS`` a run, always one for the last
     step) and ``{"kind": "epoch", ...}`` (an EpochRecord) after every epoch.
+
+    GPU out-of-memory stops training with a GPUOutOfMemory that suggests a smaller batch size.
     """
     state = ensure_state(state)
     gen = torch.Generator().manual_seed(seed)
@@ -304,12 +308,22 @@ def fine_tune_rrr(
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256
+    model: nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 256,
+    state: TaskState | None = None,
+    what: str = "predicting",
 ) -> torch.Tensor:
-    """Softmax probabilities (N, K) on the CPU, computed in eval mode in batches."""
+    """Softmax probabilities (N, K) on the CPU, computed in eval mode in batches (halved on GPU
+    out-of-memory, finished batches kept; ``state`` gets progress, cancel checks and that message)."""
     model.eval().to(device)
-    out = [
-        torch.softmax(model(x[i : i + batch_size].to(device)), dim=1).cpu()
-        for i in range(0, len(x), batch_size)
-    ]
+    out = run_batched(
+        lambda a, b: torch.softmax(model(x[a:b].to(device)), dim=1).cpu(),
+        len(x),
+        batch_size,
+        state,
+        what=what,
+        progress_message=lambda done, n: what,
+    )
     return torch.cat(out) if out else torch.empty(0)

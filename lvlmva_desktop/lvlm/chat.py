@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from ..core import audit
 from ..core.critic import CritiqueRequest
 from ..core.jobs import TaskState
 from ..core.project import current_user
@@ -200,6 +201,17 @@ def ask_and_store(
                 "VALUES (?,?,?,?,?,?,?)",
                 (expl_id, sample_id, role, text, m, time.time(), current_user()),
             )
+        identity = chat.backend.identity()
+        project.audit(
+            "chat",
+            {
+                "explanation_id": expl_id,
+                "sample_id": sample_id,
+                "model": identity,
+                "trust_remote_code": audit.trust_remote_code_in(identity),
+            },
+            {"question": audit.text_hash(question), "answer": audit.text_hash(answer)},
+        )
     return answer
 
 

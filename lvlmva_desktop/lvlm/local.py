@@ -23,6 +23,7 @@ import torch
 
 from ..core.devices import describe_device, resolve_device
 from ..core.jobs import TaskState, ensure_state
+from ..core.memory import GPUOutOfMemory, is_out_of_memory, run_batched
 from .backend import ChatRequest, Generation, GenerationSettings, HealthReport, LVLMError, user_message
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,10 @@ class LocalBackend:
         state = ensure_state(state)
         self.folder = Path(folder).expanduser()
         self.trust_remote_code = bool(trust_remote_code)
+        if self.trust_remote_code:  # recorded in identity() too, hence in every critique run's settings
+            log.warning(
+                "trust_remote_code is enabled for %s: Python code shipped with the model may run", self.folder
+            )
         try:
             self.device = resolve_device(device)
         except (ValueError, RuntimeError) as exc:
@@ -211,6 +216,12 @@ class LocalBackend:
                 raise LVLMError(self._oom_words("loading the model")) from None
             if isinstance(exc, ValueError) and "Unrecognized configuration class" in str(exc):
                 raise LVLMError(self._unsupported(exc)) from None
+            if "weights only load failed" in str(exc).lower():  # transformers reads *.bin weights_only
+                raise LVLMError(
+                    f"The weights in {self.folder} are a pickle checkpoint holding Python objects besides "
+                    "tensors; loading them could run code, so they were refused. Use the model's "
+                    "*.safetensors files (or a checkpoint of plain tensors)."
+                ) from None
             raise LVLMError(f"The weights in {self.folder} cannot be loaded: {exc}") from None
         if self.device.type != "cuda":
             model.to(self.device)
@@ -292,16 +303,23 @@ class LocalBackend:
         settings: GenerationSettings | None = None,
         state: TaskState | None = None,
     ) -> list[Generation]:
-        """Answers in order, ``settings.batch_size`` requests per model call; cancellable between calls."""
+        """Answers in order, ``settings.batch_size`` requests per model call; cancellable between calls.
+
+        On GPU out-of-memory the batch is halved for the rest of the call and the answers already generated
+        are kept (core/memory.py); the answers do not depend on the batching (greedy, left padding)."""
         settings, state = settings or GenerationSettings(), ensure_state(state)
-        out: list[Generation] = []
         n, size = len(requests), max(1, settings.batch_size)
-        for start in range(0, n, size):
-            state.check()
-            state.progress(start, n, f"Generating answers {start + 1}-{min(start + size, n)} of {n}")
-            out.extend(self._generate_batch(requests[start : start + size], settings))
+
+        def batch(start: int, stop: int) -> list[Generation]:
+            state.progress(start, n, f"Generating answers {start + 1}-{stop} of {n}")
+            return self._generate_batch(requests[start:stop], settings)
+
+        try:
+            parts = run_batched(batch, n, size, state, what="generating LVLM answers", report_progress=False)
+        except GPUOutOfMemory:
+            raise LVLMError(self._oom_words("generating even one answer at a time")) from None
         state.progress(n, n, f"Generated {n} answers")
-        return out
+        return [g for part in parts for g in part]
 
     def _run(self, inputs: dict, settings: GenerationSettings, **extra: Any) -> torch.Tensor:
         """One model.generate call; one at a time (the chat pane may stream while the critic runs)."""
@@ -331,6 +349,8 @@ class LocalBackend:
             inputs = self._inputs(requests)
             seqs = self._run(inputs, settings)
         except Exception as exc:  # noqa: BLE001 - the user needs words, not a traceback
+            if is_out_of_memory(exc):
+                raise  # generate() retries with a smaller batch
             raise self._failed(exc, f"generating for {len(requests)} requests") from exc
         prompt_len = inputs["input_ids"].shape[1]
         results = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 import time
 
 import numpy as np
@@ -244,3 +245,37 @@ def test_critique_dialog_offers_what_is_possible(qtbot, artifacts_dir):
     dlg.lvlm.setChecked(True)
     dlg.show()
     assert dlg.grab().save(str(artifacts_dir / "critique_dialog.png"))
+
+
+def test_status_bar_shows_the_methods_step_not_viewer_or_chat_work(window, qtbot):
+    gate = threading.Event()
+    window.runner.submit(
+        Job("attr", "Attribution of image #3", lambda p, s: gate.wait(5), lane="view", needs_project=False)
+    )
+    qtbot.waitUntil(lambda: window.runner.is_busy("view"), timeout=5000)
+    assert not window.job_label.isVisible() and not window.act_cancel.isEnabled()
+    window.cancel_job()  # the window's Cancel stops the method's step only
+    assert window.runner.is_busy("view")
+    gate.set()
+    qtbot.waitUntil(lambda: not window.runner.is_busy(), timeout=5000)
+
+
+def test_opening_another_project_asks_about_unsaved_descriptions(window, demo_project, tmp_path, monkeypatch):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(demo_project, other)
+    window.open_project(demo_project)
+    monkeypatch.setattr(window.spec_editor, "has_unsaved_changes", lambda: True)
+    asked = []
+
+    def answer(*a, **k):
+        asked.append(a[2])
+        return QMessageBox.StandardButton.Cancel
+
+    monkeypatch.setattr(QMessageBox, "question", answer)
+    assert not window.open_project(other)
+    assert window.session.root == demo_project.resolve() or window.session.root == demo_project
+    assert "Save them before opening another project" in asked[0]
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+    assert window.open_project(other)

@@ -236,10 +236,95 @@ def test_bad_device_and_dtype(tiny_lvlm_dirs):
         LocalBackend(folder, device="cpu", dtype="float8")
 
 
-def test_trust_remote_code_is_off_by_default_and_recorded(tiny_lvlm_dirs):
+def test_trust_remote_code_is_off_by_default_and_recorded(tiny_lvlm_dirs, monkeypatch, caplog):
+    """transformers is never asked to run a folder's code unless the user enabled it; when enabled, it is
+    logged as a warning and carried in the identity every critique run records."""
+    import transformers
+
+    from lvlmva_desktop.lvlm.config import LVLMConfig, open_backend
+    from lvlmva_desktop.lvlm.critic import LVLMCritic
+
+    passed: list[object] = []
+    for name in ("AutoConfig", "AutoProcessor", "AutoModelForImageTextToText"):
+        cls = getattr(transformers, name)
+        real = cls.from_pretrained.__func__
+
+        def spy(klass, *args, _real=real, **kwargs):
+            passed.append(kwargs.get("trust_remote_code", "absent"))
+            return _real(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
     folder = tiny_lvlm_dirs["idefics3"]
-    assert LocalBackend(folder, device="cpu").identity()["trust_remote_code"] is False
-    assert LocalBackend(folder, device="cpu", trust_remote_code=True).identity()["trust_remote_code"] is True
+    with caplog.at_level("WARNING", logger="lvlmva_desktop.lvlm.local"):
+        off = open_backend(LVLMConfig(kind="local", folder=str(folder), device="cpu"))
+        assert len(passed) >= 3 and set(passed) == {False} and not caplog.records
+        n_off = len(passed)
+        on = LocalBackend(folder, device="cpu", trust_remote_code=True)
+    assert len(passed) >= n_off + 3 and set(passed[n_off:]) == {True}
+    assert off.identity()["trust_remote_code"] is False and on.identity()["trust_remote_code"] is True
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "trust_remote_code is enabled" in caplog.text and str(folder) in caplog.text
+    assert LVLMCritic(on).identity()["model"]["trust_remote_code"] is True
+
+
+def test_pickle_weights_in_a_model_folder_are_read_without_running_code(tiny_lvlm_dirs, tmp_path):
+    """A folder with pytorch_model.bin (a pickle) instead of safetensors: transformers reads it with
+    weights_only, so an object that would run code on unpickling is refused and never runs."""
+    from safetensors.torch import load_file
+
+    folder = _copy(tiny_lvlm_dirs, tmp_path)
+    marker = tmp_path / "code-ran"
+    weights = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save({**weights, "payload": _RunsCodeWhenUnpickled(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(LVLMError, match="could run code, so they were refused") as err:
+        LocalBackend(folder, device="cpu")
+    assert not marker.exists() and "weights_only" not in str(err.value)  # no advice to switch it off
+    torch.save(weights, folder / "pytorch_model.bin")  # plain tensors in a pickle: read with weights_only
+    assert LocalBackend(folder, device="cpu").identity()["folder_hash"]
+    assert not marker.exists()
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this object would create ``marker`` (what a malicious checkpoint does)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_oom_in_a_batch_halves_it_keeps_the_answers_and_says_so(tiny_lvlm_dirs):
+    """The answers equal those of an unconstrained run; only the batches after the failure are smaller."""
+    b = LocalBackend(tiny_lvlm_dirs["qwen2_5_vl"], device="cpu")
+    reqs = _requests(5)
+    settings = GenerationSettings(max_new_tokens=6, batch_size=4)
+    want = [g.text for g in b.generate(reqs, settings)]
+    real_run, sizes = b._run, []
+
+    def small_gpu(inputs, s, **extra):
+        n = inputs["input_ids"].shape[0]
+        if n > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (injected)")
+        sizes.append(n)
+        return real_run(inputs, s, **extra)
+
+    b._run = small_gpu
+    messages: list[str] = []
+    got = b.generate(reqs, settings, TaskState(on_message=messages.append))
+    assert [g.text for g in got] == want
+    assert sizes == [2, 2, 1]  # requests 0-1, 2-3 (the failed batch of 4, halved), then the last one
+    assert messages == [
+        "GPU memory ran out at batch 4 while generating LVLM answers; continuing with batch 2."
+    ]
+
+    def no_memory_at_all(inputs, s, **extra):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+    b._run = no_memory_at_all
+    with pytest.raises(LVLMError, match="Out of memory on CPU while generating even one answer"):
+        b.generate(reqs[:2], settings)
 
 
 def test_folder_hash_changes_when_weights_change(tiny_lvlm_dirs, tmp_path):

@@ -1,0 +1,60 @@
+"""The command line's audit log: list every change to a project, and verify the hash chain.
+
+lvlmva audit proj              # one line per entry, newest last
+lvlmva audit proj --json       # every entry in full (params, hashes, chain)
+lvlmva audit proj --verify     # exit 0 "audit log intact: N entries, head <hash>", 1 with the problems
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+WIDTH = 160  # one line per entry, cut at this width
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def entry_line(e: dict) -> str:
+    """One compact line: id, local time, user, action, params, hashes (12 hex digits each)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+    params = e["params"] if isinstance(e["params"], dict) else {"params": e["params"]}
+    hashes = e["hashes"] if isinstance(e["hashes"], dict) else {"hashes": e["hashes"]}
+    parts = [f"{k}={_short(v)}" for k, v in params.items() if v not in (None, "", [], {})]
+    parts += [f"{k}:{str(v)[:12]}" for k, v in hashes.items()]
+    line = f"{e['id']:5d}  {stamp}  {e['user']}  {e['action']:18s} " + "  ".join(parts)
+    return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .core import audit
+    from .core.project import Project
+
+    with Project.open(args.project, read_only=True) as p:
+        if args.verify:
+            result = audit.verify_project(p)
+            for w in result.warnings:
+                print(f"warning: {w}")
+            print(result.summary())
+            for problem in result.problems:
+                print(f"  - {problem}")
+            return 0 if result.ok else 1
+        items = audit.entries(p.db)
+        if args.json:
+            print(json.dumps(items, indent=2, ensure_ascii=False))
+        else:
+            for e in items:
+                print(entry_line(e))
+            if not items:
+                print("The audit log of this project is empty.")
+    return 0
+
+
+def register(sub, add) -> None:
+    sp = add("audit", cmd_audit, "list the project's audit log (newest last) or verify its hash chain")
+    sp.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it was altered")
+    sp.add_argument("--json", action="store_true", help="every entry in full, as JSON")

@@ -1,0 +1,66 @@
+"""File > Verify audit log: an intact log is told as information, an altered one as an error naming the
+entry; the method's settings saved from the window land in the log."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from PySide6.QtCore import QSettings
+
+from lvlmva_desktop.core import audit
+from lvlmva_desktop.core.project import DATABASE
+from lvlmva_desktop.gui.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot):
+    QSettings().clear()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.shutdown()
+
+
+def _file_menu_texts(win: MainWindow) -> list[str]:
+    file_menu = win.menuBar().actions()[0].menu()
+    return [a.text() for a in file_menu.actions()]
+
+
+def test_verify_from_the_file_menu_tells_intact_and_altered(window, demo_project):
+    assert not window.act_verify_audit.isEnabled()  # no project yet
+    assert window.open_project(demo_project)
+    assert "&Verify audit log" in _file_menu_texts(window) and window.act_verify_audit.isEnabled()
+
+    window.act_verify_audit.trigger()
+    (level, text), *_ = window.messages.messages()
+    n = len(audit.entries(window.session.project.db))
+    assert level == "info" and "Audit log intact" in text and f"audit log intact: {n} entries" in text
+
+    con = sqlite3.connect(str(demo_project / DATABASE))
+    con.execute("UPDATE audit_log SET user='someone' WHERE id=2")
+    con.commit()
+    con.close()
+    window.act_verify_audit.trigger()
+    (level, text), *_ = window.messages.messages()
+    assert level == "error" and "The audit log was altered" in text
+    assert "entry 2 (import) was changed after it was written" in text and "Traceback" not in text
+
+
+def test_saving_the_method_settings_is_logged(window, demo_project, qtbot):
+    assert window.open_project(demo_project)
+    session = window.session
+    settings = session.pipeline_settings()
+    n = len(audit.entries(session.project.db))
+    for value in (1.0, 12.0, 123.0):  # a burst of edits (typing "123")
+        settings.align.lambda_ = value
+        session.save_pipeline_settings(settings)
+    qtbot.waitUntil(lambda: len(audit.entries(session.project.db)) > n, timeout=5000)
+    assert len(audit.entries(session.project.db)) == n + 1  # one entry for the burst
+    last = audit.entries(session.project.db)[-1]
+    assert last["action"] == "settings" and last["params"]["file"] == "gui-settings.json"
+    assert last["params"]["settings"]["align"]["lambda"] == 123.0
+    assert last["hashes"]["settings"] == audit.json_hash(settings.to_dict())
+    assert audit.verify_project(session.project).ok
