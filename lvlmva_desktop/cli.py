@@ -12,6 +12,7 @@ lvlmva verdict proj --sample 12 --segment 2 --set spurious        # the expert's
 lvlmva align proj                              # steps 7-8
 lvlmva evaluate proj                           # step 9
 lvlmva run proj                                # all of it, one results JSON
+lvlmva report proj --out audit/                # the audit report: report.html and report.pdf
 """
 
 from __future__ import annotations
@@ -160,7 +161,10 @@ def cmd_import(args):
 
     root = Path(args.project)
     existing = (root / "project.json").exists()
-    classes = Project.open(root).classes if existing else None
+    classes = None
+    if existing:
+        with Project.open(root) as p:
+            classes = p.classes
     with _Bar(args.quiet) as state:
         if args.csv:
             report = import_csv_manifest(
@@ -400,7 +404,16 @@ def cmd_run(args):
 
 
 def cmd_status(args):
-    with _open(args) as p:
+    from .cli_recovery import interrupted_lines
+    from .core.lock import ProjectLocked
+    from .core.project import Project
+
+    try:
+        p = _open(args)
+    except ProjectLocked as e:  # looking needs no lock: say who writes, and show what is there
+        print(f"note: {e} Showing it read-only.")
+        p = Project.open(args.project, read_only=True)
+    with p:
         m = p.manifest
         print(
             f"Project '{m['name']}' at {p.root}: classes {', '.join(p.classes)}; images "
@@ -414,6 +427,8 @@ def cmd_status(args):
             print(f"  model {r['id']}: {r['name']} [{r['kind']}] sha256 {r['sha256'][:12]}")
         for r in p.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 10"):
             print(f"  run {r['id']}: {r['kind']} {r['status']}" + (f" ({r['error']})" if r["error"] else ""))
+        for line in interrupted_lines(p):
+            print(line)
 
 
 def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = False) -> dict:
@@ -449,8 +464,11 @@ def cmd_demo(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_audit import register as register_audit
     from .cli_lvlm import add_lvlm_args
     from .cli_lvlm import register as register_lvlm
+    from .cli_recovery import register as register_recovery
+    from .cli_report import register as register_report
 
     ap = argparse.ArgumentParser(prog="lvlmva", description="LVLM-aided visual alignment, headless.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -597,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--folder", help="where to put the demo project (default: the user data folder)")
 
     register_lvlm(sub, add)
+    register_recovery(sub, add)
+    register_audit(sub, add)
+    register_report(sub, add)
 
     sp = sub.add_parser("settings", help="print the default pipeline settings as JSON")
     sp.set_defaults(func=lambda a: print(json.dumps(_pipeline_settings(a).to_dict(), indent=2)))
@@ -604,17 +625,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .core.offline import enforce_offline
+
+    enforce_offline()  # again, in case the host changed the environment since the package import
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    import sqlite3
+
     from .core.jobs import Cancelled
     from .core.project import ProjectError
 
     try:
-        args.func(args)
+        rc = args.func(args)
     except (ProjectError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 2
+    except sqlite3.DatabaseError as e:  # damage found while reading, after the open's integrity check
+        from .core.errors import describe_error
+
+        print(f"error: {describe_error(e).message}", file=sys.stderr)
         if args.verbose:
             raise
         return 2
@@ -624,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("cancelled; the project is consistent and the run is marked cancelled.", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0  # a command may return its exit code (audit --verify)
 
 
 if __name__ == "__main__":

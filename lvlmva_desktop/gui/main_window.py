@@ -160,6 +160,18 @@ class MainWindow(QMainWindow):
         self.act_export = A(
             "&Export results…", self.export_results, "Ctrl+E", "Write the results and verdicts to a folder."
         )
+        self.act_report = A(
+            "Audit &report…",
+            self.audit_report,
+            None,
+            "Write the audit report (HTML and PDF): data, descriptions, prompts, verdicts, runs, metrics.",
+        )
+        self.act_verify_audit = A(
+            "&Verify audit log",
+            self.verify_audit_log,
+            None,
+            "Check that no change to the project's record was altered.",
+        )
         self.act_quit = A("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_undo = self.undo_group.createUndoAction(self, "&Undo")
         self.act_undo.setShortcut(QKeySequence.StandardKey.Undo)
@@ -192,6 +204,13 @@ class MainWindow(QMainWindow):
         self.act_cancel = A(
             "&Cancel running step", self.cancel_job, "Ctrl+.", "Stop the running step; finished work is kept."
         )
+        self.act_resume = A(
+            "Res&ume interrupted step",
+            self.resume_interrupted,
+            None,
+            "Continue the step a crash or a killed program left unfinished (a critique goes on where it "
+            "stopped; other steps run again).",
+        )
         self.act_lvlm = A(
             "LVLM &settings…",
             self.lvlm_settings,
@@ -215,6 +234,8 @@ class MainWindow(QMainWindow):
         m.addAction(self.act_import_model)
         m.addSeparator()
         m.addAction(self.act_export)
+        m.addAction(self.act_report)
+        m.addAction(self.act_verify_audit)
         m.addSeparator()
         m.addAction(self.act_quit)
         m = mb.addMenu("&Edit")
@@ -224,6 +245,7 @@ class MainWindow(QMainWindow):
         for a in self.method_actions:
             m.addAction(a)
         m.addSeparator()
+        m.addAction(self.act_resume)
         m.addAction(self.act_cancel)
         m = mb.addMenu("&LVLM")
         m.addAction(self.act_lvlm)
@@ -283,6 +305,7 @@ class MainWindow(QMainWindow):
         r.finished.connect(self._on_job_finished)
         r.failed.connect(lambda job, err: self.show_error(err))
         r.cancelled.connect(self._on_job_cancelled)
+        r.message.connect(self._on_job_message)
         r.busyChanged.connect(lambda _: self._update_actions())
         self.messages.posted.connect(self._on_message_posted)
         QApplication.instance().focusChanged.connect(self._on_focus_changed)
@@ -290,14 +313,55 @@ class MainWindow(QMainWindow):
         QApplication.styleHints().colorSchemeChanged.connect(self._on_system_scheme_changed)
 
     # -- project ------------------------------------------------------------------------------------------
+    def _settle_unsaved_descriptions(self, what: str) -> bool:
+        """Before the descriptions editor loses its text (another project, quitting): save, discard or
+        stay. Returns False when the user chose to stay."""
+        if not getattr(self.spec_editor, "has_unsaved_changes", lambda: False)():
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Unsaved class descriptions",
+            f"The class descriptions have changes that are not saved. Save them before {what}?",
+            QMessageBox.StandardButton.Save
+            | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel,
+        )
+        if answer == QMessageBox.StandardButton.Save:
+            return bool(self.spec_editor.save())
+        return answer == QMessageBox.StandardButton.Discard
+
     def open_project(self, root: str | Path) -> bool:
+        if self.session.project is not None and not self._settle_unsaved_descriptions(
+            "opening another project"
+        ):
+            return False
+        from ..core.lock import ProjectLocked
+        from .recovery import ask_read_only, interrupted_notice
+
         try:
             self.session.open_project(root)
         except Exception as e:  # noqa: BLE001 - told in words in the messages pane
             self.session.report(e, "Opening the project")
-            return False
-        self.messages.post("info", f"Opened {self.session.project.manifest['name']}", str(self.session.root))
+            if not (isinstance(e, ProjectLocked) and ask_read_only(self, e)):
+                return False
+            try:  # another program writes it: look without changing anything
+                self.session.open_project(root, read_only=True)
+            except Exception as e2:  # noqa: BLE001
+                self.session.report(e2, "Opening the project read-only")
+                return False
+        ro = " (read-only)" if self.session.read_only else ""
+        self.messages.post(
+            "info", f"Opened {self.session.project.manifest['name']}{ro}", str(self.session.root)
+        )
+        notice = None if self.session.read_only else interrupted_notice(self.session.project)
+        if notice:
+            self.messages.post("warning", "A step was interrupted", notice)
         return True
+
+    def resume_interrupted(self) -> None:
+        from .recovery import resume_job
+
+        self._submit(lambda: resume_job(self.session, self.messages.post))
 
     def open_project_dialog(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Open project folder")
@@ -320,9 +384,11 @@ class MainWindow(QMainWindow):
         from .dialogs import NewProjectDialog
 
         dlg = NewProjectDialog(self)
-        if dlg.exec() != NewProjectDialog.DialogCode.Accepted:
-            return
+        accepted = dlg.exec() == NewProjectDialog.DialogCode.Accepted
         v = dlg.values()
+        dlg.deleteLater()
+        if not accepted:
+            return
 
         def done(report) -> None:
             if self.open_project(v["folder"]):
@@ -377,6 +443,49 @@ class MainWindow(QMainWindow):
         self.messages.post("info", "Results exported", ", ".join(str(p) for p in written))
         return written
 
+    def audit_report(self, folder: Path | None = None) -> Job | None:
+        """Ask for a folder and write report.html and report.pdf there, as a job on the main lane."""
+        from ..core.report import write_report
+
+        if self.session.project is None:
+            self.show_error(UserError("No report to write", "Open a project first.", "", "project"))
+            return None
+        if folder is None:
+            d = QFileDialog.getExistingDirectory(self, "Write the audit report into this folder")
+            if not d:
+                return None
+            folder = Path(d)
+        device = self.session.device()
+
+        def done(paths: list[Path]) -> None:
+            self.messages.post("info", "Audit report written", "\n".join(str(p) for p in paths))
+
+        return self._submit(
+            lambda: Job(
+                "report",
+                "Writing the audit report",
+                lambda p, s: write_report(p, folder, device, state=s),
+                on_done=done,
+            )
+        )
+
+    def verify_audit_log(self) -> bool:
+        """Walk the project's audit hash chain; an altered or deleted entry is told as an error."""
+        from ..core.audit import verify_project
+
+        if self.session.project is None:
+            self.show_error(UserError("Nothing to verify", "Open a project first.", "", "project"))
+            return False
+        result = verify_project(self.session.project)
+        if result.ok:
+            self.messages.post("info", "Audit log intact", "\n".join([result.summary(), *result.warnings]))
+        else:
+            problems = "\n".join(result.problems)
+            self.messages.post_error(
+                UserError("The audit log was altered", problems, result.summary(), "audit")
+            )
+        return result.ok
+
     # -- the method's steps --------------------------------------------------------------------------------
     def _submit(self, build) -> Job | None:
         try:
@@ -399,6 +508,8 @@ class MainWindow(QMainWindow):
     def critique(
         self, kind: str | None = None, accuracy: float = 0.87, lvlm_options: dict | None = None
     ) -> None:
+        if not self._settle_unsaved_descriptions("the critique (it reads the saved ones)"):
+            return
         if kind is None:
             from .dialogs import CritiqueDialog
 
@@ -412,10 +523,12 @@ class MainWindow(QMainWindow):
                 is not None
             )
             dlg = CritiqueDialog(label, has_masks, self)
-            if dlg.exec() != CritiqueDialog.DialogCode.Accepted:
-                return
+            accepted = dlg.exec() == CritiqueDialog.DialogCode.Accepted
             kind, accuracy = dlg.choice()
             lvlm_options = dlg.lvlm_options()
+            dlg.deleteLater()
+            if not accepted:
+                return
         self._submit(lambda: workflow.critique_job(self.session, kind, accuracy, lvlm_options))
 
     def align(self) -> None:
@@ -427,35 +540,49 @@ class MainWindow(QMainWindow):
         self._submit(lambda: workflow.evaluate_job(self.session))
 
     def cancel_job(self) -> None:
-        if not (self.runner.cancel("main") | self.runner.cancel("view") | self.runner.cancel("background")):
-            self.statusBar().showMessage("Nothing is running.", 3000)
+        """Stop the method's running step (chat answers and the viewer have their own Stop)."""
+        if not self.runner.cancel("main"):
+            self.statusBar().showMessage("No step of the method is running.", 3000)
 
     def lvlm_settings(self) -> None:
         from .lvlm_dialog import LVLMDialog
 
-        LVLMDialog(self.session, self.runner, self).exec()
+        dlg = LVLMDialog(self.session, self.runner, self)
+        dlg.exec()
+        dlg.deleteLater()
 
     # -- reactions ----------------------------------------------------------------------------------------
     def _on_changed(self, topic: str) -> None:
         if topic == "project":
+            self.runner.drop_other_projects(self.session.root)
             self._update_title()
             self.device_label.setText(f"Device: {self.session.device_label()}")
         self._update_actions()
 
     def _update_title(self) -> None:
         p = self.session.project
-        self.setWindowTitle(f"{p.manifest['name']} — LVLM-VA Desktop" if p is not None else "LVLM-VA Desktop")
+        ro = " (read-only)" if self.session.read_only else ""
+        self.setWindowTitle(
+            f"{p.manifest['name']}{ro} — LVLM-VA Desktop" if p is not None else "LVLM-VA Desktop"
+        )
 
     def _update_actions(self) -> None:
         has_project = self.session.project is not None
         busy = self.runner.is_busy("main")
-        for a in self.method_actions:
-            a.setEnabled(has_project and not busy)
+        writable = has_project and not self.session.read_only  # read-only: another program writes it
+        for a in [*self.method_actions, self.act_resume]:
+            a.setEnabled(writable and not busy)
         self.act_export.setEnabled(has_project)
+        self.act_report.setEnabled(has_project)
+        self.act_verify_audit.setEnabled(has_project)
         self.act_import_model.setEnabled(has_project and not busy)
-        self.act_cancel.setEnabled(self.runner.is_busy())
+        self.act_cancel.setEnabled(busy)
 
     def _on_job_started(self, job: Job) -> None:
+        if job.lane == "main":
+            self.session.flush_settings_log()  # the log shows the settings before the step that used them
+        if job.lane != "main":  # the viewer, chat and browser show their own work
+            return
         self.job_label.setText(job.title + "…")
         self.job_progress.setValue(0)
         self.job_progress.setFormat("%p%")
@@ -464,12 +591,14 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def _on_job_progress(self, job: Job, fraction: float, message: str, left: float) -> None:
+        if job.lane != "main":
+            return
         self.job_progress.setValue(int(fraction * 1000))
         self.job_progress.setFormat(f"%p%  {_fmt_left(left)}".rstrip())
         self.job_label.setText(f"{job.title}: {message}" if message else job.title + "…")
 
     def _job_ended(self) -> None:
-        if not self.runner.is_busy():
+        if not self.runner.is_busy("main"):
             for w in (self.job_label, self.job_progress, self.job_cancel):
                 w.setVisible(False)
         self._update_actions()
@@ -478,6 +607,13 @@ class MainWindow(QMainWindow):
         if job.lane == "main":
             self.statusBar().showMessage(f"{job.title}: done.", 5000)
         self._job_ended()
+
+    def _on_job_message(self, job: Job, text: str) -> None:
+        """A job's notice worth keeping: the GPU ran short and the job went on with smaller batches."""
+        from ..core.memory import is_memory_notice
+
+        if is_memory_notice(text):
+            self.messages.post("warning", f"{job.title}: smaller batches", text)
 
     def _on_job_cancelled(self, job: Job) -> None:
         self.messages.post(
@@ -537,17 +673,9 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        has_unsaved = getattr(self.spec_editor, "has_unsaved_changes", lambda: False)()
-        if has_unsaved:
-            answer = QMessageBox.question(
-                self,
-                "Unsaved class descriptions",
-                "The class descriptions have changes that are not saved. Quit anyway and lose them?",
-                QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
-            )
-            if answer != QMessageBox.StandardButton.Discard:
-                event.ignore()
-                return
+        if not self._settle_unsaved_descriptions("quitting"):
+            event.ignore()
+            return
         if self.runner.is_busy("main"):
             answer = QMessageBox.question(
                 self,
@@ -566,8 +694,12 @@ class MainWindow(QMainWindow):
         s = QSettings()
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
-        self.runner.shutdown(30)
+        for timer in self.findChildren(QTimer):  # nothing may start a new job while closing
+            timer.stop()
         self.browser.cache.shutdown()
+        if self.runner.is_busy():
+            self.statusBar().showMessage("Waiting for the running step to stop…")
+        self.runner.shutdown(30)
         self.session.release_lvlm()
         self.session.close_project(emit=False)
 

@@ -1,0 +1,36 @@
+"""The command line's audit report: one self-contained HTML file and a PDF of the same content.
+
+lvlmva report proj --out audit/              # audit/report.html and audit/report.pdf
+lvlmva report proj --out audit/ --no-pdf     # the HTML only
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .cli import _Bar, _device
+    from .core.lock import ProjectLocked
+    from .core.project import Project
+    from .core.report import write_report
+
+    device = _device(args)
+    try:
+        project = Project.open(args.project)
+    except ProjectLocked as e:  # the report only reads: make it anyway, without logging it
+        print(f"note: {e} Writing the report read-only; it is not recorded in the audit log.")
+        project = Project.open(args.project, read_only=True)
+    with project as p, _Bar(args.quiet) as state:
+        written = write_report(p, args.out, device, pdf=args.pdf, state=state)
+    for path in written:
+        print(path)
+    return 0
+
+
+def register(sub, add) -> None:
+    sp = add("report", cmd_report, "write the audit report (HTML and PDF) into a folder")
+    sp.add_argument("--out", required=True, help="folder for report.html and report.pdf (created if needed)")
+    sp.add_argument(
+        "--pdf", action=argparse.BooleanOptionalAction, default=True, help="also write report.pdf (default)"
+    )

@@ -1,0 +1,52 @@
+"""File > Audit report…: the report is written by a job on the main lane and its paths are told."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QFileDialog
+
+from lvlmva_desktop.core import audit
+from lvlmva_desktop.gui.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot):
+    QSettings().clear()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.shutdown()
+
+
+def test_audit_report_from_the_file_menu(window, qtbot, explained_project, tmp_path, monkeypatch):
+    file_menu = window.menuBar().actions()[0].menu()
+    assert "Audit &report…" in [a.text() for a in file_menu.actions()]
+    assert not window.act_report.isEnabled()  # no project yet
+    assert window.open_project(explained_project) and window.act_report.isEnabled()
+
+    out = tmp_path / "audit"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
+    with qtbot.waitSignal(
+        window.runner.finished, timeout=180_000, check_params_cb=lambda job, _: job.kind == "report"
+    ) as done:  # the browser's predictions run too, in the background lane
+        window.act_report.trigger()
+    job, paths = done.args
+    assert job.kind == "report" and job.lane == "main"
+    assert [p.name for p in paths] == ["report.html", "report.pdf"] and all(p.is_file() for p in paths)
+    qtbot.waitUntil(lambda: "Audit report written" in window.messages.messages()[0][1], timeout=5000)
+    level, text = window.messages.messages()[0]
+    assert level == "info" and str(out / "report.html") in text and str(out / "report.pdf") in text
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "No aligned model yet" in page  # the explained project has not been fine-tuned
+    entry = audit.entries(window.session.project.db)[-1]  # logged with the files' hashes
+    assert entry["action"] == "report" and set(entry["hashes"]) == {"report.html", "report.pdf"}
+
+
+def test_cancelling_the_folder_dialog_writes_nothing(window, explained_project, monkeypatch):
+    assert window.open_project(explained_project)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: "")
+    assert window.audit_report() is None
+    assert not window.runner.is_busy("main")
