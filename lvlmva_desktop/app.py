@@ -12,6 +12,26 @@ import argparse
 import logging
 import sys
 
+# Qt's X11 plugin needs these system libraries; without them Qt aborts with a message about "xcb".
+XCB_LIBRARIES = {
+    "xcb-cursor": "libxcb-cursor0",
+    "xcb-icccm": "libxcb-icccm4",
+    "xcb-keysyms": "libxcb-keysyms1",
+    "xkbcommon-x11": "libxkbcommon-x11-0",
+}
+
+
+def missing_display_libraries() -> list[str]:
+    """The Debian/Ubuntu packages missing for a window on X11 (empty elsewhere, or when all are there)."""
+    import ctypes.util
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM", "xcb") != "xcb":
+        return []
+    if not os.environ.get("DISPLAY"):
+        return []
+    return [pkg for lib, pkg in XCB_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
+
 
 def install_excepthook(window) -> None:
     """A failure inside a GUI action (no job around it) is told in the Messages pane, not only on stderr;
@@ -50,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ["demo", "--device", args.device] + (["--folder", args.project] if args.project else [])
         return cli_main(cmd)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    missing = missing_display_libraries()
+    if missing:
+        print(
+            "error: the window cannot open: the system lacks libraries Qt needs for X11. Install them, e.g. "
+            f"`sudo apt install {' '.join(missing)}`, or run `lvlmva-desktop --headless-demo`.",
+            file=sys.stderr,
+        )
+        return 1
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

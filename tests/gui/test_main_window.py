@@ -279,3 +279,20 @@ def test_opening_another_project_asks_about_unsaved_descriptions(window, demo_pr
     assert "Save them before opening another project" in asked[0]
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
     assert window.open_project(other)
+
+
+def test_missing_x11_libraries_are_named_instead_of_a_qt_abort(monkeypatch, capsys):
+    import ctypes.util
+
+    from lvlmva_desktop import app
+
+    monkeypatch.setattr(app.sys, "platform", "linux")
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    real = ctypes.util.find_library
+    monkeypatch.setattr(ctypes.util, "find_library", lambda n: None if n == "xcb-icccm" else real(n) or "x")
+    assert app.missing_display_libraries() == ["libxcb-icccm4"]
+    assert app.main([]) == 1
+    assert "sudo apt install libxcb-icccm4" in capsys.readouterr().err
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert app.missing_display_libraries() == []
