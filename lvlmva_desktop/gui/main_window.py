@@ -356,6 +356,9 @@ class MainWindow(QMainWindow):
         notice = None if self.session.read_only else interrupted_notice(self.session.project)
         if notice:
             self.messages.post("warning", "A step was interrupted", notice)
+        first = self.session.project.db.execute("SELECT id FROM samples ORDER BY id LIMIT 1").fetchone()
+        if first is not None and self.session.current_sample < 0:
+            self.session.select_sample(int(first[0]))  # the viewer shows an image from the start
         return True
 
     def resume_interrupted(self) -> None:
