@@ -90,12 +90,24 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_theme(app)
     window = MainWindow(Session(device=args.device))
+    # The window is up before torch is imported (no pane imports it at module level; tests/gui/test_startup.py);
+    # torch and torchvision load when the project opens, right after the first paint.
+    window.statusBar().showMessage("Loading…")
     window.show()
     install_excepthook(window)
-    if args.project:
-        QTimer.singleShot(0, lambda: window.open_project(args.project))
-    else:
-        QTimer.singleShot(0, window.open_demo)
+
+    def open_first() -> None:
+        QApplication.processEvents()  # the window's first paint, before the seconds of importing torch
+        if args.project:
+            opened = window.open_project(args.project)
+        else:
+            window.open_demo()  # opens it, or first builds it in a job that opens it when done
+            opened = True
+        window.statusBar().clearMessage()
+        if not opened:  # opening a project fills in the device
+            window.show_device()
+
+    QTimer.singleShot(0, open_first)
     return app.exec()
 
 

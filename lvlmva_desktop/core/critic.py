@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .jobs import TaskState, ensure_state
+
+if TYPE_CHECKING:  # torch is imported where it is used: the browser reads the verdict names before it
+    import torch
 
 SPURIOUS, RELEVANT, UNDECIDED = "spurious", "relevant", "undecided"
 VERDICTS = (SPURIOUS, RELEVANT, UNDECIDED)
@@ -68,6 +69,8 @@ class Critic(Protocol):
 
 def segment_mask(segments: torch.Tensor, verdicts: Sequence[SegmentVerdict]) -> torch.Tensor:
     """A = union of the segments judged spurious (undecided is not spurious)."""
+    import torch
+
     mask = torch.zeros_like(segments, dtype=torch.bool)
     for v in verdicts:
         if v.verdict == SPURIOUS:
@@ -86,6 +89,8 @@ def ground_truth_segment_labels(
 
     A segment without positive evidence is judged by the share of its pixels inside the mask.
     """
+    import torch
+
     out = []
     pos = attribution.clamp_min(0)
     gt = gt_mask.bool() if gt_mask is not None else torch.zeros_like(segments, dtype=torch.bool)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,24 +20,12 @@ from torch import nn
 from .jobs import TaskState, ensure_state
 from .memory import run_batched
 from .models import check_no_reused_modules
+from .settings import METHODS, ExplainSettings
 
 log = logging.getLogger(__name__)
 
 # captum announces on every call that it sets hooks on non-linear modules; that is expected here.
 warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
-
-METHODS = ("deeplift_shap", "input_x_gradient")
-
-
-@dataclass
-class ExplainSettings:
-    method: str = "deeplift_shap"
-    n_background: int = 16
-    batch_size: int = 32
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "resnet50")
+from .settings import ARCHITECTURES
 
 
 @dataclass

@@ -12,7 +12,7 @@ import logging
 import platform
 import time
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -34,59 +34,10 @@ from .models import ModelSpec, build_model, load_pretrained_weights
 from .project import Project, ProjectError, SplitData
 from .sampling import SamplingSettings, predictive_entropy, select_alignment_set
 from .segment import SegmentSettings, ppeps_wgm
+from .settings import EvalSettings, PipelineSettings
 from .train import AlignSettings, TrainSettings, fine_tune_rrr, predict_proba, train_erm
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalSettings:
-    n_attribution_images: int = 100  # test images with an artefact mask used for the alignment score
-    n_background: int = 8  # DeepLIFT-SHAP background images for the alignment score
-    min_group_size: int = 10
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class PipelineSettings:
-    """All settings of one pipeline run, with the defaults of METHOD.md; recorded with every run."""
-
-    arch: str = "small_cnn"
-    train: TrainSettings = field(default_factory=TrainSettings)
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
-    explain: ExplainSettings = field(default_factory=ExplainSettings)
-    segment: SegmentSettings = field(default_factory=SegmentSettings)
-    align: AlignSettings = field(default_factory=AlignSettings)
-    evaluate: EvalSettings = field(default_factory=EvalSettings)
-
-    def to_dict(self) -> dict:
-        return {
-            "arch": self.arch,
-            "train": self.train.to_dict(),
-            "sampling": self.sampling.to_dict(),
-            "explain": self.explain.to_dict(),
-            "segment": self.segment.to_dict(),
-            "align": self.align.to_dict(),
-            "evaluate": self.evaluate.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PipelineSettings:
-        def sub(klass, key):
-            v = d.get(key, {})
-            return klass(**{k: x for k, x in v.items() if k in klass.__dataclass_fields__})
-
-        return cls(
-            arch=d.get("arch", "small_cnn"),
-            train=sub(TrainSettings, "train"),
-            sampling=sub(SamplingSettings, "sampling"),
-            explain=sub(ExplainSettings, "explain"),
-            segment=sub(SegmentSettings, "segment"),
-            align=AlignSettings.from_dict(d.get("align", {})),
-            evaluate=sub(EvalSettings, "evaluate"),
-        )
 
 
 def environment(device: torch.device) -> dict:

@@ -6,25 +6,9 @@ entropy H(x) = -sum_k p_k log p_k hold more shortcut images than a random set. N
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
-STRATEGIES = ("low_entropy", "random", "high_entropy")
-
-
-@dataclass
-class SamplingSettings:
-    """Unpublished choices: N, global or per class (default global), correctly classified only (no)."""
-
-    n: int = 200
-    strategy: str = "low_entropy"
-    per_class: bool = False
-    correct_only: bool = False
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .settings import STRATEGIES, SamplingSettings
 
 
 def predictive_entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -42,66 +42,19 @@ Choices that the method leaves open, and what this module does:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from .jobs import TaskState, ensure_state
 from .memory import run_batched
-
-COVARIANCE_TYPES = ("full", "diag", "spherical")
+from .settings import COVARIANCE_TYPES as COVARIANCE_TYPES  # re-exported (tests, callers)
+from .settings import SegmentSettings
 
 # log mixing weight used for empty components: exp() of it is exactly 0 in float32 and float64, yet it is
 # finite (no inf * 0 = NaN in matmuls) and far below any log density of a live component.
 _DEAD_LOG_WEIGHT = -1e30
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-@dataclass
-class SegmentSettings:
-    """PPEPS-WGM settings; see the module docstring for the units and for choices the method leaves open.
-
-    n_components: J, the number of segments. covariance: "full", "diag" or "spherical". max_iter, tol: EM
-    stops per image after max_iter iterations or when the weighted mean log-likelihood changes by less
-    than tol. reg_covar: added to the covariance diagonal (normalised coordinate units). pixel_cell_variance:
-    also add one pixel cell's variance, 1/12 px^2 per axis. kmeans_iter: Lloyd steps after the k-means++
-    seeding (0: seeds only). seed: the k-means++ draws.
-    """
-
-    n_components: int = 4
-    covariance: str = "full"
-    max_iter: int = 100
-    tol: float = 1e-4
-    reg_covar: float = 1e-6
-    pixel_cell_variance: bool = True
-    kmeans_iter: int = 10
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> None:
-        """Raise ValueError for settings the fit cannot honour, before any work starts."""
-        if isinstance(self.n_components, bool) or not isinstance(self.n_components, int):
-            raise ValueError(f"n_components must be an integer, got {self.n_components!r}.")
-        if self.n_components < 1:
-            raise ValueError(f"n_components must be at least 1, got {self.n_components}.")
-        if self.covariance not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"Unknown covariance type '{self.covariance}'; choose one of {COVARIANCE_TYPES}."
-            )
-        if int(self.max_iter) < 1:
-            raise ValueError(f"max_iter must be at least 1, got {self.max_iter}.")
-        if int(self.kmeans_iter) < 0:
-            raise ValueError(f"kmeans_iter must be non-negative, got {self.kmeans_iter}.")
-        if not math.isfinite(self.tol) or self.tol < 0:
-            raise ValueError(f"tol must be a non-negative number, got {self.tol}.")
-        if not math.isfinite(self.reg_covar) or self.reg_covar < 0:
-            raise ValueError(f"reg_covar must be a non-negative number, got {self.reg_covar}.")
-        if self.reg_covar == 0 and not self.pixel_cell_variance:
-            raise ValueError(
-                "reg_covar must be positive when pixel_cell_variance is off (degenerate covariances)."
-            )
 
 
 @dataclass

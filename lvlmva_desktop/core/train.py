@@ -18,56 +18,13 @@ from torch import nn
 from .align import rrr_penalty
 from .jobs import TaskState, ensure_state
 from .memory import run_batched, stop_training_on_oom
+from .settings import AlignSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
 # At most this many per-step partial results per run (live curves need a few hundred points, not every
 # batch of a long run); each averages the batches since the previous one.
 MAX_STEP_RECORDS = 200
-
-
-@dataclass
-class TrainSettings:
-    """ERM settings; the defaults train the small CNN / MLP on a CPU in seconds."""
-
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class AlignSettings:
-    """RRR fine-tuning settings (METHOD.md step 8). lambda_ scales the penalty on masked input gradients.
-
-    Unpublished choices and their defaults: Adam, lr 1e-3 (MLP/small CNN; 1e-4 for ResNets), 5 epochs,
-    one alignment image in four per batch, penalty summed over pixels and channels and averaged over the
-    masked images of a batch, gamma (L2 on parameters) off.
-    """
-
-    lambda_: float = 1.0
-    gamma: float = 0.0
-    epochs: int = 5
-    batch_size: int = 64
-    align_ratio: float = 0.25
-    lr: float = 1e-3
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lambda"] = d.pop("lambda_")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AlignSettings:
-        d = dict(d)
-        if "lambda" in d:
-            d["lambda_"] = d.pop("lambda")
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass

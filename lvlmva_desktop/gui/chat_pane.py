@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..lvlm import chat as lchat
 from .jobs import Job, JobRunner
 from .verdicts import VERDICT_COLOURS, VERDICT_MARKS
 
@@ -170,6 +169,8 @@ class ChatPane(QWidget):
             return self._show_message(
                 "Choose an image of the alignment set to read its critique and ask about it."
             )
+        from ..lvlm import chat as lchat  # here, not at the top: it imports torch (the window comes first)
+
         if not lchat.in_alignment_set(p, self._expl_id, self._sample_id):
             return self._show_message(
                 f"Image #{self._sample_id} is not in the alignment set: the critic only looked at the images of "
@@ -192,6 +193,8 @@ class ChatPane(QWidget):
         self.stack.setCurrentIndex(0)
 
     def _render_context(self) -> None:
+        from ..lvlm import chat as lchat
+
         p, eid, sid = self.session.project, self._expl_id, self._sample_id
         verdicts = lchat.sample_verdicts(p, eid, sid)
         rows = []
@@ -284,6 +287,8 @@ class ChatPane(QWidget):
         session = self.session
 
         def work(project, state):
+            from ..lvlm import chat as lchat
+
             with session.use_lvlm(state) as backend:
                 state.info("Reading the image and its critique")
                 chat = lchat.chat_for_sample(project, eid, sid, backend)
@@ -366,6 +371,8 @@ class ChatPane(QWidget):
         session = self.session
 
         def work(project, state):
+            from ..lvlm import chat as lchat
+
             with session.use_lvlm(state) as backend:
                 state.info(f"Summarising the critiques of class {cls}")
                 return lchat.summarise_class(project, eid, cls, backend, settings=settings, state=state)

@@ -13,10 +13,10 @@ import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shiboken6
-import torch
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import (
     QComboBox,
@@ -26,10 +26,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.pipeline import SegmentVerdictRow, explain_samples, load_samples, segment_verdict_rows
 from .heatmap_view import METHOD_NAMES, Attribution, AttributionView, Display, DisplayControls, group
 from .jobs import Job
 from .verdicts import VerdictTable
+
+if TYPE_CHECKING:  # core.pipeline and torch are imported where used: the window appears before torch loads
+    import torch
+
+    from ..core.pipeline import SegmentVerdictRow
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,8 @@ class _Explanation:
 
 
 def _image_u8(x: torch.Tensor) -> np.ndarray:
+    import torch
+
     arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr[:3].transpose(1, 2, 0))
 
@@ -206,6 +212,8 @@ class HeatmapPane(QWidget):
     def _image(self, sid: int) -> _Image | None:
         if sid not in self._images:
             try:
+                from ..core.pipeline import load_samples
+
                 got = load_samples(self.session.project, [sid])
                 mask = got.masks[0].numpy() if bool(got.has_mask[0]) else None
                 self._images[sid] = _Image(_image_u8(got.x[0]), int(got.y[0]), got.splits[0], mask)
@@ -289,6 +297,8 @@ class HeatmapPane(QWidget):
         expl = self._explanation()
         if expl is not None and self._sid in expl.index:
             try:
+                from ..core.pipeline import segment_verdict_rows
+
                 rows = segment_verdict_rows(self.session.project, expl.id, self._sid, expl.tensors)
             except Exception as e:  # noqa: BLE001
                 self.session.report(e, "Reading the verdicts")
@@ -302,6 +312,8 @@ class HeatmapPane(QWidget):
             return rows, (expl.id, self._sid), caption, tip, ("stored", expl.id, self._sid)
         if first is None or first.segments is None:
             return [], None, "<b>Segments</b>", "", ()
+        from ..core.pipeline import SegmentVerdictRow
+
         rows = [SegmentVerdictRow(s, e, *[None] * 6) for s, e in enumerate(first.evidence)]
         caption = "<b>Segments</b> of the computed attribution (no verdicts)"
         return rows, None, caption, "Verdicts are given on the images of the alignment set.", first.key
@@ -365,6 +377,8 @@ class HeatmapPane(QWidget):
         keys = [(mid, sid, method) for mid in model_ids]
 
         def fn(project, state):
+            from ..core.pipeline import explain_samples
+
             out = {}
             for i, mid in enumerate(model_ids):
                 sub = state.child(i / len(model_ids), (i + 1) / len(model_ids))

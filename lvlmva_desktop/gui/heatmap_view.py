@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyqtgraph as pg
-import torch
 from PySide6.QtCore import QPoint, QPointF, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainterPath
 from PySide6.QtWidgets import (
@@ -28,7 +27,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..lvlm.render import centres
 from .verdicts import VERDICT_COLOURS, VERDICT_MARKS
 
 log = logging.getLogger(__name__)
@@ -67,6 +65,10 @@ class Attribution:
 
     def __post_init__(self) -> None:
         if self.segments is not None and not self.centres:
+            import torch  # here, not at the top: the window appears before torch loads
+
+            from ..lvlm.render import centres
+
             self.centres = centres(torch.from_numpy(self.segments), torch.from_numpy(self.map))
 
 

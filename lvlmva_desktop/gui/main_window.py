@@ -8,6 +8,7 @@ Messages pane. Window layout and theme are remembered in QSettings.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
@@ -559,7 +560,7 @@ class MainWindow(QMainWindow):
         if topic == "project":
             self.runner.drop_other_projects(self.session.root)
             self._update_title()
-            self.device_label.setText(f"Device: {self.session.device_label()}")
+            self.show_device()
         self._update_actions()
 
     def _update_title(self) -> None:
@@ -717,4 +718,10 @@ class MainWindow(QMainWindow):
                 Qt.Orientation.Horizontal,
             )
             self.resizeDocks([self.docks["messages"]], [64], Qt.Orientation.Vertical)
-        QTimer.singleShot(0, lambda: self.device_label.setText(f"Device: {self.session.device_label()}"))
+        # the device needs torch: before it is loaded (start-up), opening the project fills the label in
+        if "torch" in sys.modules:
+            QTimer.singleShot(0, self.show_device)
+
+    def show_device(self) -> None:
+        """The device in the status bar (this imports torch)."""
+        self.device_label.setText(f"Device: {self.session.device_label()}")

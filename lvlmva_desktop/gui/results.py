@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.metrics import comparison
 from .jobs import JobRunner
 from .session import Session
 from .training_widgets import PercentAxis
@@ -218,6 +217,8 @@ class ResultsPane(QWidget):
             )
         before, after = pair
         try:
+            from ..core.metrics import comparison  # imports torch: not before the window is up
+
             self.data = comparison(self.session.project, before, after)
         except Exception as e:  # noqa: BLE001 - a damaged metrics row is told, not raised into Qt
             self.session.report(e, "Showing the results")

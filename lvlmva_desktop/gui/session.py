@@ -138,7 +138,7 @@ class Session(QObject):
     # -- the method's settings for this project -----------------------------------------------------------
     def pipeline_settings(self):
         """The settings the expert chose (defaults of METHOD.md until changed), kept in the project folder."""
-        from ..core.pipeline import PipelineSettings
+        from ..core.settings import PipelineSettings
 
         if self._pipeline_settings is None:
             data: dict[str, Any] = {}

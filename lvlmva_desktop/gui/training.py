@@ -29,8 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.metrics import deltas
-from ..core.pipeline import PipelineSettings
+from ..core.settings import PipelineSettings
 from .jobs import Job, JobRunner
 from .session import Session
 from .training_widgets import GROUPS, Curves, Field, LogSpinBox, format_time_left
@@ -361,6 +360,8 @@ class TrainingPane(QWidget):
         text = f"Saved as model {mid}."
         if ev is not None:
             before = next((e for m, e in evs.items() if m != mid), None)  # the original, after retraining
+            from ..core.metrics import deltas  # imports torch: not before the window is up
+
             change = deltas(before, ev) if before is not None else {}
             text += f" Test accuracy {ev.accuracy:.1%}" + _pts(change.get("dAGA"))
             if ev.worst_group_accuracy is not None:

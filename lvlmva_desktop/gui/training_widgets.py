@@ -12,10 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
-from ..core.explain import METHODS
-from ..core.models import ARCHITECTURES
-from ..core.pipeline import PipelineSettings
-from ..core.sampling import STRATEGIES
+from ..core.settings import ARCHITECTURES, METHODS, STRATEGIES, PipelineSettings
 
 ARCH_NAMES = {
     "mlp": "Two-layer MLP",

@@ -8,6 +8,7 @@ QUndoCommand that restores the previous expert verdict, or its absence.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPoint, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence, QUndoCommand, QUndoStack
@@ -25,7 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.pipeline import SegmentVerdictRow
+if TYPE_CHECKING:  # core.pipeline imports torch; the window appears before torch loads
+    from ..core.pipeline import SegmentVerdictRow
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,191 @@
+"""The settings of the method's steps and the choices they offer: plain dataclasses, torch-free.
+
+They live apart from the steps (``train``, ``sampling``, ``explain``, ``segment``, ``pipeline``, which
+re-export them) so that the window can build its settings forms before torch is imported: the window
+appears first and torch loads while the project opens (docs/ARCHITECTURE.md, "Window before torch").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+#: The classifiers ``models.build_model`` builds.
+ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "resnet50")
+#: How ``sampling.select_alignment_set`` picks the alignment set.
+STRATEGIES = ("low_entropy", "random", "high_entropy")
+#: The attribution methods of ``explain.attribute``.
+METHODS = ("deeplift_shap", "input_x_gradient")
+#: PPEPS-WGM's covariance types (``segment``).
+COVARIANCE_TYPES = ("full", "diag", "spherical")
+
+
+# -- training (train.py) ------------------------------------------------------------------------------------
+@dataclass
+class TrainSettings:
+    """ERM settings; the defaults train the small CNN / MLP on a CPU in seconds."""
+
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AlignSettings:
+    """RRR fine-tuning settings (METHOD.md step 8). lambda_ scales the penalty on masked input gradients.
+
+    Unpublished choices and their defaults: Adam, lr 1e-3 (MLP/small CNN; 1e-4 for ResNets), 5 epochs,
+    one alignment image in four per batch, penalty summed over pixels and channels and averaged over the
+    masked images of a batch, gamma (L2 on parameters) off.
+    """
+
+    lambda_: float = 1.0
+    gamma: float = 0.0
+    epochs: int = 5
+    batch_size: int = 64
+    align_ratio: float = 0.25
+    lr: float = 1e-3
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lambda"] = d.pop("lambda_")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AlignSettings:
+        d = dict(d)
+        if "lambda" in d:
+            d["lambda_"] = d.pop("lambda")
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# -- alignment set (sampling.py) --------------------------------------------------------------------------
+@dataclass
+class SamplingSettings:
+    """Unpublished choices: N, global or per class (default global), correctly classified only (no)."""
+
+    n: int = 200
+    strategy: str = "low_entropy"
+    per_class: bool = False
+    correct_only: bool = False
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- attributions (explain.py) ----------------------------------------------------------------------------
+@dataclass
+class ExplainSettings:
+    method: str = "deeplift_shap"
+    n_background: int = 16
+    batch_size: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- segmentation (segment.py) ----------------------------------------------------------------------------
+@dataclass
+class SegmentSettings:
+    """PPEPS-WGM settings; see the module docstring for the units and for choices the method leaves open.
+
+    n_components: J, the number of segments. covariance: "full", "diag" or "spherical". max_iter, tol: EM
+    stops per image after max_iter iterations or when the weighted mean log-likelihood changes by less
+    than tol. reg_covar: added to the covariance diagonal (normalised coordinate units). pixel_cell_variance:
+    also add one pixel cell's variance, 1/12 px^2 per axis. kmeans_iter: Lloyd steps after the k-means++
+    seeding (0: seeds only). seed: the k-means++ draws.
+    """
+
+    n_components: int = 4
+    covariance: str = "full"
+    max_iter: int = 100
+    tol: float = 1e-4
+    reg_covar: float = 1e-6
+    pixel_cell_variance: bool = True
+    kmeans_iter: int = 10
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError for settings the fit cannot honour, before any work starts."""
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, int):
+            raise ValueError(f"n_components must be an integer, got {self.n_components!r}.")
+        if self.n_components < 1:
+            raise ValueError(f"n_components must be at least 1, got {self.n_components}.")
+        if self.covariance not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"Unknown covariance type '{self.covariance}'; choose one of {COVARIANCE_TYPES}."
+            )
+        if int(self.max_iter) < 1:
+            raise ValueError(f"max_iter must be at least 1, got {self.max_iter}.")
+        if int(self.kmeans_iter) < 0:
+            raise ValueError(f"kmeans_iter must be non-negative, got {self.kmeans_iter}.")
+        if not math.isfinite(self.tol) or self.tol < 0:
+            raise ValueError(f"tol must be a non-negative number, got {self.tol}.")
+        if not math.isfinite(self.reg_covar) or self.reg_covar < 0:
+            raise ValueError(f"reg_covar must be a non-negative number, got {self.reg_covar}.")
+        if self.reg_covar == 0 and not self.pixel_cell_variance:
+            raise ValueError(
+                "reg_covar must be positive when pixel_cell_variance is off (degenerate covariances)."
+            )
+
+
+# -- the whole pipeline (pipeline.py) ---------------------------------------------------------------------
+@dataclass
+class EvalSettings:
+    n_attribution_images: int = 100  # test images with an artefact mask used for the alignment score
+    n_background: int = 8  # DeepLIFT-SHAP background images for the alignment score
+    min_group_size: int = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PipelineSettings:
+    """All settings of one pipeline run, with the defaults of METHOD.md; recorded with every run."""
+
+    arch: str = "small_cnn"
+    train: TrainSettings = field(default_factory=TrainSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
+    segment: SegmentSettings = field(default_factory=SegmentSettings)
+    align: AlignSettings = field(default_factory=AlignSettings)
+    evaluate: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict:
+        return {
+            "arch": self.arch,
+            "train": self.train.to_dict(),
+            "sampling": self.sampling.to_dict(),
+            "explain": self.explain.to_dict(),
+            "segment": self.segment.to_dict(),
+            "align": self.align.to_dict(),
+            "evaluate": self.evaluate.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PipelineSettings:
+        def sub(klass, key):
+            v = d.get(key, {})
+            return klass(**{k: x for k, x in v.items() if k in klass.__dataclass_fields__})
+
+        return cls(
+            arch=d.get("arch", "small_cnn"),
+            train=sub(TrainSettings, "train"),
+            sampling=sub(SamplingSettings, "sampling"),
+            explain=sub(ExplainSettings, "explain"),
+            segment=sub(SegmentSettings, "segment"),
+            align=AlignSettings.from_dict(d.get("align", {})),
+            evaluate=sub(EvalSettings, "evaluate"),
+        )
