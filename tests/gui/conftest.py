@@ -91,3 +91,20 @@ def explained_project(tmp_path, explained_template) -> Path:
     root = tmp_path / "explained"
     shutil.copytree(explained_template, root)
     return root
+
+
+@pytest.fixture
+def window(qtbot):
+    """The main window at 1366x768 with fresh user settings, shut down (jobs stopped) after the test."""
+    from PySide6.QtCore import QSettings
+
+    from lvlmva_desktop.gui.main_window import MainWindow
+
+    QSettings().clear()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1366, 768)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.shutdown()

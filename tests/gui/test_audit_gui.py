@@ -5,23 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 
-import pytest
-from PySide6.QtCore import QSettings
-
 from lvlmva_desktop.core import audit
 from lvlmva_desktop.core.project import DATABASE
 from lvlmva_desktop.gui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot):
-    QSettings().clear()
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.shutdown()
 
 
 def _file_menu_texts(win: MainWindow) -> list[str]:

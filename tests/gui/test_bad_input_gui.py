@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 import torch
-from PySide6.QtCore import QSettings
 
 from lvlmva_desktop.core.memory import run_batched
 from lvlmva_desktop.gui.jobs import Job
-from lvlmva_desktop.gui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot):
-    QSettings().clear()
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.shutdown()
 
 
 def test_a_damaged_database_is_told_on_open_and_the_window_stays_usable(window, demo_project, tmp_path):

@@ -11,37 +11,15 @@ import time
 
 import numpy as np
 import pytest
+from fixtures.qt import when_dialog
 from PIL import Image
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from lvlmva_desktop.gui.dialogs import NewProjectDialog
 from lvlmva_desktop.gui.jobs import Job
 from lvlmva_desktop.gui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot):
-    QSettings().clear()
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1366, 768)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.shutdown()
-
-
-def _when_dialog(cls, act):
-    def poll():
-        for w in QApplication.topLevelWidgets():
-            if isinstance(w, cls) and w.isVisible():
-                act(w)
-                return
-        QTimer.singleShot(50, poll)
-
-    QTimer.singleShot(50, poll)
 
 
 def test_open_project_sets_title_and_device(window, demo_project):
@@ -140,7 +118,7 @@ def test_new_project_from_class_folders_reports_skipped_files(window, qtbot, tmp
         dlg.size.setValue(24)
         dlg._accept()
 
-    _when_dialog(NewProjectDialog, fill)
+    when_dialog(NewProjectDialog, fill)
     window.new_project()
     qtbot.waitUntil(lambda: window.session.project is not None, timeout=30_000)
     p = window.session.project

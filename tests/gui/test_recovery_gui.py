@@ -12,27 +12,14 @@ import time
 
 import pytest
 from fixtures.crash import REPO, kill, query, start, wait_for
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from lvlmva_desktop.gui.jobs import Job
-from lvlmva_desktop.gui.main_window import MainWindow
 
 HOLD = (
     "import sys, time; from pathlib import Path; from lvlmva_desktop.core.project import Project; "
     "p = Project.open(sys.argv[1]); Path(sys.argv[2]).write_text('held'); time.sleep(600)"
 )
-
-
-@pytest.fixture
-def window(qtbot):
-    QSettings().clear()
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.shutdown()
 
 
 @pytest.fixture

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog
 
 from lvlmva_desktop.core import audit
-from lvlmva_desktop.gui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot):
-    QSettings().clear()
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.shutdown()
 
 
 def test_audit_report_from_the_file_menu(window, qtbot, explained_project, tmp_path, monkeypatch):

@@ -15,8 +15,9 @@ import json
 import threading
 
 import pytest
+from fixtures.qt import when_dialog
 from fixtures.tiny_lvlm import overfit_for_project
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QDialogButtonBox
 
 from lvlmva_desktop.gui.dialogs import CritiqueDialog
@@ -49,19 +50,6 @@ def _wait_idle(qtbot, window, timeout=180_000):
     qtbot.waitUntil(
         lambda: not window.runner.is_busy("main") and not window.runner.queued("main"), timeout=timeout
     )
-
-
-def _when_dialog(cls, act):
-    """Act on the next modal dialog of ``cls`` once it is shown (exec() blocks the test's own flow)."""
-
-    def poll():
-        for w in QApplication.topLevelWidgets():
-            if isinstance(w, cls) and w.isVisible():
-                act(w)
-                return
-        QTimer.singleShot(50, poll)
-
-    QTimer.singleShot(50, poll)
 
 
 def test_the_whole_loop_by_clicks_and_keys(qtbot, demo_project, tmp_path, artifacts_dir):
@@ -111,7 +99,7 @@ def test_the_whole_loop_by_clicks_and_keys(qtbot, demo_project, tmp_path, artifa
         dlg.grab().save(str(artifacts_dir / "loop_lvlm_dialog.png"))
         qtbot.mouseClick(dlg.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
 
-    _when_dialog(LVLMDialog, configure)
+    when_dialog(LVLMDialog, configure)
     _ctrl(qtbot, win, Qt.Key.Key_L)
     assert checked == {"ok": True}
     assert s.lvlm_config() is not None and s.lvlm_config().folder == str(model_dir)
@@ -124,7 +112,7 @@ def test_the_whole_loop_by_clicks_and_keys(qtbot, demo_project, tmp_path, artifa
         dlg.grab().save(str(artifacts_dir / "loop_critique_dialog.png"))
         dlg.accept()
 
-    _when_dialog(CritiqueDialog, choose)
+    when_dialog(CritiqueDialog, choose)
     _ctrl(qtbot, win, Qt.Key.Key_4)
     assert chosen == [("lvlm", 0.87)], errors
     _wait_idle(qtbot, win, timeout=300_000)
