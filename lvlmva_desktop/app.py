@@ -3,7 +3,7 @@
 Starting the application opens the desktop window on a project: the one given with --project, else the
 built-in demo project (generated ISIC-like skin lesions with coloured patches as the shortcut), built on
 first start. ``--headless-demo`` runs the whole pipeline on the demo in the terminal instead (as
-``lvlmva demo`` does).
+``lvlmva demo`` does); ``--self-test`` checks the installation headlessly (selftest.py), without Qt.
 """
 
 from __future__ import annotations
@@ -63,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the whole pipeline on the demo project in the terminal",
     )
+    ap.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check the installation headlessly (small pipeline, tiny LVLM, audit log); exit 0 when all pass",
+    )
     args = ap.parse_args(argv)
+    if args.self_test:  # before any Qt import: it must run where no display is
+        from .selftest import run_self_test
+
+        return run_self_test()
     if args.headless_demo:
         from .cli import main as cli_main
 

@@ -71,6 +71,24 @@ _registry: dict[str, _Held] = {}
 _mutex = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child is another process: it must not inherit the parent's writer lock (the flock is
+    shared with the parent, and unlocking it here would free the parent's), nor its run identity."""
+    global PROCESS_TOKEN, _mutex
+    _mutex = threading.Lock()
+    for held in _registry.values():
+        try:
+            held.file.close()  # the parent keeps its own descriptor, and with it the lock
+        except OSError:
+            pass
+    _registry.clear()
+    PROCESS_TOKEN = uuid.uuid4().hex
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class WriterLock:
     """This Project's share of the process's lock; ``first`` is True for the share that took it."""
 

@@ -736,6 +736,21 @@ class Project:
                     for v in critique.verdicts
                 ],
             )
+            # each image's critique is chained as it is stored, so a run that stops half-way (cancelled,
+            # failed, killed) leaves no unhashed verdicts behind; the run's own entry hashes them together
+            self.audit(
+                "critique_image",
+                {
+                    "run": run_id,
+                    "explanation": expl_id,
+                    "sample": critique.sample_id,
+                    "critic": critique.critic,
+                },
+                {
+                    "text": audit_log.text_hash(critique.text),
+                    "verdicts": audit_log.json_hash([[v.segment, v.verdict] for v in critique.verdicts]),
+                },
+            )
         return cid
 
     def set_expert_verdict(self, expl_id: int, sample_id: int, segment: int, verdict: str) -> None:

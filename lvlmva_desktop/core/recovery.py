@@ -54,7 +54,8 @@ def prepare(project: Project, first: bool, locked: bool) -> None:
     migrate(project.db)
     if first:
         mark_interrupted(project, locked)
-        remove_leftovers(project)
+        if locked:  # without a file lock another process may be writing these files right now
+            remove_leftovers(project)
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -279,6 +280,10 @@ def pick(project: Project, run_id: int | None = None) -> sqlite3.Row:
         raise ProjectError(f"Run {run_id} ({row['kind']}) was not interrupted (it is {row['status']}).")
     if row["kind"] not in RESUMABLE:
         raise ProjectError(f"Run {run_id} is a {row['kind']} run, which cannot be resumed; start it again.")
+    if int(run_id) in _taken_over(project):  # resuming it twice would critique finished images again
+        raise ProjectError(
+            f"Run {run_id} was already resumed by a later run; resume that one if it stopped too."
+        )
     return row
 
 

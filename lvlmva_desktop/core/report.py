@@ -139,7 +139,12 @@ def _descriptions(project: Project, expl_id: int | None) -> dict:
         h["created"] = when(h["created"])
         h["current"] = h["version"] == current
         h["critique_runs"] = used.get(h["version"], [])
-    return {"current": current, "history": history}
+    used_versions = sorted(v for v in used if v is not None)
+    if not used_versions or used_versions == [current]:
+        summary = f"version {current}" if current is not None else "none"
+    else:  # the critique of this round read other descriptions than the ones saved now
+        summary = f"version {', '.join(map(str, used_versions))} used by the critique; version {current} saved since"
+    return {"current": current, "used": used_versions, "summary": summary, "history": history}
 
 
 def _critic(project: Project, expl_id: int | None) -> dict:

@@ -76,7 +76,7 @@ def _title_page(pdf: ReportPDF, r: dict) -> None:
         ("Data manifest hash", (r["data"]["hash"], FontFace(family=pdf.mono, size_pt=7.5))),
         ("Images", f"{r['data']['n_images']} ({splits})"),
         ("Classes", ", ".join(p["classes"])),
-        ("Class descriptions", f"version {r['descriptions']['current']}"),
+        ("Class descriptions", r["descriptions"]["summary"]),
         ("Critic", r["critic"]["name"] or "none"),
     ]
     if m:

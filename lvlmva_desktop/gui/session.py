@@ -61,6 +61,8 @@ class Session(QObject):
         self.root = project.root
         self._pipeline_settings = None
         self.current_sample = -1
+        if not read_only:
+            self._log_unlogged_settings()
         QSettings().setValue("session/last_project", str(self.root))
         self.changed.emit("project")
         self.currentSampleChanged.emit(-1)
@@ -164,6 +166,25 @@ class Session(QObject):
             self._settings_to_log = settings.to_dict()
             self._log_timer.start()  # one audit entry per burst of edits, not one per keystroke
         self.changed.emit("settings")
+
+    def _log_unlogged_settings(self) -> None:
+        """The settings file is replaced at once and logged a moment later: after a crash in between, the
+        change is logged on the next opening, saying so."""
+        from ..core import audit
+
+        path = self.root / SETTINGS_FILE
+        if not path.is_file():
+            return
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8")).get("pipeline", {})
+            logged = [e for e in audit.entries(self.project.db) if e["action"] == "settings"]
+            if logged and logged[-1]["hashes"].get("settings") == audit.json_hash(settings):
+                return
+            self.project.record_settings(
+                f"{SETTINGS_FILE} (changed before the program stopped; logged on reopening)", settings
+            )
+        except Exception as e:  # noqa: BLE001 - told, never blocks opening
+            self.report(e, "Checking the settings against the audit log")
 
     def flush_settings_log(self) -> None:
         """Write the pending settings change to the audit log (also before jobs read them and at close)."""

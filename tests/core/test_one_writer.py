@@ -223,3 +223,39 @@ def test_an_old_project_gets_the_run_columns_and_its_dead_run_marked_interrupted
 def test_a_read_only_project_that_is_missing_says_so(tmp_path):
     with pytest.raises(ProjectError, match="not an LVLM-VA project"):
         Project.open(tmp_path, read_only=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_inherit_the_writer_lock(tmp_path):
+    """The child must be refused (the parent writes), and closing its inherited copy must not free the
+    parent's lock."""
+    from lvlmva_desktop.core import lock as lock_mod
+
+    root = tmp_path / "p"
+    Project.create(root, "p", ["a", "b"], (8, 8), 1).close()
+    parent = Project.open(root)
+    token = lock_mod.PROCESS_TOKEN
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what happened through the pipe, then leave without cleanup
+        os.close(r)
+        out = []
+        try:
+            Project.open(root)
+            out.append("opened")
+        except ProjectError:
+            out.append("refused")
+        out.append("new-token" if lock_mod.PROCESS_TOKEN != token else "same-token")
+        parent.close()  # its inherited copy
+        os.write(w, " ".join(out).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    said = os.read(r, 100).decode()
+    os.close(r)
+    assert said == "refused new-token"
+    # the parent still holds the lock: a third process is refused
+    code = "import sys; from lvlmva_desktop.core.project import Project\ntry:\n    Project.open(sys.argv[1]); print('opened')\nexcept Exception as e:\n    print(type(e).__name__)"
+    got = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, cwd=REPO)
+    assert got.stdout.strip() == "ProjectLocked", got.stderr
+    parent.close()

@@ -121,6 +121,8 @@ def test_html_has_every_section_with_the_projects_numbers(built, report, page):
     # class descriptions: the current version 2 (edited, escaped) and version 1 used by the critique
     assert "Version 2 (current)" in text and "Not used by a critique of this round." in text
     assert f"Used by critique run {built['critique_run']}." in text
+    # the summary names the version the critique read, not only the newest
+    assert "Class descriptions version 1 used by the critique; version 2 saved since" in text
     assert html.escape(EDITED) in page and "<b>after</b>" not in page
     # the simulated critic is named as what it is, and its text is there
     assert "benchmark stand-in" in text

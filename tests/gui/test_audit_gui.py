@@ -50,3 +50,22 @@ def test_saving_the_method_settings_is_logged(window, demo_project, qtbot):
     assert last["params"]["settings"]["align"]["lambda"] == 123.0
     assert last["hashes"]["settings"] == audit.json_hash(settings.to_dict())
     assert audit.verify_project(session.project).ok
+
+
+def test_a_settings_change_cut_off_before_its_entry_is_logged_on_reopening(window, demo_project, qtbot):
+    assert window.open_project(demo_project)
+    session = window.session
+    settings = session.pipeline_settings()
+    settings.align.lambda_ = 42.0
+    session.save_pipeline_settings(settings)
+    session._settings_to_log = None  # as if the program died before the debounced entry was written
+    session._log_timer.stop()
+    session.close_project()
+    window.open_project(demo_project)
+    last = audit.entries(session.project.db)[-1]
+    assert last["action"] == "settings" and "logged on reopening" in last["params"]["file"]
+    assert last["params"]["settings"]["align"]["lambda"] == 42.0
+    n = len(audit.entries(session.project.db))
+    session.close_project()
+    window.open_project(demo_project)  # logged now: nothing new
+    assert len(audit.entries(session.project.db)) == n
