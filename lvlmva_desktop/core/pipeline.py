@@ -285,7 +285,7 @@ def _count_usage(usage: dict[str, int], raw: dict) -> None:
 
 def verdict_accuracy_of(project: Project, expl_id: int, reqs: list[CritiqueRequest]) -> float | None:
     """Share of effective verdicts equal to the ground truth, over images whose artefact mask is known."""
-    if not _split_has_masks(project):
+    if not has_artefact_masks(project):
         return None  # no ground truth in this data: verdict accuracy is unknown
     eff = project.effective_verdicts(expl_id)
     pred, truth = [], []
@@ -298,7 +298,8 @@ def verdict_accuracy_of(project: Project, expl_id: int, reqs: list[CritiqueReque
     return verdict_accuracy(pred, truth) if truth else None
 
 
-def _split_has_masks(project: Project) -> bool:
+def has_artefact_masks(project: Project) -> bool:
+    """Whether the data has ground-truth artefact masks (then verdict accuracy and the simulated critic apply)."""
     return (
         project.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone() is not None
     )

@@ -32,16 +32,9 @@ from .jobs import Job, JobRunner
 from .messages import MessagesPane
 from .session import Session
 from .theme import THEMES, apply_theme, current_theme
+from .training_widgets import format_time_left
 
 log = logging.getLogger(__name__)
-
-
-def _fmt_left(seconds: float) -> str:
-    if seconds < 0:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.0f} s left"
-    return f"{seconds / 60:.0f} min left"
 
 
 class MainWindow(QMainWindow):
@@ -519,13 +512,9 @@ class MainWindow(QMainWindow):
 
             cfg = self.session.lvlm_config()
             label = (cfg.folder or f"{cfg.model} at {cfg.base_url}") if cfg else None
-            has_masks = (
-                self.session.project is not None
-                and self.session.project.db.execute(
-                    "SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1"
-                ).fetchone()
-                is not None
-            )
+            from ..core.pipeline import has_artefact_masks
+
+            has_masks = self.session.project is not None and has_artefact_masks(self.session.project)
             dlg = CritiqueDialog(label, has_masks, self)
             accepted = dlg.exec() == CritiqueDialog.DialogCode.Accepted
             kind, accuracy = dlg.choice()
@@ -598,7 +587,7 @@ class MainWindow(QMainWindow):
         if job.lane != "main":
             return
         self.job_progress.setValue(int(fraction * 1000))
-        self.job_progress.setFormat(f"%p%  {_fmt_left(left)}".rstrip())
+        self.job_progress.setFormat(f"%p%  {format_time_left(left)}")
         self.job_label.setText(f"{job.title}: {message}" if message else job.title + "…")
 
     def _job_ended(self) -> None:

@@ -112,16 +112,16 @@ class Session(QObject):
 
     def aligned_model_id(self) -> int | None:
         """The latest model made by alignment (RRR fine-tuning), if any."""
-        return self._latest("SELECT id FROM models WHERE kind='rrr' ORDER BY id DESC LIMIT 1")
+        return self.project.latest_model("rrr") if self.project is not None else None
 
     def latest_model_id(self) -> int | None:
-        return self._latest("SELECT id FROM models ORDER BY id DESC LIMIT 1")
+        return self.project.latest_model() if self.project is not None else None
 
     def alignment_set_id(self) -> int | None:
-        return self._latest("SELECT id FROM alignment_sets ORDER BY id DESC LIMIT 1")
+        return self.project.latest_id("alignment_sets") if self.project is not None else None
 
     def explanation_id(self) -> int | None:
-        return self._latest("SELECT id FROM explanations ORDER BY id DESC LIMIT 1")
+        return self.project.latest_id("explanations") if self.project is not None else None
 
     # -- device -----------------------------------------------------------------------------------------
     def device(self):
@@ -177,8 +177,10 @@ class Session(QObject):
             return
         try:
             settings = json.loads(path.read_text(encoding="utf-8")).get("pipeline", {})
-            logged = [e for e in audit.entries(self.project.db) if e["action"] == "settings"]
-            if logged and logged[-1]["hashes"].get("settings") == audit.json_hash(settings):
+            row = self.project.db.execute(
+                "SELECT hashes FROM audit_log WHERE action='settings' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if row is not None and json.loads(row[0]).get("settings") == audit.json_hash(settings):
                 return
             self.project.record_settings(
                 f"{SETTINGS_FILE} (changed before the program stopped; logged on reopening)", settings
