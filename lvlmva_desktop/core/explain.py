@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import exact_fp32
 from .jobs import TaskState, ensure_state
 from .memory import run_batched
 from .models import check_no_reused_modules
@@ -127,14 +128,15 @@ def attribute(
         return attr.detach().sum(dim=1).cpu(), delta.cpu(), (fx - fb).abs().cpu()
 
     # On GPU out-of-memory the batch is halved and the finished batches kept (core/memory.py).
-    parts = run_batched(
-        one_batch,
-        len(x),
-        settings.batch_size,
-        state,
-        what="computing attributions",
-        progress_message=lambda done, n: "attributions",
-    )
+    with exact_fp32(device):  # TF32 convolutions on CUDA break DeepLIFT's summation-to-delta
+        parts = run_batched(
+            one_batch,
+            len(x),
+            settings.batch_size,
+            state,
+            what="computing attributions",
+            progress_message=lambda done, n: "attributions",
+        )
     if not parts:
         h, w = x.shape[-2:]
         return Attributions(torch.empty(0, h, w), torch.empty(0), torch.empty(0))

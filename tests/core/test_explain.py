@@ -69,3 +69,38 @@ def test_attributions_on_cuda_match_cpu():
     a_cpu = attribute(model, x, t, bg, ExplainSettings(), torch.device("cpu")).maps
     a_gpu = attribute(model, x, t, bg, ExplainSettings(), torch.device("cuda")).maps
     assert torch.allclose(a_cpu, a_gpu, atol=1e-4)
+
+
+def test_attribution_turns_tf32_off_on_cuda_and_restores_it():
+    """TF32 convolutions broke summation-to-delta on a ResNet-18 on an H200 (deltas ~5e-4 of the gap)."""
+    import threading
+
+    from lvlmva_desktop.core.devices import exact_fp32
+
+    cuda = torch.device("cuda")  # only flags are touched: this runs without a GPU
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        inside = threading.Event()
+        release = threading.Event()
+
+        def other():
+            with exact_fp32(cuda):
+                inside.set()
+                release.wait(5)
+
+        t = threading.Thread(target=other)
+        t.start()
+        inside.wait(5)
+        with exact_fp32(cuda):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            with exact_fp32(cuda):
+                assert not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.allow_tf32  # the other thread is still inside
+        release.set()
+        t.join()
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with exact_fp32(torch.device("cpu")):
+            assert torch.backends.cudnn.allow_tf32  # no effect on the CPU
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
