@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check the installation headlessly (small pipeline, tiny LVLM, audit log); exit 0 when all pass",
     )
+    ap.add_argument(
+        "--measure-startup",
+        metavar="FILE",
+        help="open the window and the project, write the start-up times to FILE as JSON, and quit",
+    )
     args = ap.parse_args(argv)
     if args.self_test:  # before any Qt import: it must run where no display is
         from .selftest import run_self_test
@@ -91,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    if args.measure_startup:  # queued first: its first turn comes before the project opens
+        from .gui import startup_probe
+
+        startup_probe.install(app, args.measure_startup)
     app.setOrganizationName("LVLM-VA")
     app.setApplicationName("LVLM-VA Desktop")
     from .gui.main_window import MainWindow

@@ -13,6 +13,7 @@ import gc
 import hashlib
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -100,6 +101,13 @@ class _StopFlag:
         )
 
 
+def compiler_available() -> bool:
+    """Whether torch.compile can build GPU kernels here: triton is installed and this is not a frozen build."""
+    import importlib.util
+
+    return not getattr(sys, "frozen", False) and importlib.util.find_spec("triton") is not None
+
+
 class LocalBackend:
     """A model folder loaded with transformers on a chosen device."""
 
@@ -124,8 +132,11 @@ class LocalBackend:
         except (ValueError, RuntimeError) as exc:
             raise LVLMError(str(exc)) from None
         self.dtype = _pick_dtype(dtype, self.device)
-        # A static KV cache lets generate() compile one graph per shape: a throughput gain on a GPU only.
-        self.static_cache = self.device.type == "cuda" if static_cache is None else bool(static_cache)
+        # A static KV cache lets generate() compile one graph per shape: a throughput gain on a GPU only,
+        # and only where torch's compiler can run (not in the packaged build, which leaves triton out).
+        if static_cache is None:
+            static_cache = self.device.type == "cuda" and compiler_available()
+        self.static_cache = bool(static_cache)
         state.progress(0, 3, f"Checking {self.folder}")
         config = self._read_config()
         self.model_type = str(getattr(config, "model_type", ""))
@@ -173,6 +184,8 @@ class LocalBackend:
             if not self.trust_remote_code
             else ""
         )
+        if getattr(sys, "frozen", False):  # the packaged build carries the tested families' code only
+            hint = " The packaged build includes only the tested families; install from pip for others."
         return (
             f"The model in {self.folder} is of type '{model_type}', which this transformers "
             f"({_transformers_version()}) cannot load as an image-and-text model.{hint} Tested families: "

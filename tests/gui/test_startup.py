@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,29 @@ def test_the_program_shows_the_window_then_opens_the_project(small_demo, tmp_pat
     assert out["title"].startswith("Demo: skin lesions with patches")
     assert out["device"] == "Device: CPU"
     assert out["status_after_open"] == ""
+
+
+MEASURE_SCRIPT = r"""
+import sys
+from lvlmva_desktop.app import main
+sys.exit(main(["--project", sys.argv[1], "--device", "cpu", "--measure-startup", sys.argv[2]]))
+"""
+
+
+def test_measure_startup_reports_the_milestones_in_order_and_quits(small_demo, tmp_path):
+    """The probe that benchmarks/startup.py and the packaged-program test read (a frozen build runs no
+    outside Python): milestones in order, nothing heavy imported at the first paint, and the program quits."""
+    report = tmp_path / "startup.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QT_", "XDG_"))}
+    env.update(QT_QPA_PLATFORM="offscreen", HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    t0 = time.time()
+    r = subprocess.run(
+        [sys.executable, "-c", MEASURE_SCRIPT, str(small_demo), str(report)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(report.read_text())
+    assert "error" not in out
+    assert t0 < out["window_painted"] < out["project_open"] <= out["first_thumbnails"] < time.time()
+    assert out["imported_at_first_paint"] == []
+    assert out["images"] == DEMO["n_train"] + DEMO["n_test"] and out["visible_cells"] > 0

@@ -1,0 +1,42 @@
+"""What the packaged build relies on, checked without building it: caches redirected into the temp folder,
+no torch compiler in a frozen program, the spec's resources."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+from lvlmva_desktop.core.sandbox import CACHE_VARIABLES, redirect_caches
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_redirect_caches_points_every_cache_into_one_private_folder(tmp_path, monkeypatch):
+    for name in CACHE_VARIABLES:
+        monkeypatch.setenv(name, "/home/someone/.cache")
+    done = redirect_caches(tmp_path / "c")
+    assert set(done) == set(CACHE_VARIABLES)
+    for name in CACHE_VARIABLES:
+        folder = Path(os.environ[name])
+        assert folder.parent == tmp_path / "c" and folder.is_dir()
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o700
+
+
+def test_no_compiled_static_cache_in_a_frozen_program(monkeypatch):
+    from lvlmva_desktop.lvlm import local
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert local.compiler_available() is False
+
+
+def test_the_spec_ships_resources_and_the_tested_families():
+    from lvlmva_desktop.lvlm.local import TESTED_FAMILIES
+
+    spec = (REPO / "packaging" / "lvlmva-desktop.spec").read_text()
+    assert '(str(ROOT / "resources"), "resources")' in spec
+    for family in TESTED_FAMILIES:
+        assert f'"{family}"' in spec, f"the packaged build would not load {family} models"
+    assert (REPO / "resources" / "prompts").is_dir() and (REPO / "resources" / "report").is_dir()
