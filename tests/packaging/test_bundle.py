@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,10 +34,11 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(tmp_path_factory) -> Iterator[Path]:
     given = os.environ.get("LVLMVA_BUNDLE")
     if given:
-        return Path(given).resolve()
+        yield Path(given).resolve()
+        return
     out = tmp_path_factory.mktemp("package")
     r = subprocess.run(
         ["bash", str(REPO / "packaging" / "build.sh"), "--out", str(out)],
@@ -47,7 +50,8 @@ def bundle(tmp_path_factory) -> Path:
     assert r.returncode == 0, f"packaging/build.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
     app = out / "dist" / "lvlmva-desktop" / "lvlmva-desktop"
     assert app.is_file() and os.access(app, os.X_OK)
-    return app
+    yield app
+    shutil.rmtree(out, ignore_errors=True)  # about 11 GB: the environment, the work files, the build
 
 
 def _sandbox(tmp_path: Path) -> dict[str, Path]:
