@@ -73,7 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="open the window and the project, write the start-up times to FILE as JSON, and quit",
     )
+    ap.add_argument(
+        "--cli",
+        nargs=argparse.REMAINDER,
+        metavar="ARGS",
+        help="run the command line instead (`lvlmva ARGS`), e.g. --cli audit PROJECT --verify",
+    )
     args = ap.parse_args(argv)
+    if args.cli is not None:  # the packaged program has no separate `lvlmva` executable
+        from .cli import main as cli_main
+
+        return cli_main(args.cli)
     if args.self_test:  # before any Qt import: it must run where no display is
         from .selftest import run_self_test
 

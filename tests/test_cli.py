@@ -133,3 +133,13 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "not an LVLM-VA project" in capsys.readouterr().err
     assert main(["train", str(tmp_path), "--set", "nope=1"]) == 2
     assert "Unknown setting" in capsys.readouterr().err
+
+
+def test_the_desktop_program_runs_the_command_line_with_cli(tmp_path, capsys):
+    """`lvlmva-desktop --cli ARGS` is `lvlmva ARGS` (the packaged program has no separate executable)."""
+    from lvlmva_desktop.app import main as desktop_main
+
+    assert desktop_main(["--cli", "settings"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["epochs"] > 0
+    assert desktop_main(["--cli", "audit", str(tmp_path), "--verify"]) != 0  # a message, not a traceback
+    assert "not an LVLM-VA project" in capsys.readouterr().err

@@ -128,6 +128,10 @@ def test_window_starts_before_torch_and_writes_only_where_allowed(bundle, tmp_pa
     stray = [p for p in box["home"].rglob("*") if p.is_file() and project not in p.parents
              and settings not in p.parents]  # fmt: skip
     assert stray == [], stray
+    # the command line inside the packaged program: the demo project's audit log verifies
+    v = subprocess.run([str(bundle), "--cli", "audit", str(project), "--verify"], env=env, cwd=box["tmp"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert v.returncode == 0, f"{v.stdout}\n{v.stderr[-3000:]}"
     if trace is None:
         pytest.skip("strace cannot trace here: the writes were checked through HOME only")
     assert trace.connections == [], trace.connections
