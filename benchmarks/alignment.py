@@ -6,16 +6,20 @@ alignment set by low entropy; explain it (DeepLIFT-SHAP), segment it (PPEPS-WGM)
   - with ground-truth masks on every training image, mixed in the same way ("RRR-GT (all)"),
   - with masks from segments judged by the simulated critic at verdict accuracy 1.0, 0.87 and 0.42
     ("LVLM-VA sim@acc": the ground-truth critic with deliberate verdict errors; benchmark only),
+    once without and once with the verdict consistency check before the masks ("+check"; the pipeline's
+    default, core/consistency.py; the masks come from the same core function as pipeline.alignment_masks),
 and report test accuracy and worst-group accuracy (mean +/- std over seeds), plus the share of artefact
 images in alignment sets chosen by low-entropy, random and high-entropy sampling.
 
     python benchmarks/alignment.py                       # all sets, 3 seeds
     python benchmarks/alignment.py --sets isic-like --seeds 0
+    python benchmarks/alignment.py --sets isic-like --seeds 0 --attribution-images 0 --skip-gt-all --consistency on
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -24,7 +28,8 @@ from pathlib import Path
 import torch
 from _common import ROOT, project_for
 
-from lvlmva_desktop.core.critic import GroundTruthCritic, segment_mask
+from lvlmva_desktop.core.consistency import verdict_masks
+from lvlmva_desktop.core.critic import SPURIOUS, GroundTruthCritic
 from lvlmva_desktop.core.explain import ExplainSettings, attribute, background_set
 from lvlmva_desktop.core.metrics import alignment_score, evaluate_predictions
 from lvlmva_desktop.core.models import ModelSpec, build_model
@@ -85,6 +90,8 @@ def run_one(
     n_attr: int,
     overrides: dict,
     critic_errors: str = "both",
+    consistency: str = "both",
+    skip_gt_all: bool = False,
 ) -> dict:
     cfg = json.loads(json.dumps(CONFIGS[name]))
     for k, v in overrides.items():
@@ -122,8 +129,9 @@ def run_one(
 
     m, t_rrr = rrr(agt)
     rows["RRR-GT (set)"] = evaluate(m, test, classes, device, MIN_GROUP, bg, n_attr)
-    m, _ = rrr(train.masks, images=(train.x, train.y))  # the same procedure with every training image
-    rows["RRR-GT (all)"] = evaluate(m, test, classes, device, MIN_GROUP, bg, n_attr)
+    if not skip_gt_all:
+        m, _ = rrr(train.masks, images=(train.x, train.y))  # the same procedure with every training image
+        rows["RRR-GT (all)"] = evaluate(m, test, classes, device, MIN_GROUP, bg, n_attr)
 
     # the LVLM-VA path: attributions -> PPEPS-WGM segments -> critic verdicts -> masks
     t0 = time.perf_counter()
@@ -147,16 +155,40 @@ def run_one(
         )
         for k, i in enumerate(aidx.tolist())
     ]
-    verdict_acc = {}
+    verdict_acc, held_back = {}, {}
+    variants = {"off": [False], "on": [True], "both": [False, True]}[consistency]
     for acc in CRITIC_ACCURACIES:
         critic = GroundTruthCritic(error_rate=round(1.0 - acc, 4), seed=seed, errors=critic_errors)
         crits = list(critic.critique(reqs))
-        masks = torch.stack([segment_mask(r.segments, c.verdicts) for r, c in zip(reqs, crits)])
-        truth = [t for c in crits for t in c.raw["truth"]]
-        pred = [v.verdict == "spurious" for c in crits for v in c.verdicts]
-        verdict_acc[acc] = sum(p == t for p, t in zip(pred, truth)) / len(truth)
-        m, _ = rrr(masks)
-        rows[f"LVLM-VA sim@{acc:.2f}"] = evaluate(m, test, classes, device, MIN_GROUP, bg, n_attr)
+        truth = torch.tensor([c.raw["truth"] for c in crits], dtype=torch.bool)
+        spurious = torch.tensor(
+            [[v.verdict == SPURIOUS for v in c.verdicts] for c in crits], dtype=torch.bool
+        )
+        verdict_acc[acc] = float((spurious == truth).float().mean())
+        for on in variants:
+            # the same core function as pipeline.alignment_masks; the simulated critic is no expert
+            settings = dataclasses.replace(align, consistency_check=on)
+            masks, check = verdict_masks(
+                ax,
+                expl.maps,
+                seg.labels.cpu(),
+                spurious,
+                torch.ones_like(spurious),
+                torch.zeros_like(spurious),
+                settings,
+            )
+            m, _ = rrr(masks)
+            rows[f"LVLM-VA sim@{acc:.2f}{' +check' if on else ''}"] = evaluate(
+                m, test, classes, device, MIN_GROUP, bg, n_attr
+            )
+            if check is not None:  # diagnostics only: which verdicts the check held back, by ground truth
+                held_back[acc] = {
+                    "judged_spurious": int(spurious.sum()),
+                    "false_spurious": int((spurious & ~truth).sum()),
+                    "held_back": int(check.held.sum()),
+                    "held_back_false_spurious": int((check.held & ~truth).sum()),
+                    "held_back_true_spurious": int((check.held & truth).sum()),
+                }
     project.close()
     return {
         "set": name,
@@ -165,6 +197,7 @@ def run_one(
         "sampling_artefact_share": shares,
         "artefact_share_train": float(train.has_mask.float().mean()),
         "verdict_accuracy": verdict_acc,
+        "consistency_held_back": held_back,
         "times_s": {
             "erm": t_erm,
             "rrr_one": t_rrr,
@@ -205,14 +238,26 @@ def summarise(results: list[dict]) -> str:
             lines.append(f"{method:22s} {acc:>12s} {wga:>12s}" + (f" {al:>12s}" if has_al else ""))
         erm_w = [r["rows"]["ERM"]["wga"] for r in rs]
         gt_w = [r["rows"]["RRR-GT (set)"]["wga"] for r in rs]
-        v87 = [r["rows"]["LVLM-VA sim@0.87"]["wga"] for r in rs]
         gap = statistics.mean(g - e for g, e in zip(gt_w, erm_w))
-        rec = statistics.mean(v - e for v, e in zip(v87, erm_w)) / gap if gap > 0 else float("nan")
-        d_acc = statistics.mean(r["rows"]["LVLM-VA sim@0.87"]["acc"] - r["rows"]["ERM"]["acc"] for r in rs)
-        lines.append(
-            f"WGA gap RRR-GT(set) - ERM: {gap:+.3f}; LVLM-VA sim@0.87 recovers {rec:.0%} of it; "
-            f"its accuracy change vs ERM: {d_acc:+.3f}"
-        )
+        lines.append(f"WGA gap RRR-GT(set) - ERM: {gap:+.3f}")
+        for method in rs[0]["rows"]:
+            if not method.startswith("LVLM-VA"):
+                continue
+            v = [r["rows"][method]["wga"] for r in rs]
+            rec = statistics.mean(x - e for x, e in zip(v, erm_w)) / gap if gap > 0 else float("nan")
+            d_acc = statistics.mean(r["rows"][method]["acc"] - r["rows"]["ERM"]["acc"] for r in rs)
+            lines.append(
+                f"  {method:22s} recovers {rec:5.0%} of the gap; accuracy change vs ERM {d_acc:+.3f}"
+            )
+        for a in CRITIC_ACCURACIES:
+            hb = [r["consistency_held_back"][a] for r in rs if a in r.get("consistency_held_back", {})]
+            if hb:
+                tot = {k: sum(h[k] for h in hb) for k in hb[0]}
+                lines.append(
+                    f"  check at sim@{a:.2f} (all seeds): held back {tot['held_back']} of "
+                    f"{tot['judged_spurious']} 'spurious' verdicts: {tot['held_back_false_spurious']} of the "
+                    f"{tot['false_spurious']} false ones, {tot['held_back_true_spurious']} true ones"
+                )
         va = {a: statistics.mean(r["verdict_accuracy"][a] for r in rs) for a in CRITIC_ACCURACIES}
         lines.append(
             "measured verdict accuracy of the simulated critics: "
@@ -258,6 +303,14 @@ def main() -> None:
         default="both",
         help="which verdicts the simulated critics may flip (both = the headline; the others diagnose)",
     )
+    ap.add_argument(
+        "--consistency",
+        choices=("off", "on", "both"),
+        default="both",
+        help="the verdict consistency check before masks (AlignSettings.consistency_check): rows without it "
+        "('LVLM-VA sim@a'), with it ('LVLM-VA sim@a +check'), or both",
+    )
+    ap.add_argument("--skip-gt-all", action="store_true", help="leave out the RRR-GT (all) row (saves time)")
     args = ap.parse_args()
     from lvlmva_desktop.core.devices import describe_device, resolve_device
 
@@ -276,6 +329,8 @@ def main() -> None:
                 args.attribution_images,
                 json.loads(args.override),
                 args.critic_errors,
+                args.consistency,
+                args.skip_gt_all,
             )
             results.append(r)
             print(

@@ -18,13 +18,12 @@ from pathlib import Path
 import torch
 
 from . import audit
+from .consistency import verdict_masks
 from .critic import (
     UNDECIDED,
     Critic,
     CritiqueRequest,
-    SegmentVerdict,
     ground_truth_segment_labels,
-    segment_mask,
 )
 from .devices import describe_device
 from .explain import ExplainSettings, attribute, background_set
@@ -305,24 +304,59 @@ def has_artefact_masks(project: Project) -> bool:
     )
 
 
-def alignment_masks(project: Project, expl_id: int) -> tuple[list[int], torch.Tensor, dict]:
-    """Masks A per alignment image from the effective verdicts (expert overrides the critic)."""
+def alignment_masks(
+    project: Project,
+    expl_id: int,
+    settings: AlignSettings | None = None,
+    data: SplitData | None = None,
+) -> tuple[list[int], torch.Tensor, dict]:
+    """Masks A per alignment image from the effective verdicts (expert overrides the critic).
+
+    With ``settings.consistency_check`` (default on) a critic's "spurious" verdict on a segment that looks
+    like segments judged relevant elsewhere is held back from the mask (core/consistency.py); the stats
+    count and list them (``held_back``, ``held_back_segments`` as [sample_id, segment]) for the expert's
+    review. ``data``: the training split, when the caller has it loaded already.
+    """
+    settings = settings or AlignSettings()
     _, t = project.explanation(expl_id)
     eff = project.effective_verdicts(expl_id)
     ids = t["sample_ids"].tolist()
-    masks = []
-    stats = {"images_with_mask": 0, "spurious_segments": 0, "expert_overrides": 0, "undecided": 0}
+    segments = t["segments"].long()
+    n_seg = int(t["evidence"].shape[1]) if len(ids) else 0
+    stats = {
+        "images_with_mask": 0,
+        "spurious_segments": 0,
+        "expert_overrides": 0,
+        "undecided": 0,
+        "held_back": 0,
+        "held_back_segments": [],
+    }
+    spurious = torch.zeros(len(ids), n_seg, dtype=torch.bool)
+    decided = torch.zeros_like(spurious)
+    expert = torch.zeros_like(spurious)
     for k, sid in enumerate(ids):
         per = eff.get(sid, {})
-        verdicts = [SegmentVerdict(s, d["verdict"]) for s, d in per.items()]
-        stats["spurious_segments"] += sum(v.verdict == "spurious" for v in verdicts)
-        stats["undecided"] += sum(v.verdict == UNDECIDED for v in verdicts)
+        stats["spurious_segments"] += sum(d["verdict"] == "spurious" for d in per.values())
+        stats["undecided"] += sum(d["verdict"] == UNDECIDED for d in per.values())
         stats["expert_overrides"] += sum(d["source"] == "expert" for d in per.values())
-        m = segment_mask(t["segments"][k].long(), verdicts)
-        stats["images_with_mask"] += int(bool(m.any()))
-        masks.append(m)
-    h, w = project.image_size
-    return ids, torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool), stats
+        for s, d in per.items():
+            if 0 <= s < n_seg:
+                spurious[k, s] = d["verdict"] == "spurious"
+                decided[k, s] = d["verdict"] != UNDECIDED
+                expert[k, s] = d["source"] == "expert"
+    if not ids:
+        h, w = project.image_size
+        return ids, torch.zeros(0, h, w, dtype=torch.bool), stats
+    images = t["maps"].new_zeros(0)  # the images are loaded only when the check has something to check
+    if settings.consistency_check and bool((spurious & ~expert).any()):
+        data = data if data is not None else project.load_split("train")
+        images = data.x[_rows(data, ids)]
+    masks, check = verdict_masks(images, t["maps"], segments, spurious, decided, expert, settings)
+    if check is not None:
+        stats["held_back"] = int(check.held.sum())
+        stats["held_back_segments"] = [list(p) for p in check.held_list(ids)]
+    stats["images_with_mask"] = int(masks.flatten(1).any(1).sum())
+    return ids, masks, stats
 
 
 # -- step 8: RRR fine-tuning ------------------------------------------------------------------------------
@@ -340,7 +374,7 @@ def align_model(
     ) as run:
         model, spec = project.load_model(model_id)
         data = project.load_split("train", state.child(0.0, 0.05))
-        ids, masks, stats = alignment_masks(project, expl_id)
+        ids, masks, stats = alignment_masks(project, expl_id, settings, data)
         rows = _rows(data, ids)
         tuned, hist = fine_tune_rrr(
             model, data.x, data.y, data.x[rows], data.y[rows], masks, settings, device, state.child(0.05, 1.0)

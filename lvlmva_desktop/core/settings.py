@@ -42,6 +42,13 @@ class AlignSettings:
     Unpublished choices and their defaults: Adam, lr 1e-3 (MLP/small CNN; 1e-4 for ResNets), 5 epochs,
     one alignment image in four per batch, penalty summed over pixels and channels and averaged over the
     masked images of a batch, gamma (L2 on parameters) off.
+
+    consistency_check (on by default): before the masks are built, a segment judged "spurious" whose k
+    nearest segments in appearance (``consistency_k``, among the decided segments of other alignment
+    images) are less than ``consistency_threshold`` "spurious" is held back from the mask and listed for
+    the expert's review; expert verdicts are never held back (core/consistency.py). With fewer than
+    ``consistency_min_spurious`` "spurious" verdicts in the set there is no group to compare with, and
+    nothing is held back.
     """
 
     lambda_: float = 1.0
@@ -51,6 +58,10 @@ class AlignSettings:
     align_ratio: float = 0.25
     lr: float = 1e-3
     seed: int = 0
+    consistency_check: bool = True
+    consistency_k: int = 10
+    consistency_threshold: float = 0.5
+    consistency_min_spurious: int = 20
 
     def to_dict(self) -> dict:
         d = asdict(self)

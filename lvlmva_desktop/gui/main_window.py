@@ -294,6 +294,7 @@ class MainWindow(QMainWindow):
         s, r = self.session, self.runner
         s.changed.connect(self._on_changed)
         s.error.connect(self.show_error)
+        s.notice.connect(lambda title, text: self.messages.post("info", title, text))
         r.started.connect(self._on_job_started)
         r.progress.connect(self._on_job_progress)
         r.finished.connect(self._on_job_finished)

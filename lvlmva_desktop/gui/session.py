@@ -30,6 +30,7 @@ class Session(QObject):
     changed = Signal(str)  # a topic, see the module docstring
     currentSampleChanged = Signal(int)  # sample id, -1 for none
     error = Signal(object)  # core.errors.UserError: shown by the window's one message place
+    notice = Signal(str, str)  # (title, text): something the expert should read, in the Messages pane
 
     def __init__(self, device: str = "auto", parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +86,10 @@ class Session(QObject):
     def notify(self, *topics: str) -> None:
         for t in topics:
             self.changed.emit(t)
+
+    def tell(self, title: str, text: str = "") -> None:
+        """Something the expert should read (not a failure): it goes to the Messages pane."""
+        self.notice.emit(title, text)
 
     def report(self, exc: BaseException, during: str = "") -> None:
         """Tell the user about a failure of a GUI-thread action (jobs' failures arrive via the runner)."""

@@ -369,8 +369,29 @@ class TrainingPane(QWidget):
             text += " (see Results)."
         else:
             text += " The project has no test images to measure it on."
+        held = self._held_back(mid)
+        if held:
+            text += f" {len(held)} 'spurious' verdict(s) were left out of the masks (see Messages)."
+            listed = ", ".join(f"#{sid} segment {seg + 1}" for sid, seg in held[:40])
+            more = f" and {len(held) - 40} more" if len(held) > 40 else ""
+            self.session.tell(
+                f"Consistency check: {len(held)} 'spurious' verdict(s) not used",
+                f"These segments were judged spurious but look like segments judged relevant in other "
+                f"images, so they were left out of the masks: {listed}{more}. Review them in the heatmap "
+                "viewer: a verdict you set yourself is always used (setting align.consistency_check).",
+            )
         self.status.setText(text)
         self._finish()
+
+    def _held_back(self, model_id: int) -> list[tuple[int, int]]:
+        """(sample id, segment) of the verdicts the consistency check left out when ``model_id`` was made."""
+        import json
+
+        try:
+            info = json.loads(self.session.project.model_row(model_id)["info"] or "{}")
+        except Exception:  # noqa: BLE001 - only a notice; the model itself is saved
+            return []
+        return [(int(a), int(b)) for a, b in info.get("mask_stats", {}).get("held_back_segments", [])]
 
     def _on_failed(self, error: Any) -> None:
         self.status.setText(f"{error.title}: {error.message}")

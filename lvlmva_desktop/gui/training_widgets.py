@@ -106,6 +106,11 @@ GROUPS: list[tuple[str, list[Field]]] = [
                   0.01, 0.95),
             Field("align", "lr", "Learning rate", "Step size of the retraining (1e-4 suits ResNets).", "log",
                   1e-6, 1.0),
+            Field("align", "consistency_check", "Consistency check", "Leave out of the masks a 'spurious' "
+                  "verdict whose segment looks like the segments judged relevant in other images (a stray "
+                  "critic error); the ones left out are listed in Messages. Your own verdicts are always "
+                  "used. Works from 20 'spurious' verdicts in the set.", "choice",
+                  choices=((True, "On"), (False, "Off"))),
         ],
     ),
 ]  # fmt: skip

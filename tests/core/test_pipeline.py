@@ -122,3 +122,28 @@ def test_rrr_with_ground_truth_masks_moves_attribution_off_the_artefact(project)
     s.evaluate = EvalSettings(n_attribution_images=24, min_group_size=1)
     res = run_pipeline(project, s, GroundTruthCritic(), CPU)
     assert res["after"]["alignment"] > res["before"]["alignment"]
+
+
+def test_consistency_check_holds_back_stray_spurious_verdicts(project):
+    """The masks of the align step leave out "spurious" verdicts that look like segments judged relevant
+    elsewhere, list them for review, record the setting, and never hold back the expert's word."""
+    res = run_pipeline(project, small_settings(), GroundTruthCritic(error_rate=0.3, seed=1), CPU)
+    eid = res["explanation_id"]
+    ids, off, s_off = alignment_masks(project, eid, AlignSettings(consistency_check=False))
+    _, on, s_on = alignment_masks(project, eid)
+    assert s_off["held_back"] == 0 and s_off["held_back_segments"] == []
+    assert s_on["held_back"] == len(s_on["held_back_segments"]) > 0
+    assert not bool((on & ~off).any()) and int(on.sum()) < int(off.sum())
+    eff = project.effective_verdicts(eid)
+    assert all(eff[sid][seg]["verdict"] == "spurious" for sid, seg in s_on["held_back_segments"])
+    # the align run used the default (check on) and recorded it with its stats
+    row = project.db.execute("SELECT settings, results FROM runs WHERE kind='align'").fetchone()
+    assert json.loads(row["settings"])["align"]["consistency_check"] is True
+    assert json.loads(row["results"])["mask_stats"]["held_back_segments"] == s_on["held_back_segments"]
+    # the expert confirms a held-back verdict: it is no longer held back and enters the mask
+    sid, seg = s_on["held_back_segments"][0]
+    project.set_expert_verdict(eid, sid, seg, "spurious")
+    _, again, s2 = alignment_masks(project, eid)
+    assert [sid, seg] not in s2["held_back_segments"]
+    k = ids.index(sid)
+    assert int(again[k].sum()) > int(on[k].sum())

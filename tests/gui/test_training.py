@@ -236,3 +236,32 @@ def test_what_the_pane_says_before_each_step(
     explained.session.project.db.execute("DELETE FROM verdicts")
     explained.session.notify("verdicts")
     assert not explained.align_button.isEnabled() and "No verdicts yet" in explained.hint.text()
+
+
+def test_verdicts_left_out_by_the_consistency_check_are_told(
+    qtbot, make_pane, explained_project, monkeypatch
+):
+    """The check leaves some 'spurious' verdicts out of the masks: the expert is told which, to review.
+    (The fixture's 16 images hold 7 'spurious' verdicts, under the check's minimum of 20: lowered here.)"""
+    pane = make_pane(explained_project)
+    pane.widgets[("align", "epochs")].setValue(1)
+    from_widgets = pane.settings_from_widgets
+
+    def settings():
+        s = from_widgets()
+        s.align.consistency_min_spurious = 1
+        return s
+
+    monkeypatch.setattr(pane, "settings_from_widgets", settings)
+    notices = []
+    pane.session.notice.connect(lambda title, text: notices.append((title, text)))
+    with qtbot.waitSignal(pane.runner.finished, timeout=120000):
+        assert pane.start_alignment() is not None
+    info = json.loads(_models(pane, "rrr")[0]["info"])
+    held = info["mask_stats"]["held_back_segments"]
+    assert info["align"]["consistency_check"] is True and info["align"]["consistency_min_spurious"] == 1
+    assert held, "the fixture's 7 patches of different colours find no look-alikes: held back"
+    assert len(notices) == 1 and f"{len(held)} 'spurious' verdict" in notices[0][0]
+    sid, seg = held[0]
+    assert f"#{sid} segment {seg + 1}" in notices[0][1]
+    assert "left out of the masks" in pane.status.text()
