@@ -174,7 +174,14 @@ def representative_heatmaps(
     row, t = project.explanation(expl_id)
     es = json.loads(row["settings"] or "{}").get("explain", {})
     settings = ExplainSettings(**{k: v for k, v in es.items() if k in ExplainSettings.__dataclass_fields__})
-    ids, masks, _ = alignment_masks(project, expl_id)
+    # the masks as the aligned model was trained with them (its align settings: the consistency check)
+    from .settings import AlignSettings
+
+    info = json.loads(project.model_row(after)["info"] or "{}")
+    recorded = info.get("align") if isinstance(info.get("align"), dict) else {}
+    # a model made before the check existed was trained with the plain masks
+    align = AlignSettings.from_dict({"consistency_check": False, **recorded})
+    ids, masks, _ = alignment_masks(project, expl_id, align)
     overridden = {
         int(r[0])
         for r in project.db.execute(
