@@ -9,18 +9,19 @@
 # self-test fails. It needs the package index (or a pip cache) only for the fresh environment; the program
 # it builds never goes online. See docs/packaging.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT
 PY=""
-while [ $# -gt 0 ]; do
+while [ $# -gt 0 ]; do  # relative paths are taken from where the script is called
   case "$1" in
-    --python) PY=$2; shift 2 ;;
+    --python) PY=$(command -v "$2" 2>/dev/null || true); [ -n "$PY" ] || { echo "no such python: $2" >&2; exit 2; }
+              [[ "$PY" == /* ]] || PY=$PWD/$PY; shift 2 ;;
     --out) OUT=$(mkdir -p "$2" && cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+cd "$ROOT"
 t0=$SECONDS
 if [ -z "$PY" ]; then
   VENV=$OUT/build/package-venv

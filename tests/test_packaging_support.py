@@ -40,3 +40,23 @@ def test_the_spec_ships_resources_and_the_tested_families():
     for family in TESTED_FAMILIES:
         assert f'"{family}"' in spec, f"the packaged build would not load {family} models"
     assert (REPO / "resources" / "prompts").is_dir() and (REPO / "resources" / "report").is_dir()
+
+
+def test_a_cache_folder_someone_else_made_is_not_used(tmp_path, monkeypatch):
+    """The folder's name is predictable: a link or an open folder planted there is not written to."""
+    from lvlmva_desktop.core import sandbox
+
+    monkeypatch.setattr(sandbox.tempfile, "tempdir", str(tmp_path))
+    mine = sandbox.cache_root()
+    assert mine.parent == tmp_path and stat.S_IMODE(mine.stat().st_mode) == 0o700
+    assert sandbox.cache_root() == mine  # reused once it is ours
+    mine.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    mine.symlink_to(elsewhere)  # a link planted under the predictable name
+    other = sandbox.cache_root()
+    assert other != mine and not other.is_symlink() and stat.S_IMODE(other.stat().st_mode) == 0o700
+    mine.unlink()
+    mine.mkdir(mode=0o777)
+    mine.chmod(0o777)  # an open folder
+    assert sandbox.cache_root() != mine

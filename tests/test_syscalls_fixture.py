@@ -55,3 +55,17 @@ def test_reader_on_a_real_trace(tmp_path):
     t = read_log(log, tmp_path)
     assert {tmp_path / "made.txt", tmp_path / "d", tmp_path / "d" / "m.txt"} <= t.written
     assert "AF_INET 192.0.2.1:9" in t.connections
+
+
+def test_calls_interrupted_by_other_threads_are_put_back_together(tmp_path):
+    log = tmp_path / "log"
+    log.write_text(
+        '201 openat(AT_FDCWD</w>, "/home/u/.cache/f", O_WRONLY|O_CREAT|O_CLOEXEC, 0666 <unfinished ...>\n'
+        "202 connect(5<socket:[9]>, {sa_family=AF_INET, sin_port=htons(80), "
+        'sin_addr=inet_addr("10.1.2.3")}, 16 <unfinished ...>\n'
+        '203 openat(AT_FDCWD</w>, "/usr/lib/x.so", O_RDONLY|O_CLOEXEC) = 4</usr/lib/x.so>\n'
+        "201 <... openat resumed>) = 3</home/u/.cache/f>\n"
+    )
+    t = read_log(log, Path("/w"))
+    assert t.written == {Path("/home/u/.cache/f")}
+    assert t.connections == ["AF_INET 10.1.2.3:80"]  # still blocked when the program ended: counted

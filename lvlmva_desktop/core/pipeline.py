@@ -348,9 +348,10 @@ def alignment_masks(
         h, w = project.image_size
         return ids, torch.zeros(0, h, w, dtype=torch.bool), stats
     images = t["maps"].new_zeros(0)  # the images are loaded only when the check has something to check
-    if settings.consistency_check and bool((spurious & ~expert).any()):
-        data = data if data is not None else project.load_split("train")
-        images = data.x[_rows(data, ids)]
+    enough = int((spurious & decided).sum()) >= settings.consistency_min_spurious
+    if settings.consistency_check and enough and bool((spurious & ~expert).any()):
+        # the alignment images only (not the whole split), unless the caller has the split loaded
+        images = data.x[_rows(data, ids)] if data is not None else load_samples(project, ids).x
     masks, check = verdict_masks(images, t["maps"], segments, spurious, decided, expert, settings)
     if check is not None:
         stats["held_back"] = int(check.held.sum())

@@ -174,14 +174,17 @@ def representative_heatmaps(
     row, t = project.explanation(expl_id)
     es = json.loads(row["settings"] or "{}").get("explain", {})
     settings = ExplainSettings(**{k: v for k, v in es.items() if k in ExplainSettings.__dataclass_fields__})
-    # the masks as the aligned model was trained with them (its align settings: the consistency check)
+    # the masks as the aligned model was trained with them: the plain masks of the verdicts, less the
+    # segments the consistency check held back then (recorded with the model; none for older models)
     from .settings import AlignSettings
 
+    ids, masks, _ = alignment_masks(project, expl_id, AlignSettings(consistency_check=False))
     info = json.loads(project.model_row(after)["info"] or "{}")
-    recorded = info.get("align") if isinstance(info.get("align"), dict) else {}
-    # a model made before the check existed was trained with the plain masks
-    align = AlignSettings.from_dict({"consistency_check": False, **recorded})
-    ids, masks, _ = alignment_masks(project, expl_id, align)
+    position = {sid: k for k, sid in enumerate(ids)}
+    for sid, seg in info.get("mask_stats", {}).get("held_back_segments", []):
+        if sid in position:
+            k = position[sid]
+            masks[k] &= t["segments"][k].long() != int(seg)
     overridden = {
         int(r[0])
         for r in project.db.execute(

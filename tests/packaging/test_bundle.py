@@ -139,3 +139,4 @@ def test_window_starts_before_torch_and_writes_only_where_allowed(bundle, tmp_pa
     parents = (box["home"] / ".local", data, data / "lvlmva-desktop", config)
     bad = outside(trace.written, [project, settings, box["tmp"]], exact=parents)
     assert bad == [], bad
+    assert any(project in p.parents for p in trace.written), "the trace saw no writes to the demo project"
