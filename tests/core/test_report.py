@@ -275,3 +275,29 @@ def test_a_project_without_an_audit_log_says_so(built, report, tmp_path):
     assert absent["present"] is False and absent["ok"] is None and absent["status"] == "no audit log"
     text = _text(render_html({**report, "audit": absent}))
     assert "no audit log" in text and "cannot be verified" in text
+
+
+def test_heatmaps_use_the_masks_the_aligned_model_was_trained_with(built, tmp_path):
+    """Segments the consistency check held back (recorded with the model) are not in the report's masks."""
+    from lvlmva_desktop.core.jobs import TaskState
+    from lvlmva_desktop.core.report_figures import representative_heatmaps
+
+    root = _copy(built, tmp_path)
+    with Project.open(root) as p:
+        eff = p.effective_verdicts(built["explanation"])
+        held = [[sid, s] for sid, per in eff.items() for s, d in per.items()
+                if d["verdict"] == "spurious" and d["source"] != "expert"]  # fmt: skip
+        assert held, "the fixture's critic judged some segments spurious"
+        info = json.loads(p.model_row(built["after"])["info"])
+        info["mask_stats"]["held_back_segments"] = held
+        p.db.execute("UPDATE models SET info=? WHERE id=?", (json.dumps(info), built["after"]))
+        p.db.commit()
+    with Project.open(root, read_only=True) as p:
+        out = representative_heatmaps(
+            p, built["explanation"], built["before"], built["after"], CPU, TaskState(), 4, 8
+        )
+    whys = {h["sample_id"]: h["why"] for h in out["items"]}
+    expert_images = {sid for sid, per in eff.items() if any(d["source"] == "expert" for d in per.values())}
+    for sid, why in whys.items():
+        if sid not in expert_images:
+            assert why == "no spurious segment", (sid, why)  # every critic 'spurious' segment was held back
