@@ -184,8 +184,6 @@ class LocalBackend:
             if not self.trust_remote_code
             else ""
         )
-        if getattr(sys, "frozen", False):  # the packaged build carries the tested families' code only
-            hint = " The packaged build includes only the tested families; install from pip for others."
         return (
             f"The model in {self.folder} is of type '{model_type}', which this transformers "
             f"({_transformers_version()}) cannot load as an image-and-text model.{hint} Tested families: "
