@@ -164,6 +164,19 @@ def masks_from_flags(segments: torch.Tensor, spurious: torch.Tensor) -> torch.Te
     return (onehot & spurious.bool().to(seg.device)[..., None, None]).any(1)
 
 
+def check_applies(
+    spurious: torch.Tensor, decided: torch.Tensor, protected: torch.Tensor, settings: AlignSettings
+) -> bool:
+    """Whether the check runs: switched on, enough "spurious" verdicts to compare, and at least one that is
+    not the expert's (callers use it to skip loading the images when it will not run)."""
+    spurious, decided, protected = spurious.bool(), decided.bool(), protected.bool()
+    return (
+        settings.consistency_check
+        and int((spurious & decided).sum()) >= settings.consistency_min_spurious
+        and bool((spurious & ~protected).any())
+    )
+
+
 def verdict_masks(
     images: torch.Tensor,
     attributions: torch.Tensor,
@@ -177,8 +190,7 @@ def verdict_masks(
     applied when ``settings.consistency_check`` is on (else the result is None): the one place where both
     the pipeline (``pipeline.alignment_masks``) and the alignment benchmark turn verdicts into masks."""
     check = None
-    enough = int((spurious.bool() & decided.bool()).sum()) >= settings.consistency_min_spurious
-    if settings.consistency_check and enough and bool((spurious.bool() & ~protected.bool()).any()):
+    if check_applies(spurious, decided, protected, settings):
         check = check_segments(
             images,
             attributions,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import audit
-from .consistency import verdict_masks
+from .consistency import check_applies, verdict_masks
 from .critic import (
     UNDECIDED,
     Critic,
@@ -348,8 +348,7 @@ def alignment_masks(
         h, w = project.image_size
         return ids, torch.zeros(0, h, w, dtype=torch.bool), stats
     images = t["maps"].new_zeros(0)  # the images are loaded only when the check has something to check
-    enough = int((spurious & decided).sum()) >= settings.consistency_min_spurious
-    if settings.consistency_check and enough and bool((spurious & ~expert).any()):
+    if check_applies(spurious, decided, expert, settings):
         # the alignment images only (not the whole split), unless the caller has the split loaded
         images = data.x[_rows(data, ids)] if data is not None else load_samples(project, ids).x
     masks, check = verdict_masks(images, t["maps"], segments, spurious, decided, expert, settings)
