@@ -30,11 +30,11 @@ from _common import ROOT, project_for
 
 from lvlmva_desktop.core.consistency import verdict_masks
 from lvlmva_desktop.core.critic import SPURIOUS, GroundTruthCritic
-from lvlmva_desktop.core.explain import ExplainSettings, attribute, background_set
+from lvlmva_desktop.core.explain import ExplainSettings, attribute, background_set, reference_images
 from lvlmva_desktop.core.metrics import alignment_score, evaluate_predictions
 from lvlmva_desktop.core.models import ModelSpec, build_model
 from lvlmva_desktop.core.sampling import SamplingSettings, select_alignment_set
-from lvlmva_desktop.core.segment import SegmentSettings, ppeps_wgm
+from lvlmva_desktop.core.segment import SegmentSettings, evidence_map, ppeps_wgm
 from lvlmva_desktop.core.train import AlignSettings, TrainSettings, fine_tune_rrr, predict_proba, train_erm
 
 # Per-set configuration: data parameters, model, ERM and RRR settings (lambda calibrated per set).
@@ -135,8 +135,10 @@ def run_one(
 
     # the LVLM-VA path: attributions -> PPEPS-WGM segments -> critic verdicts -> masks
     t0 = time.perf_counter()
-    expl = attribute(erm, ax, ay, background_set(train.x, 16, seed), ExplainSettings(seed=seed), device)
-    seg = ppeps_wgm(expl.maps.to(device), SegmentSettings(**{"seed": seed, **cfg.get("segment", {})}))
+    explain = ExplainSettings(**{"seed": seed, **cfg.get("explain", {})})
+    expl = attribute(erm, ax, ay, reference_images(train.x, explain), explain, device)
+    seg_settings = SegmentSettings(**{"seed": seed, **cfg.get("segment", {})})
+    seg = ppeps_wgm(expl.maps.to(device), seg_settings)
     t_explain = time.perf_counter() - t0
     # build critique requests the same way the pipeline does
     from lvlmva_desktop.core.critic import CritiqueRequest
@@ -152,6 +154,7 @@ def run_one(
             seg.labels[k].cpu(),
             seg.evidence[k].tolist(),
             agt[k] if bool(train.has_mask[i]) else None,
+            seg_settings.evidence,
         )
         for k, i in enumerate(aidx.tolist())
     ]
@@ -170,7 +173,7 @@ def run_one(
             settings = dataclasses.replace(align, consistency_check=on)
             masks, check = verdict_masks(
                 ax,
-                expl.maps,
+                evidence_map(expl.maps, seg_settings.evidence),
                 seg.labels.cpu(),
                 spurious,
                 torch.ones_like(spurious),

@@ -7,8 +7,9 @@ evidence is the costly error (docs/benchmarks.md, "Which verdict error hurts"), 
 cheap; so before the mask A is built, every segment judged "spurious" is compared with the other decided
 segments of the alignment set:
 
-1. Descriptor per segment: the image's pixels inside the segment, weighted by the segment's positive
-   attribution (where the evidence lies; uniform over the segment where it holds none): per channel the
+1. Descriptor per segment: the image's pixels inside the segment, weighted by the evidence the segments
+   were fitted to (the attribution's positive part, or its absolute value with
+   ``SegmentSettings.evidence = "absolute"``; uniform over the segment where it holds none): per channel the
    weighted mean and standard deviation, the weighted mean chroma (spread across channels), and a coarse
    weighted histogram of the intensity. Each feature is standardised over the segments of the set.
 2. Its k nearest neighbours (Euclidean distance between standardised descriptors) among the decided
@@ -56,7 +57,8 @@ def segment_descriptors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Appearance descriptors (N, J, D) of every segment and whether the segment has pixels (N, J).
 
-    images (N, C, H, W) in [0, 1]; attributions (N, H, W); segments (N, H, W) with values 0..J-1.
+    images (N, C, H, W) in [0, 1]; attributions (N, H, W), the map the segments were fitted to (its positive
+    part weights the pixels: pass ``segment.evidence_map(maps, kind)``); segments (N, H, W), values 0..J-1.
     """
     n, c = images.shape[:2]
     feats, present = [], []
@@ -188,7 +190,8 @@ def verdict_masks(
 ) -> tuple[torch.Tensor, ConsistencyResult | None]:
     """The masks A of an alignment set (N, H, W) from per-segment verdict flags (N, J), with the check
     applied when ``settings.consistency_check`` is on (else the result is None): the one place where both
-    the pipeline (``pipeline.alignment_masks``) and the alignment benchmark turn verdicts into masks."""
+    the pipeline (``pipeline.alignment_masks``) and the alignment benchmark turn verdicts into masks.
+    ``attributions``: the evidence maps the segments were fitted to (``segment.evidence_map``)."""
     check = None
     if check_applies(spurious, decided, protected, settings):
         check = check_segments(

@@ -31,8 +31,17 @@ class CritiqueRequest:
     class_description: str
     attribution: torch.Tensor  # (H, W), summed over channels
     segments: torch.Tensor  # (H, W) int, segment index 0..J-1
-    segment_evidence: list[float]  # share of positive evidence per segment
+    segment_evidence: list[float]  # share of the segmented evidence per segment
     gt_mask: torch.Tensor | None = None  # (H, W) bool, only known on benchmark data
+    evidence_kind: str = (
+        "positive"  # what was segmented: the attribution's "positive" part or "absolute" value
+    )
+
+    def evidence(self) -> torch.Tensor:
+        """The non-negative evidence map the segments were fitted to (core.segment.evidence_map)."""
+        from .segment import evidence_map
+
+        return evidence_map(self.attribution, self.evidence_kind)
 
 
 @dataclass
@@ -85,9 +94,11 @@ def ground_truth_segment_labels(
     n_segments: int,
     threshold: float = 0.5,
 ) -> list[bool]:
-    """True for a segment whose positive evidence lies mostly (>= threshold) inside the artefact mask.
+    """True for a segment whose evidence lies mostly (>= threshold) inside the artefact mask.
 
-    A segment without positive evidence is judged by the share of its pixels inside the mask.
+    ``attribution``: the map the segments were fitted to; its positive part is the evidence, so pass
+    ``CritiqueRequest.evidence()`` for segments of the absolute value. A segment without evidence is judged
+    by the share of its pixels inside the mask.
     """
     import torch
 
@@ -160,7 +171,7 @@ class GroundTruthCritic:
         for i, r in enumerate(requests):
             state.check()
             n_seg = len(r.segment_evidence)
-            truth = ground_truth_segment_labels(r.attribution, r.segments, r.gt_mask, n_seg, self.threshold)
+            truth = ground_truth_segment_labels(r.evidence(), r.segments, r.gt_mask, n_seg, self.threshold)
             verdicts, lines = [], []
             for s, t in enumerate(truth):
                 allowed = self.errors == "both" or (self.errors == "missed") == t

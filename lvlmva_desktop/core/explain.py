@@ -84,9 +84,53 @@ def _fixed_maxpool_rule() -> Iterator[None]:
 
 
 def background_set(x_train: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` training images drawn at random with ``seed`` (DeepLIFT-SHAP's reference distribution)."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x_train), generator=gen)[: min(n, len(x_train))]
     return x_train[idx]
+
+
+def black_references(like: torch.Tensor) -> torch.Tensor:
+    """Two black images shaped like ``like``'s images: DeepLIFT-SHAP over them is DeepLIFT with a black
+    reference (captum wants at least two references)."""
+    return torch.zeros(2, *like.shape[1:], dtype=like.dtype)
+
+
+#: training images the per-pixel median reference is taken over
+MEDIAN_SAMPLE = 256
+
+
+def median_references(sample: torch.Tensor) -> torch.Tensor:
+    """Two copies of the per-pixel median of ``sample`` (N, C, H, W): the typical training image."""
+    med = sample.float().median(dim=0).values.to(sample.dtype)
+    return torch.stack([med, med])
+
+
+def reference_draw(n_train: int, settings: ExplainSettings) -> torch.Tensor | None:
+    """Indices of the training images the references are made from (None: black references need none)."""
+    settings.validate()
+    if settings.background == "black":
+        return None
+    n = MEDIAN_SAMPLE if settings.background == "median" else settings.n_background
+    return background_set(torch.arange(n_train), n, settings.seed)
+
+
+def references_from(
+    drawn: torch.Tensor | None, like: torch.Tensor, settings: ExplainSettings
+) -> torch.Tensor:
+    """The reference images from the drawn training images (``reference_draw``); ``like``: any images of
+    the data set (their shape and dtype make black references)."""
+    if settings.background == "black":
+        return black_references(like)
+    assert drawn is not None
+    return median_references(drawn) if settings.background == "median" else drawn
+
+
+def reference_images(x_train: torch.Tensor, settings: ExplainSettings) -> torch.Tensor:
+    """The references ``settings.background`` asks for: random training images (the paper's choice), black
+    images, or the per-pixel median of up to ``MEDIAN_SAMPLE`` random training images."""
+    idx = reference_draw(len(x_train), settings)
+    return references_from(x_train[idx] if idx is not None else None, x_train, settings)
 
 
 def attribute(

@@ -26,13 +26,20 @@ from .critic import (
     ground_truth_segment_labels,
 )
 from .devices import describe_device
-from .explain import ExplainSettings, attribute, background_set
+from .explain import (
+    ExplainSettings,
+    attribute,
+    background_set,
+    reference_draw,
+    reference_images,
+    references_from,
+)
 from .jobs import TaskState, ensure_state
 from .metrics import Evaluation, alignment_score, deltas, evaluate_predictions, verdict_accuracy
 from .models import ModelSpec, build_model, load_pretrained_weights
 from .project import Project, ProjectError, SplitData
 from .sampling import SamplingSettings, predictive_entropy, select_alignment_set
-from .segment import SegmentSettings, ppeps_wgm
+from .segment import SegmentSettings, evidence_map, ppeps_wgm, recorded_evidence
 from .settings import EvalSettings, PipelineSettings
 from .train import AlignSettings, TrainSettings, fine_tune_rrr, predict_proba, train_erm
 
@@ -174,7 +181,7 @@ def explain_alignment_set(
         data = project.load_split("train", state.child(0.0, 0.1))
         ids = [r["sample_id"] for r in project.alignment_members(set_id)]
         rows = _rows(data, ids)
-        bg = background_set(data.x, explain.n_background, explain.seed)
+        bg = reference_images(data.x, explain)
         attr = attribute(model, data.x[rows], data.y[rows], bg, explain, device, state.child(0.1, 0.8))
         seg = ppeps_wgm(attr.maps.to(device), segment, state.child(0.8, 1.0))
         tensors = {
@@ -197,7 +204,8 @@ def explain_alignment_set(
 def critique_requests(
     project: Project, expl_id: int, state: TaskState | None = None
 ) -> list[CritiqueRequest]:
-    _, t = project.explanation(expl_id)
+    row, t = project.explanation(expl_id)
+    evidence_kind = recorded_evidence(json.loads(row["settings"] or "{}"))
     data = project.load_split("train", state)
     ids = t["sample_ids"].tolist()
     rows = _rows(data, ids)
@@ -217,6 +225,7 @@ def critique_requests(
                 segments=t["segments"][k].long(),
                 segment_evidence=t["evidence"][k].tolist(),
                 gt_mask=data.masks[r] if bool(data.has_mask[r]) else None,
+                evidence_kind=evidence_kind,
             )
         )
     return reqs
@@ -289,7 +298,7 @@ def verdict_accuracy_of(project: Project, expl_id: int, reqs: list[CritiqueReque
     eff = project.effective_verdicts(expl_id)
     pred, truth = [], []
     for r in reqs:
-        t = ground_truth_segment_labels(r.attribution, r.segments, r.gt_mask, len(r.segment_evidence))
+        t = ground_truth_segment_labels(r.evidence(), r.segments, r.gt_mask, len(r.segment_evidence))
         for s, tv in enumerate(t):
             v = eff.get(r.sample_id, {}).get(s, {}).get("verdict", UNDECIDED)
             pred.append(None if v == UNDECIDED else v == "spurious")
@@ -318,7 +327,8 @@ def alignment_masks(
     review. ``data``: the training split, when the caller has it loaded already.
     """
     settings = settings or AlignSettings()
-    _, t = project.explanation(expl_id)
+    row, t = project.explanation(expl_id)
+    evidence_kind = recorded_evidence(json.loads(row["settings"] or "{}"))
     eff = project.effective_verdicts(expl_id)
     ids = t["sample_ids"].tolist()
     segments = t["segments"].long()
@@ -351,7 +361,8 @@ def alignment_masks(
     if check_applies(spurious, decided, expert, settings):
         # the alignment images only (not the whole split), unless the caller has the split loaded
         images = data.x[_rows(data, ids)] if data is not None else load_samples(project, ids).x
-    masks, check = verdict_masks(images, t["maps"], segments, spurious, decided, expert, settings)
+    evidence = evidence_map(t["maps"], evidence_kind)
+    masks, check = verdict_masks(images, evidence, segments, spurious, decided, expert, settings)
     if check is not None:
         stats["held_back"] = int(check.held.sum())
         stats["held_back_segments"] = [list(p) for p in check.held_list(ids)]
@@ -464,6 +475,8 @@ def run_pipeline(
 ) -> dict:
     """Steps 1-9 on a project; returns the results dict also written to runs/run-<id>.json."""
     state = ensure_state(state)
+    settings.explain.validate()  # before any training: a wrong choice is told at once
+    settings.segment.validate()
     t0 = time.perf_counter()
     recorded = {**settings.to_dict(), "critic": critic.identity(), "model_id": model_id}  # to resume it
     with project.run("pipeline", recorded) as run:
@@ -662,11 +675,12 @@ def explain_samples(
     model, _ = project.load_model(model_id)
     images = load_samples(project, sample_ids)
     train_ids = [int(r["id"]) for r in project.samples("train")]
-    if not train_ids:
+    # the same references as reference_images(train.x, ...), decoding only the drawn training images
+    picked = reference_draw(len(train_ids), explain)
+    if picked is not None and not train_ids:
         raise ProjectError("The project has no training images to draw the attribution background from.")
-    # the same draw as background_set(train.x, ...), decoding only the drawn images
-    picked = background_set(torch.arange(len(train_ids)), explain.n_background, explain.seed)
-    bg = load_samples(project, [train_ids[i] for i in picked.tolist()]).x
+    drawn = load_samples(project, [train_ids[i] for i in picked.tolist()]).x if picked is not None else None
+    bg = references_from(drawn, images.x, explain)
     state.progress(0.05, None, "attributions")
     end = 0.8 if segment is not None else 1.0
     attr = attribute(model, images.x, images.y, bg, explain, device, state.child(0.05, end))

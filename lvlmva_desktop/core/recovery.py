@@ -338,7 +338,7 @@ def resume(
     row = pick(project, run_id)
     rid, kind, s = int(row["id"]), row["kind"], _settings(row)
     message = describe(project, row)
-    ps = pl.PipelineSettings.from_dict(s)  # the sections a step recorded; defaults for the others
+    ps = pl.PipelineSettings.from_record(s)  # the sections a step recorded; defaults for the others
     with project.resuming(rid):
         if kind == "critique":
             expl_id = int(s["explanation_id"])

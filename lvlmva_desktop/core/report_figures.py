@@ -168,12 +168,12 @@ def representative_heatmaps(
     if expl_id is None or before is None or after is None:
         out["note"] = "No aligned model yet: there is nothing to compare."
         return out
-    from .explain import ExplainSettings
     from .pipeline import alignment_masks, explain_samples, load_samples
+    from .settings import PipelineSettings
 
     row, t = project.explanation(expl_id)
     es = json.loads(row["settings"] or "{}").get("explain", {})
-    settings = ExplainSettings(**{k: v for k, v in es.items() if k in ExplainSettings.__dataclass_fields__})
+    settings = PipelineSettings.from_record({"explain": es}).explain  # as the explanation was made
     # the masks as the aligned model was trained with them: the plain masks of the verdicts, less the
     # segments the consistency check held back then (recorded with the model; none for older models)
     from .settings import AlignSettings

@@ -49,7 +49,7 @@ import torch
 from .jobs import TaskState, ensure_state
 from .memory import run_batched
 from .settings import COVARIANCE_TYPES as COVARIANCE_TYPES  # re-exported (tests, callers)
-from .settings import SegmentSettings
+from .settings import EVIDENCE_KINDS, SegmentSettings
 
 # log mixing weight used for empty components: exp() of it is exactly 0 in float32 and float64, yet it is
 # finite (no inf * 0 = NaN in matmuls) and far below any log density of a live component.
@@ -69,6 +69,23 @@ class SegmentationResult:
     n_iter: torch.Tensor  # (B,) EM iterations used
     log_likelihood: torch.Tensor  # (B,) final weighted mean log-likelihood (normalised coordinates)
     fallback: torch.Tensor  # (B,) bool, no positive evidence or a non-finite value: segmented with uniform p
+
+
+def evidence_map(attribution: torch.Tensor, kind: str = "positive") -> torch.Tensor:
+    """The non-negative evidence PPEPS-WGM segments: the positive part (paper) or the absolute value.
+
+    NaN and inf pass through unchanged (the fit treats such maps as carrying no usable evidence).
+    """
+    if kind == "positive":
+        return torch.where(torch.isfinite(attribution), attribution.clamp_min(0), attribution)
+    if kind == "absolute":
+        return torch.where(torch.isfinite(attribution), attribution.abs(), attribution)
+    raise ValueError(f"Unknown evidence kind '{kind}'; choose one of {EVIDENCE_KINDS}.")
+
+
+def recorded_evidence(settings: dict | None) -> str:
+    """The evidence kind an explanation was segmented with, from its recorded settings (older: positive)."""
+    return str(((settings or {}).get("segment") or {}).get("evidence", "positive"))
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -348,7 +365,7 @@ def _fit_chunk(att: torch.Tensor, st: SegmentSettings, state: TaskState | None =
     dev = att.device
     dtype = _work_dtype(att)
     pdtype = _param_dtype(dev)
-    p, fallback = _evidence_mass(att.to(dtype).reshape(b, m))
+    p, fallback = _evidence_mass(evidence_map(att.to(dtype), st.evidence).reshape(b, m))
     feats_all, scale = _grid(h, w, dtype, dev)
 
     floor = torch.full((2,), float(st.reg_covar), dtype=torch.float64)

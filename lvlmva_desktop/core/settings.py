@@ -18,6 +18,11 @@ STRATEGIES = ("low_entropy", "random", "high_entropy")
 METHODS = ("deeplift_shap", "input_x_gradient")
 #: PPEPS-WGM's covariance types (``segment``).
 COVARIANCE_TYPES = ("full", "diag", "spherical")
+# which attribution PPEPS-WGM segments: the paper's positive part, or the absolute value (evidence for and
+# against the class; needed where a shortcut lowers other classes' scores instead of raising the true one's)
+EVIDENCE_KINDS = ("absolute", "positive")
+# DeepLIFT-SHAP reference images: random training images (the paper's choice) or black images
+BACKGROUND_KINDS = ("median", "train", "black")
 
 
 # -- training (train.py) ------------------------------------------------------------------------------------
@@ -94,13 +99,26 @@ class SamplingSettings:
 # -- attributions (explain.py) ----------------------------------------------------------------------------
 @dataclass
 class ExplainSettings:
+    """Attribution settings. background: what DeepLIFT-SHAP compares each image with -- "median" (default:
+    the per-pixel median of up to 256 random training images, the typical image), "train" (n_background
+    random training images: METHOD.md's default) or "black"; n_background counts only for "train"."""
+
     method: str = "deeplift_shap"
     n_background: int = 16
     batch_size: int = 32
     seed: int = 0
+    background: str = "median"  # BACKGROUND_KINDS: "median" (the typical training image), "train", "black"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        if self.background not in BACKGROUND_KINDS:
+            raise ValueError(
+                f"Unknown reference images '{self.background}'; choose one of {BACKGROUND_KINDS}."
+            )
+        if isinstance(self.n_background, bool) or int(self.n_background) < 1:
+            raise ValueError(f"n_background must be at least 1, got {self.n_background!r}.")
 
 
 # -- segmentation (segment.py) ----------------------------------------------------------------------------
@@ -112,7 +130,9 @@ class SegmentSettings:
     stops per image after max_iter iterations or when the weighted mean log-likelihood changes by less
     than tol. reg_covar: added to the covariance diagonal (normalised coordinate units). pixel_cell_variance:
     also add one pixel cell's variance, 1/12 px^2 per axis. kmeans_iter: Lloyd steps after the k-means++
-    seeding (0: seeds only). seed: the k-means++ draws.
+    seeding (0: seeds only). seed: the k-means++ draws. evidence: what is segmented, "positive" (the
+    attribution's positive part, as in the paper) or "absolute" (its absolute value: evidence for and against
+    the class, so a shortcut that works by lowering the other classes' scores gets a segment too).
     """
 
     n_components: int = 4
@@ -123,6 +143,9 @@ class SegmentSettings:
     pixel_cell_variance: bool = True
     kmeans_iter: int = 10
     seed: int = 0
+    evidence: str = (
+        "absolute"  # EVIDENCE_KINDS: the attribution's absolute value, or its positive part (paper)
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +160,8 @@ class SegmentSettings:
             raise ValueError(
                 f"Unknown covariance type '{self.covariance}'; choose one of {COVARIANCE_TYPES}."
             )
+        if self.evidence not in EVIDENCE_KINDS:
+            raise ValueError(f"Unknown evidence kind '{self.evidence}'; choose one of {EVIDENCE_KINDS}.")
         if int(self.max_iter) < 1:
             raise ValueError(f"max_iter must be at least 1, got {self.max_iter}.")
         if int(self.kmeans_iter) < 0:
@@ -200,3 +225,17 @@ class PipelineSettings:
             align=AlignSettings.from_dict(d.get("align", {})),
             evaluate=sub(EvalSettings, "evaluate"),
         )
+
+    @classmethod
+    def from_record(cls, d: dict) -> PipelineSettings:
+        """Settings as a run or explanation recorded them: a recorded section that lacks a setting added
+        later ran with that setting's value from before (``LEGACY_VALUES``), not with today's default."""
+        d = dict(d)
+        for section, old in LEGACY_VALUES.items():
+            if isinstance(d.get(section), dict):
+                d[section] = {**old, **d[section]}
+        return cls.from_dict(d)
+
+
+#: Values that settings added after the first release had before they existed (runs recorded then).
+LEGACY_VALUES = {"explain": {"background": "train"}, "segment": {"evidence": "positive"}}

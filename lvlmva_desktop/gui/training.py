@@ -182,6 +182,13 @@ class TrainingPane(QWidget):
                 w.setValue(value)
             w.blockSignals(False)
         self.settings_area.setEnabled(self.session.project is not None)
+        self._update_dependent()
+
+    def _update_dependent(self) -> None:
+        """Grey out what the other choices make irrelevant: the number of reference images counts only
+        when each image is compared with random training images."""
+        n_bg = self.widgets[("explain", "n_background")]
+        n_bg.setEnabled(self.widgets[("explain", "background")].currentData() == "train")
 
     def _fields(self) -> list[tuple[Field, QWidget]]:
         return [(f, self.widgets[(f.section, f.attr)]) for _, fields in GROUPS for f in fields]
@@ -199,6 +206,7 @@ class TrainingPane(QWidget):
         return s
 
     def _save_settings(self, *_: object) -> None:
+        self._update_dependent()
         if self.session.project is None:
             return
         try:

@@ -12,7 +12,14 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
-from ..core.settings import ARCHITECTURES, METHODS, STRATEGIES, PipelineSettings
+from ..core.settings import (
+    ARCHITECTURES,
+    BACKGROUND_KINDS,
+    EVIDENCE_KINDS,
+    METHODS,
+    STRATEGIES,
+    PipelineSettings,
+)
 
 ARCH_NAMES = {
     "mlp": "Two-layer MLP",
@@ -26,6 +33,12 @@ STRATEGY_NAMES = {
     "high_entropy": "Least confident first (high entropy)",
 }
 METHOD_NAMES = {"deeplift_shap": "DeepLIFT-SHAP", "input_x_gradient": "Input × gradient"}
+BACKGROUND_NAMES = {
+    "train": "Random training images",
+    "median": "The typical training image (median)",
+    "black": "A black image",
+}
+EVIDENCE_NAMES = {"positive": "Evidence for the class", "absolute": "Evidence for and against"}
 
 
 @dataclass(frozen=True)
@@ -89,10 +102,19 @@ GROUPS: list[tuple[str, list[Field]]] = [
             Field("explain", "method", "Method", "How the model's attention is computed: DeepLIFT-SHAP "
                   "(compares each image with reference images) or the faster input × gradient.", "choice",
                   choices=_choices(METHODS, METHOD_NAMES)),
-            Field("explain", "n_background", "Reference images", "Training images DeepLIFT-SHAP compares "
-                  "each image with. More gives steadier maps but takes longer.", "int", 1, 256),
+            Field("explain", "background", "Compared with", "What DeepLIFT-SHAP compares each image with: "
+                  "an image's evidence is how it differs from this. Random training images is the paper's "
+                  "choice; the typical (median) training image also shows a shortcut that is a missing or "
+                  "faint mark; a black image suits pictures on a black background.", "choice",
+                  choices=_choices(BACKGROUND_KINDS, BACKGROUND_NAMES)),
+            Field("explain", "n_background", "Reference images", "How many random training images each "
+                  "image is compared with. More gives steadier maps but takes longer.", "int", 1, 256),
             Field("segment", "n_components", "Segments (J)", "Into how many regions each attribution map is "
                   "split for the verdicts.", "int", 1, 16),
+            Field("segment", "evidence", "Segments follow", "Which evidence the segments are fitted to: "
+                  "only evidence for the class (the paper's choice), or evidence for and against it, which "
+                  "also finds a shortcut that works by lowering the other classes' scores.", "choice",
+                  choices=_choices(EVIDENCE_KINDS, EVIDENCE_NAMES)),
         ],
     ),
     (

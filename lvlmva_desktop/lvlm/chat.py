@@ -41,11 +41,11 @@ class ChatSession:
         self.critic_text = critic_text
         self.verdicts = list(verdicts)  # [{"number": 1, "verdict": "spurious", "source": "expert"}, ...]
         self.history: list[tuple[str, str]] = list(history)
-        self.images = list(render_views(request.image, request.segments, request.attribution, image_min_side))
+        self.images = list(render_views(request.image, request.segments, request.evidence(), image_min_side))
 
     def system_prompt(self) -> str:
         r = self.request
-        segs = segment_context(r.segments, r.attribution, r.segment_evidence)
+        segs = segment_context(r.segments, r.evidence(), r.segment_evidence)
         return self.templates.render(
             "chat_system.j2",
             class_name=r.class_name,

@@ -113,14 +113,14 @@ class LVLMCritic:
     # -- prompts ---------------------------------------------------------------------------------
     def critic_request(self, r: CritiqueRequest) -> list[dict]:
         image, seg_map, overlay = render_views(
-            r.image, r.segments, r.attribution, self.settings.image_min_side
+            r.image, r.segments, r.evidence(), self.settings.image_min_side
         )
         template = "one_call.j2" if self.settings.one_call else "critic.j2"
         text = self.templates.render(
             template,
             class_name=r.class_name,
             class_description=r.class_description,
-            segments=segment_context(r.segments, r.attribution, r.segment_evidence),
+            segments=segment_context(r.segments, r.evidence(), r.segment_evidence),
         )
         images = [image, seg_map, overlay] if self.settings.send_segment_map else [image, overlay]
         return [user_message(text, images)]
@@ -155,6 +155,8 @@ class LVLMCritic:
             "description": hashlib.sha256(r.class_description.encode("utf-8")).hexdigest(),
             "critic": ident,
         }
+        if r.evidence_kind != "positive":  # label positions follow the evidence (older keys stay valid)
+            parts["evidence_kind"] = r.evidence_kind
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     # -- the job ---------------------------------------------------------------------------------

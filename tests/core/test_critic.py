@@ -79,3 +79,19 @@ def test_mask_is_the_union_of_spurious_segments_only():
         r.segments, [SegmentVerdict(0, UNDECIDED), SegmentVerdict(2, SPURIOUS), SegmentVerdict(1, RELEVANT)]
     )
     assert torch.equal(m, r.segments == 2)
+
+
+def test_ground_truth_critic_judges_by_the_evidence_the_segments_follow():
+    # segment 2 spans the artefact corner and some background; the corner holds only negative attribution
+    # ("darker than the reference"), the background a little positive attribution
+    r = _request()
+    r.segments = r.segments.clone()
+    r.segments[:2, :7] = 2
+    r.attribution = r.attribution.clone()
+    r.attribution[:2, :7] = 0.01
+    r.attribution[:2, :2] = -1.0
+    assert ground_truth_segment_labels(r.evidence(), r.segments, r.gt_mask, 3)[2] is False
+    r.evidence_kind = "absolute"
+    assert ground_truth_segment_labels(r.evidence(), r.segments, r.gt_mask, 3)[2] is True
+    crit = next(iter(GroundTruthCritic().critique([r])))
+    assert crit.verdicts[2].verdict == SPURIOUS

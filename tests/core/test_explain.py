@@ -104,3 +104,58 @@ def test_attribution_turns_tf32_off_on_cuda_and_restores_it():
             assert torch.backends.cudnn.allow_tf32  # no effect on the CPU
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def test_reference_images_of_each_kind():
+    from lvlmva_desktop.core.explain import MEDIAN_SAMPLE, background_set, reference_images
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 3, 6, 6, generator=gen)
+    train = reference_images(x, ExplainSettings(background="train", n_background=5, seed=3))
+    assert torch.equal(train, background_set(x, 5, 3))
+    black = reference_images(x, ExplainSettings(background="black"))
+    assert black.shape == (2, 3, 6, 6) and not black.any()
+    med = reference_images(x, ExplainSettings(background="median", seed=3))
+    want = background_set(x, MEDIAN_SAMPLE, 3).median(0).values
+    assert med.shape == (2, 3, 6, 6) and torch.equal(med[0], want) and torch.equal(med[1], want)
+    with pytest.raises(ValueError, match="reference images 'mean'"):
+        reference_images(x, ExplainSettings(background="mean"))
+
+
+def test_median_reference_explains_how_an_image_differs_from_the_typical_one():
+    # a linear model reading one pixel: against the typical (median) image the attribution is the
+    # weight times the difference from the median, also where that difference is negative
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.zero_()
+        model[1].weight[1, 3] = 2.0
+    from lvlmva_desktop.core.explain import reference_images
+
+    train = torch.full((9, 1, 2, 2), 0.6)
+    train[:3] = 0.1  # a minority of darker images: the median stays 0.6
+    s = ExplainSettings(background="median")
+    res = attribute(
+        model,
+        torch.full((1, 1, 2, 2), 0.2),
+        torch.tensor([1]),
+        reference_images(train, s),
+        s,
+        torch.device("cpu"),
+    )
+    assert abs(float(res.maps[0, 1, 1]) - 2.0 * (0.2 - 0.6)) < 1e-5
+    assert res.maps[0].flatten()[:3].abs().max() < 1e-6
+
+
+def test_recorded_settings_from_before_a_setting_existed_keep_its_old_value():
+    from lvlmva_desktop.core.settings import PipelineSettings
+
+    # a run or explanation recorded before "background" and "evidence" existed ran with the paper's choices
+    old = PipelineSettings.from_record({"explain": {"n_background": 8}, "segment": {"n_components": 4}})
+    assert old.explain.background == "train" and old.explain.n_background == 8
+    assert old.segment.evidence == "positive"
+    # recorded values win; sections a record lacks, and settings files the user writes, get today's defaults
+    new = PipelineSettings.from_record({"explain": {"background": "black"}})
+    assert new.explain.background == "black" and new.segment.evidence == "absolute"
+    user = PipelineSettings.from_dict({"explain": {"n_background": 8}})
+    assert user.explain.background == "median" and user.segment.evidence == "absolute"

@@ -89,7 +89,8 @@ def test_recovers_known_blobs_for_a_batch(dtype):
             for i, (c, s) in enumerate(THREE_BLOB_SCENES)
         ]
     )
-    res = ppeps_wgm(maps, SegmentSettings(n_components=3))
+    # the paper's positive part: the negative clutter is ignored
+    res = ppeps_wgm(maps, SegmentSettings(n_components=3, evidence="positive"))
     check_valid(res, len(THREE_BLOB_SCENES), 64, 64, 3)
     assert res.weights.dtype == dtype
     for i, (centres, _) in enumerate(THREE_BLOB_SCENES):
@@ -175,12 +176,15 @@ def test_batched_matches_per_image_float32():
     ids=["zeros", "negative-only", "all-nan"],
 )
 def test_maps_without_evidence_fall_back_to_uniform(make):
-    res = ppeps_wgm(make(), SegmentSettings(n_components=4))
+    res = ppeps_wgm(make(), SegmentSettings(n_components=4, evidence="positive"))
     check_valid(res, 1, 32, 40, 4)
     assert res.fallback.tolist() == [True]
     # a uniform mass spreads over the whole image: all four segments are used
     assert len(torch.unique(res.labels)) == 4
     assert torch.allclose(res.evidence, torch.bincount(res.labels.flatten(), minlength=4)[None] / (32 * 40.0))
+    # the absolute value finds evidence in a negative-only map; zeros and NaN still have none
+    res_abs = ppeps_wgm(make(), SegmentSettings(n_components=4, evidence="absolute"))
+    assert res_abs.fallback.tolist() == [bool(not (make() < 0).any())]
 
 
 def test_nan_or_inf_anywhere_gives_the_uniform_fallback_and_finite_outputs():
@@ -370,3 +374,44 @@ def test_cuda_matches_cpu():
     cpu64, gpu64 = ppeps_wgm(maps64), ppeps_wgm(maps64.cuda())
     assert (gpu64.labels.cpu() == cpu64.labels).float().mean() > 0.99
     assert torch.allclose(gpu64.weights.cpu(), cpu64.weights, atol=5e-3)
+
+
+def test_absolute_evidence_gives_negative_evidence_its_own_segment():
+    # a shortcut the model reads as "darker than the reference" carries only negative attribution: the
+    # paper's positive part puts no segment on it, the absolute value does
+    h = w = 32
+    pos = blob_map(h, w, [(10.0, 10.0), (12.0, 20.0)], [0.5, 0.5], [2.5, 2.5])
+    neg = blob_map(h, w, [(27.0, 27.0)], [0.8], [1.5])
+    att = pos - neg
+    by_pos = ppeps_wgm(att, SegmentSettings(n_components=3, evidence="positive"))
+    by_abs = ppeps_wgm(att, SegmentSettings(n_components=3, evidence="absolute"))
+    corner = (27, 27)
+    # positive part: the negative blob gets no component of its own (every centre lies near the digit)
+    assert float(torch.cdist(by_pos.means[0], torch.tensor([corner], dtype=by_pos.means.dtype)).min()) > 5
+    # absolute value: one component sits on it and holds its share of the evidence
+    d = torch.cdist(by_abs.means[0], torch.tensor([corner], dtype=by_abs.means.dtype)).squeeze(1)
+    k = int(d.argmin())
+    assert float(d[k]) < 1.0
+    assert int(by_abs.labels[0, 27, 27]) == k
+    assert abs(float(by_abs.evidence[0, k]) - 0.8 / 1.8) < 0.02
+    check_valid(by_abs, 1, h, w, 3)
+
+
+def test_evidence_map_kinds_keep_non_finite_values():
+    from lvlmva_desktop.core.segment import evidence_map, recorded_evidence
+
+    a = torch.tensor([[-2.0, 3.0], [float("-inf"), float("nan")]])
+    p, q = evidence_map(a, "positive"), evidence_map(a, "absolute")
+    assert p[0].tolist() == [0.0, 3.0] and q[0].tolist() == [2.0, 3.0]
+    assert p[1, 0] == float("-inf") and torch.isnan(p[1, 1]) and q[1, 0] == float("-inf")
+    # a map whose only non-finite value is negative infinity still falls back to uniform
+    res = ppeps_wgm(torch.tensor([[1.0, float("-inf")], [0.5, 0.0]]), SegmentSettings(n_components=2))
+    assert bool(res.fallback[0])
+    with pytest.raises(ValueError, match="evidence kind"):
+        evidence_map(a, "negative")
+    with pytest.raises(ValueError, match="evidence kind"):
+        ppeps_wgm(a, SegmentSettings(evidence="both"))
+    # explanations made before the setting existed were segmented on the positive part
+    assert recorded_evidence({"segment": {"n_components": 4}}) == "positive"
+    assert recorded_evidence({"segment": {"evidence": "absolute"}}) == "absolute"
+    assert recorded_evidence(None) == "positive"

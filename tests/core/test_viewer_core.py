@@ -26,7 +26,7 @@ from lvlmva_desktop.core.segment import SegmentSettings
 from lvlmva_desktop.core.train import TrainSettings
 
 CPU = torch.device("cpu")
-EXPLAIN = ExplainSettings(n_background=4)
+EXPLAIN = ExplainSettings(n_background=4, background="train")
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +112,38 @@ def test_verdict_rows_keep_critic_and_expert_apart_and_take_back(project):
     test_id = project.samples("test")[0]["id"]
     with pytest.raises(ProjectError, match="not in the alignment set"):
         segment_verdict_rows(project, eid, test_id)
+
+
+@pytest.mark.parametrize("background", ["median", "black"])
+def test_other_references_and_absolute_evidence_reach_the_viewer_the_critic_and_the_masks(
+    project, background
+):
+    from lvlmva_desktop.core.pipeline import critique_requests
+    from lvlmva_desktop.core.segment import evidence_map
+
+    _, mid, ids, t = _ids(project)
+    explain = ExplainSettings(n_background=4, background=background)
+    segment = SegmentSettings(evidence="absolute")
+    eid = explain_alignment_set(project, mid, project.latest_id("alignment_sets"), explain, segment, CPU)
+    row, t2 = project.explanation(eid)
+    assert '"evidence": "absolute"' in row["settings"] and f'"background": "{background}"' in row["settings"]
+    assert not torch.allclose(t2["maps"], t["maps"])  # other references: other maps
+    # the viewer recomputes the same maps and segments from the recorded settings
+    got = explain_samples(project, mid, ids[:3], explain, CPU, segment=segment)
+    scale = float(t2["maps"][:3].abs().max())
+    assert torch.allclose(got.maps, t2["maps"][:3], atol=1e-5 * scale, rtol=1e-4)
+    assert (got.segments == t2["segments"][:3].long()).float().mean().item() > 0.99
+    # the segments' evidence shares are shares of the absolute attribution
+    ev = evidence_map(t2["maps"], "absolute")
+    seg = t2["segments"].long()
+    share = (
+        torch.stack([(ev * (seg == j)).flatten(1).sum(1) for j in range(4)], 1)
+        / ev.flatten(1).sum(1)[:, None]
+    )
+    assert torch.allclose(share, t2["evidence"].to(share.dtype), atol=1e-4)
+    # critique requests carry the kind, the simulated critic and the masks use it
+    reqs = critique_requests(project, eid)
+    assert {r.evidence_kind for r in reqs} == {"absolute"}
+    run_critique(project, eid, GroundTruthCritic(error_rate=0.0))
+    got_ids, masks, _ = alignment_masks(project, eid)
+    assert got_ids == t2["sample_ids"].tolist() and masks.shape[0] == len(got_ids)

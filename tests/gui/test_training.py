@@ -65,20 +65,28 @@ def test_settings_round_trip_through_the_project_file(make_pane, demo_project):
     w[("train", "lr")].setValue(0.005)
     w[("arch", None)].setCurrentIndex(w[("arch", None)].findData("mlp"))
     w[("sampling", "strategy")].setCurrentIndex(w[("sampling", "strategy")].findData("random"))
+    assert w[("explain", "background")].currentData() == "median"  # the default: the typical image
+    assert not w[("explain", "n_background")].isEnabled()  # counts only with random training images
+    w[("explain", "background")].setCurrentIndex(w[("explain", "background")].findData("train"))
+    assert w[("explain", "n_background")].isEnabled()
     w[("explain", "n_background")].setValue(4)
     w[("segment", "n_components")].setValue(6)
+    w[("segment", "evidence")].setCurrentIndex(w[("segment", "evidence")].findData("positive"))
     w[("align", "lambda_")].setValue(10.0)
     w[("align", "align_ratio")].setValue(0.5)
     saved = json.loads((demo_project / SETTINGS_FILE).read_text())["pipeline"]
     assert saved["arch"] == "mlp" and saved["train"]["epochs"] == 3 and saved["train"]["lr"] == 0.005
     assert saved["sampling"]["strategy"] == "random" and saved["explain"]["n_background"] == 4
     assert saved["segment"]["n_components"] == 6 and saved["segment"]["covariance"] == "diag"
+    assert saved["explain"]["background"] == "train" and saved["segment"]["evidence"] == "positive"
     assert saved["align"]["lambda"] == 10.0 and saved["align"]["align_ratio"] == 0.5
 
     again = make_pane(demo_project)  # a fresh session reads them back from the project folder
     assert again.widgets[("train", "epochs")].value() == 3
     assert again.widgets[("arch", None)].currentData() == "mlp"
     assert again.widgets[("align", "lambda_")].value() == 10.0
+    assert again.widgets[("segment", "evidence")].currentData() == "positive"
+    assert again.widgets[("explain", "n_background")].isEnabled()
 
     again.reset_button.click()
     saved = PipelineSettings.from_dict(json.loads((demo_project / SETTINGS_FILE).read_text())["pipeline"])

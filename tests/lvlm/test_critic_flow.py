@@ -148,8 +148,31 @@ def test_unreadable_answers_are_not_cached_and_the_key_follows_everything_the_pr
     r16 = _req(1)
     r16.attribution = r16.attribution.to(torch.bfloat16)
     assert critic.cache_key(r16) != critic.cache_key(r)
+    absolute = _req(1)
+    absolute.evidence_kind = "absolute"  # segment numbers are placed at the evidence's centre
+    assert critic.cache_key(absolute) != critic.cache_key(r)
     strict = dict(ts.texts, **{"judge_strict.j2": ts.texts["judge_strict.j2"] + " Now."})
     assert LVLMCritic(ScriptedBackend(), TemplateSet(strict), CriticSettings(one_call=True)).cache_key(r) != (
         critic.cache_key(r)
     )
     p.close()
+
+
+def test_the_prompt_places_a_segment_where_the_evidence_it_follows_lies():
+    # segment 1 (the left half) holds weak positive attribution at the top left and strong negative
+    # attribution at the bottom: with segments of the absolute value its position follows the bottom
+    r = _req(1)
+    r.attribution = torch.zeros(16, 16)
+    r.attribution[1:3, 1:3] = 0.1
+    r.attribution[12:15, 5:7] = -1.0
+    critic = LVLMCritic(ScriptedBackend(), settings=CriticSettings(use_cache=False))
+    text = critic.critic_request(r)[0]["content"][-1]["text"]
+    r.evidence_kind = "absolute"
+    text_abs = critic.critic_request(r)[0]["content"][-1]["text"]
+    from lvlmva_desktop.lvlm.render import segment_context
+
+    r.evidence_kind = "positive"
+    assert segment_context(r.segments, r.evidence(), r.segment_evidence)[0]["where"] == "the top left"
+    r.evidence_kind = "absolute"
+    assert segment_context(r.segments, r.evidence(), r.segment_evidence)[0]["where"] == "the bottom"
+    assert "the top left" in text and "the top left" not in text_abs
