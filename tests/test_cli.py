@@ -38,6 +38,14 @@ def test_every_step_from_the_command_line(tmp_path, capsys):
     assert main(["describe", str(proj), "--defaults", "isic-like"]) == 0
     assert main(["train", str(proj), "--quiet", "--device", "cpu", *FAST]) == 0
     assert main(["sample", str(proj), "--quiet", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(proj), "--quiet", *FAST, "--set", "explain.background=mean"]) == 2
+    assert (
+        "Unknown reference images 'mean'; choose one of ('median', 'train', 'black')"
+        in capsys.readouterr().err
+    )
+    assert main(["explain", str(proj), "--quiet", *FAST, "--set", "segment.evidence=negative"]) == 2
+    assert "Unknown evidence kind 'negative'" in capsys.readouterr().err
     assert main(["explain", str(proj), "--quiet", *FAST]) == 0
     assert (
         main(["critique", str(proj), "--quiet", "--critic", "simulated", "--verdict-accuracy", "0.87"]) == 0

@@ -1,8 +1,11 @@
 """Attributions toward the true label (METHOD.md step 3): DeepLIFT-SHAP with captum, batched.
 
-The background is a small random set of training images (default 16). The result is summed over colour
-channels, giving one (H, W) map per image; the convergence delta (DeepLIFT's summation-to-delta error) is
-returned so callers can check and record it.
+The references (``ExplainSettings.background``) are, by default, the typical training image: the per-pixel
+median of up to 256 random training images, so an image's evidence is how it differs from the typical one,
+also where it is darker (a faint or missing mark). METHOD.md's default, a small random set of training images
+(16), and black images are the other choices (docs/method.md, step 3, says why the default departs). The
+result is summed over colour channels, giving one (H, W) map per image; the convergence delta (DeepLIFT's
+summation-to-delta error) is returned so callers can check and record it.
 """
 
 from __future__ import annotations

@@ -170,6 +170,8 @@ def explain_alignment_set(
     state: TaskState | None = None,
 ) -> int:
     state = ensure_state(state)
+    explain.validate()  # told before the attributions are computed, not after
+    segment.validate()
     settings = {
         "model_id": model_id,
         "set_id": set_id,

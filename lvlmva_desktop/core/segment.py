@@ -1,11 +1,13 @@
-"""PPEPS-WGM: segment an image where the classifier's positive evidence lies (weighted Gaussian mixture).
+"""PPEPS-WGM: segment an image where the classifier's evidence lies (weighted Gaussian mixture).
 
 Positive predictive-effect probability segmentation: the positive part of an attribution map toward the
-true label, a+ = max(a, 0), is normalised to a probability mass p over pixels. A J-component Gaussian
-mixture is fitted to the pixels' normalised (row, col) coordinates, pixel i weighted by M * p_i (M pixels),
-and every pixel goes to its most responsible component. Segments therefore follow the evidence: a separate
-blob of evidence (a watermark, a tag in a corner) becomes its own segment, and a component's mixing weight
-is the share of positive evidence it holds.
+true label, a+ = max(a, 0) -- or, with ``SegmentSettings.evidence = "absolute"`` (the default here), its
+absolute value |a|, so that evidence *against* the class (a shortcut that lowers the other classes' scores)
+gets segments too (docs/method.md, step 4) -- is normalised to a probability mass p over pixels. A
+J-component Gaussian mixture is fitted to the pixels' normalised (row, col) coordinates, pixel i weighted by
+M * p_i (M pixels), and every pixel goes to its most responsible component. Segments therefore follow the
+evidence: a separate blob of evidence (a watermark, a tag in a corner) becomes its own segment, and a
+component's mixing weight is the share of the evidence it holds.
 
 No library fits a GMM with sample weights, so this is a small weighted EM over 2-D points, batched over
 images in torch: all images of a chunk share one set of tensor ops, with (B, J, K) responsibilities, a

@@ -185,10 +185,12 @@ class TrainingPane(QWidget):
         self._update_dependent()
 
     def _update_dependent(self) -> None:
-        """Grey out what the other choices make irrelevant: the number of reference images counts only
-        when each image is compared with random training images."""
-        n_bg = self.widgets[("explain", "n_background")]
-        n_bg.setEnabled(self.widgets[("explain", "background")].currentData() == "train")
+        """Grey out what the other choices make irrelevant: references count only for DeepLIFT-SHAP, and
+        their number only when each image is compared with random training images."""
+        shap = self.widgets[("explain", "method")].currentData() == "deeplift_shap"
+        background = self.widgets[("explain", "background")]
+        background.setEnabled(shap)
+        self.widgets[("explain", "n_background")].setEnabled(shap and background.currentData() == "train")
 
     def _fields(self) -> list[tuple[Field, QWidget]]:
         return [(f, self.widgets[(f.section, f.attr)]) for _, fields in GROUPS for f in fields]

@@ -48,7 +48,8 @@ def segment_colours(segments: torch.Tensor) -> Image.Image:
 def centres(
     segments: torch.Tensor, attribution: torch.Tensor | None = None
 ) -> dict[int, tuple[float, float]]:
-    """(row, col) per segment: its centre of positive evidence, or of its pixels if it has none."""
+    """(row, col) per segment: its centre of evidence (the map's positive part: pass
+    ``CritiqueRequest.evidence()``), or of its pixels if it has none."""
     out = {}
     seg = segments.long().cpu()
     pos = attribution.detach().float().cpu().clamp_min(0) if attribution is not None else None

@@ -69,6 +69,10 @@ def test_settings_round_trip_through_the_project_file(make_pane, demo_project):
     assert not w[("explain", "n_background")].isEnabled()  # counts only with random training images
     w[("explain", "background")].setCurrentIndex(w[("explain", "background")].findData("train"))
     assert w[("explain", "n_background")].isEnabled()
+    w[("explain", "method")].setCurrentIndex(w[("explain", "method")].findData("input_x_gradient"))
+    assert not w[("explain", "background")].isEnabled() and not w[("explain", "n_background")].isEnabled()
+    w[("explain", "method")].setCurrentIndex(w[("explain", "method")].findData("deeplift_shap"))
+    assert w[("explain", "background")].isEnabled() and w[("explain", "n_background")].isEnabled()
     w[("explain", "n_background")].setValue(4)
     w[("segment", "n_components")].setValue(6)
     w[("segment", "evidence")].setCurrentIndex(w[("segment", "evidence")].findData("positive"))
