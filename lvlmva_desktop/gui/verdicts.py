@@ -192,7 +192,9 @@ class VerdictTable(QWidget):
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             self.table.setItem(i, 0, _item(str(r.segment + 1)))
-            self.table.setItem(i, 1, _item(f"{r.evidence:.0%}", "share of the image's evidence in this segment"))
+            self.table.setItem(
+                i, 1, _item(f"{r.evidence:.0%}", "share of the image's evidence in this segment")
+            )
             self.table.setItem(i, 2, _item(verdict_text(r.critic), r.critic_name or "no critique yet"))
             if editable:
                 combo = self._expert_combo(r)
