@@ -1,9 +1,10 @@
 """DecoyMNIST: how much of the decoy square the segments can cover (a diagnosis, not a benchmark table).
 
-Trains the ERM MLP of benchmarks/alignment.py (seed 0), takes its low-entropy alignment set, and for two
-attribution backgrounds (random training images, the default; black images) and two segmentations
-(PPEPS-WGM on the positive part, the paper's; on the absolute value) prints, per class, the square's share
-of the attribution and how much of the square the mask of *exactly judged* segments covers.
+Trains the ERM MLP of benchmarks/alignment.py (seed 0), takes its low-entropy alignment set, and for three
+attribution references (`explain.background`: random training images, the paper's; black images; the
+typical (median) training image, the default) and two segmentations (`segment.evidence`: PPEPS-WGM on the
+positive part, the paper's; on the absolute value, the default) prints, per class, the square's share of the
+attribution and how much of the square the mask of *exactly judged* segments covers.
 
     python benchmarks/decoy_coverage.py
 """
@@ -13,10 +14,10 @@ from _common import ROOT, project_for
 from alignment import CONFIGS
 
 from lvlmva_desktop.core.critic import ground_truth_segment_labels
-from lvlmva_desktop.core.explain import ExplainSettings, attribute, background_set
+from lvlmva_desktop.core.explain import ExplainSettings, attribute, reference_images
 from lvlmva_desktop.core.models import ModelSpec, build_model
 from lvlmva_desktop.core.sampling import SamplingSettings, select_alignment_set
-from lvlmva_desktop.core.segment import SegmentSettings, ppeps_wgm
+from lvlmva_desktop.core.segment import SegmentSettings, evidence_map, ppeps_wgm
 from lvlmva_desktop.core.train import TrainSettings, predict_proba, train_erm
 
 torch.set_num_threads(1)
@@ -31,20 +32,21 @@ train_erm(erm, train.x, train.y, TrainSettings(seed=seed, **cfg["train"]), dev)
 probs = predict_proba(erm, train.x, dev)
 aidx = select_alignment_set(probs, train.y, SamplingSettings(n=300, seed=seed))
 ax, ay, agt = train.x[aidx], train.y[aidx], train.masks[aidx]
-for bgkind in ("train", "zeros"):
-    bg = background_set(train.x, 16, seed) if bgkind == "train" else torch.zeros(4, 1, 28, 28)
-    e = attribute(erm, ax, ay, bg, ExplainSettings(seed=seed), dev)
+for bgkind in ("train", "black", "median"):
+    explain = ExplainSettings(seed=seed, background=bgkind)
+    e = attribute(erm, ax, ay, reference_images(train.x, explain), explain, dev)
     A = e.maps
     pos, neg = A.clamp_min(0), (-A).clamp_min(0)
     m = agt.float()
     ps = (pos * m).sum((1, 2)) / pos.sum((1, 2)).clamp_min(1e-12)
     ns = (neg * m).sum((1, 2)) / neg.sum((1, 2)).clamp_min(1e-12)
     ab = (A.abs() * m).sum((1, 2)) / A.abs().sum((1, 2)).clamp_min(1e-12)
-    for mode, maps in (("pos", A), ("abs", A.abs())):
-        seg = ppeps_wgm(maps, SegmentSettings(seed=seed))
+    for mode in ("positive", "absolute"):
+        seg = ppeps_wgm(A, SegmentSettings(seed=seed, evidence=mode))
+        ev = evidence_map(A, mode)
         cov = []
         for k in range(len(ax)):
-            t = ground_truth_segment_labels(maps[k], seg.labels[k], agt[k], 4)
+            t = ground_truth_segment_labels(ev[k], seg.labels[k], agt[k], 4)
             mk = torch.zeros_like(agt[k])
             for j, tv in enumerate(t):
                 if tv:

@@ -125,8 +125,12 @@ def references_from(
     the data set (their shape and dtype make black references)."""
     if settings.background == "black":
         return black_references(like)
-    assert drawn is not None
-    return median_references(drawn) if settings.background == "median" else drawn
+    if drawn is None or len(drawn) == 0:
+        raise ValueError("There are no training images to compare the images with (reference images).")
+    if settings.background == "median":
+        return median_references(drawn)
+    # captum's DeepLIFT-SHAP wants at least two references: one image twice is DeepLIFT with that image
+    return drawn if len(drawn) > 1 else torch.cat([drawn, drawn])
 
 
 def reference_images(x_train: torch.Tensor, settings: ExplainSettings) -> torch.Tensor:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -676,13 +678,7 @@ def explain_samples(
     state = ensure_state(state)
     model, _ = project.load_model(model_id)
     images = load_samples(project, sample_ids)
-    train_ids = [int(r["id"]) for r in project.samples("train")]
-    # the same references as reference_images(train.x, ...), decoding only the drawn training images
-    picked = reference_draw(len(train_ids), explain)
-    if picked is not None and not train_ids:
-        raise ProjectError("The project has no training images to draw the attribution background from.")
-    drawn = load_samples(project, [train_ids[i] for i in picked.tolist()]).x if picked is not None else None
-    bg = references_from(drawn, images.x, explain)
+    bg = _references(project, explain, images.x)
     state.progress(0.05, None, "attributions")
     end = 0.8 if segment is not None else 1.0
     attr = attribute(model, images.x, images.y, bg, explain, device, state.child(0.05, end))
@@ -692,6 +688,34 @@ def explain_samples(
         out.segments = seg.labels.cpu()
         out.evidence = seg.evidence.cpu()
     return out
+
+
+#: references made by explain_samples, newest last: (kind, image shape, drawn images' sha256) -> images
+_REFERENCES: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_REFERENCES_LOCK = threading.Lock()  # the viewer's and the report's jobs run in other threads
+
+
+def _references(project: Project, explain: ExplainSettings, like: torch.Tensor) -> torch.Tensor:
+    """The references of ``reference_images(train.x, explain)``, decoding only the drawn training images
+    (up to 256 for the median), and kept for the next call: the viewer asks for them at every image."""
+    rows = project.samples("train")
+    picked = reference_draw(len(rows), explain)
+    if picked is None:
+        return references_from(None, like, explain)
+    if not rows:
+        raise ProjectError("The project has no training images to draw the attribution background from.")
+    drawn = [rows[i] for i in picked.tolist()]
+    key = (explain.background, tuple(like.shape[1:]), tuple(r["sha256"] for r in drawn))
+    with _REFERENCES_LOCK:
+        if key in _REFERENCES:
+            _REFERENCES.move_to_end(key)
+            return _REFERENCES[key]
+    refs = references_from(load_samples(project, [int(r["id"]) for r in drawn]).x, like, explain)
+    with _REFERENCES_LOCK:
+        _REFERENCES[key] = refs
+        while len(_REFERENCES) > 4:
+            _REFERENCES.popitem(last=False)
+    return refs
 
 
 @dataclass

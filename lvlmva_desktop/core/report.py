@@ -27,6 +27,7 @@ from .jobs import TaskState, ensure_state
 from .metrics import comparison
 from .project import Project, current_user, sha256_file
 from .report_figures import data_uri, representative_heatmaps, thumbnail
+from .segment import evidence_map, recorded_evidence
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,8 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
     images = []
     info = {r["id"]: r for r in project.samples()}
     pics = load_samples(project, ids) if ids else None
+    # the thumbnails number the segments where the critic's overlay did: at their evidence's centre
+    evidence = evidence_map(t["maps"], recorded_evidence(json.loads(row["settings"] or "{}")))
     for k, sid in enumerate(ids):
         c = latest.get(sid)
         raw = json.loads(c["raw"]) if c is not None and c["raw"] else {}
@@ -257,7 +260,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
                 "judge": (raw.get("judge_output") or "").strip(),
                 "verdicts": segs,
                 "n_overrides": sum(s["decided_by"] == "expert" for s in segs),
-                "thumb": thumbnail(pics.x[k], t["segments"][k].long(), t["maps"][k]),
+                "thumb": thumbnail(pics.x[k], t["segments"][k].long(), evidence[k]),
             }
         )
     return {

@@ -56,6 +56,7 @@ class _Explanation:
     method: str
     index: dict[int, int]  # sample id -> row of the tensors
     tensors: dict[str, torch.Tensor]
+    settings: dict  # as recorded: other models' maps are computed with the same references and evidence
 
 
 def _image_u8(x: torch.Tensor) -> np.ndarray:
@@ -172,6 +173,8 @@ class HeatmapPane(QWidget):
             self._sid = self.session.current_sample
         if topic in ("project", "explanation"):
             self._expl_loaded = False
+        if topic == "explanation":
+            self._cache.clear()  # other models' maps follow the explanation's references and evidence
         if topic == "settings":
             self._cache.clear()  # computed with other settings
             self._generation += 1  # and a job still computing with the old ones is not shown or cached
@@ -200,11 +203,10 @@ class HeatmapPane(QWidget):
                     row, t = self.session.project.explanation(eid)
                     if not {"sample_ids", "maps", "segments", "evidence"} <= set(t):
                         return None  # not made by step 3-4 (no maps to show)
-                    method = (
-                        json.loads(row["settings"] or "{}").get("explain", {}).get("method", "deeplift_shap")
-                    )
+                    recorded = json.loads(row["settings"] or "{}")
+                    method = recorded.get("explain", {}).get("method", "deeplift_shap")
                     index = {int(s): k for k, s in enumerate(t["sample_ids"].tolist())}
-                    self._expl = _Explanation(eid, int(row["model_id"]), method, index, t)
+                    self._expl = _Explanation(eid, int(row["model_id"]), method, index, t, recorded)
                 except Exception as e:  # noqa: BLE001
                     self.session.report(e, "Reading the explanation")
         return self._expl
@@ -238,6 +240,8 @@ class HeatmapPane(QWidget):
         method = self.method()
         expl = self._explanation()
         if expl is not None and expl.model_id == model_id and expl.method == method and sid in expl.index:
+            from ..core.segment import recorded_evidence  # torch is loaded: the explanation's tensors are
+
             k, t = expl.index[sid], expl.tensors
             return Attribution(
                 ("stored", expl.id, sid),
@@ -246,6 +250,7 @@ class HeatmapPane(QWidget):
                 t["evidence"][k].tolist(),
                 True,
                 f"explanation #{expl.id}",
+                evidence_kind=recorded_evidence(expl.settings),
             )
         return self._cache.get((model_id, sid, method))
 
@@ -363,6 +368,19 @@ class HeatmapPane(QWidget):
         return f"model #{model_id}"
 
     # -- on-demand attributions ---------------------------------------------------------------------------
+    def _compute_settings(self):
+        """Explanation and segment settings for maps computed here: the current explanation's, as recorded
+        (so that side-by-side maps use the same references and evidence), else the project's settings."""
+        from ..core.settings import PipelineSettings
+
+        expl = self._explanation()
+        s = (
+            PipelineSettings.from_record(expl.settings)
+            if expl is not None
+            else self.session.pipeline_settings()
+        )
+        return s.explain, s.segment
+
     def _submit(self, model_ids: list[int]) -> None:
         sid, method = self._sid, self.method()
         try:
@@ -372,8 +390,8 @@ class HeatmapPane(QWidget):
                 self._failed[(mid, sid, method)] = str(e)
             self.session.report(e, "Choosing the device")
             return
-        settings = self.session.pipeline_settings()
-        explain, segment = replace(settings.explain, method=method), settings.segment
+        explain, segment = self._compute_settings()
+        explain = replace(explain, method=method)
         keys = [(mid, sid, method) for mid in model_ids]
 
         def fn(project, state):
@@ -383,7 +401,12 @@ class HeatmapPane(QWidget):
             for i, mid in enumerate(model_ids):
                 sub = state.child(i / len(model_ids), (i + 1) / len(model_ids))
                 r = explain_samples(project, mid, [sid], explain, device, sub, segment=segment)
-                out[(mid, sid, method)] = (r.maps[0].numpy(), r.segments[0].numpy(), r.evidence[0].tolist())
+                out[(mid, sid, method)] = (
+                    r.maps[0].numpy(),
+                    r.segments[0].numpy(),
+                    r.evidence[0].tolist(),
+                    segment.evidence,
+                )
             return out
 
         job = Job(JOB_KIND, f"Attribution of image #{sid}", fn, lane="view")
@@ -397,8 +420,10 @@ class HeatmapPane(QWidget):
         if not shiboken6.isValid(self) or generation != self._generation:
             return
         self._job_keys.pop(job_id, None)
-        for key, (amap, seg, evidence) in result.items():
-            self._cache[key] = Attribution(key, amap, seg, evidence, False, f"computed (model #{key[0]})")
+        for key, (amap, seg, evidence, kind) in result.items():
+            self._cache[key] = Attribution(
+                key, amap, seg, evidence, False, f"computed (model #{key[0]})", evidence_kind=kind
+            )
             self._cache.move_to_end(key)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)

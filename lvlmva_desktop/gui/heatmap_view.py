@@ -62,14 +62,18 @@ class Attribution:
     stored: bool  # the current explanation's: its segments carry the verdicts
     source: str
     centres: dict[int, tuple[float, float]] = field(default_factory=dict)
+    evidence_kind: str = "positive"  # what the segments were fitted to (SegmentSettings.evidence)
 
     def __post_init__(self) -> None:
         if self.segments is not None and not self.centres:
             import torch  # here, not at the top: the window appears before torch loads
 
+            from ..core.segment import evidence_map
             from ..lvlm.render import centres
 
-            self.centres = centres(torch.from_numpy(self.segments), torch.from_numpy(self.map))
+            # numbers where the critic's overlay put them: at the centre of the evidence the segments follow
+            ev = evidence_map(torch.from_numpy(self.map), self.evidence_kind)
+            self.centres = centres(torch.from_numpy(self.segments), ev)
 
 
 def overlay_levels(amap: np.ndarray, signed: bool, clip: float) -> tuple[float, float]:

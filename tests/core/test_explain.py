@@ -159,3 +159,18 @@ def test_recorded_settings_from_before_a_setting_existed_keep_its_old_value():
     assert new.explain.background == "black" and new.segment.evidence == "absolute"
     user = PipelineSettings.from_dict({"explain": {"n_background": 8}})
     assert user.explain.background == "median" and user.segment.evidence == "absolute"
+
+
+def test_one_reference_image_is_enough_and_none_is_told():
+    from lvlmva_desktop.core.explain import reference_images
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("mlp", 2, 1, (4, 4))).eval()
+    x = torch.rand(5, 1, 4, 4)
+    one = reference_images(x, ExplainSettings(background="train", n_background=1))
+    assert one.shape == (2, 1, 4, 4) and torch.equal(one[0], one[1])  # captum wants two: the same one twice
+    res = attribute(model, x[:2], torch.tensor([0, 1]), one, ExplainSettings(), torch.device("cpu"))
+    assert torch.isfinite(res.maps).all()
+    for kind in ("train", "median"):
+        with pytest.raises(ValueError, match="no training images to compare"):
+            reference_images(x[:0], ExplainSettings(background=kind))

@@ -349,3 +349,45 @@ def test_screenshots(qtbot, env, artifacts_dir, size):
         session.select_sample(test_id)
     qtbot.wait(200)
     pane.grab().save(str(artifacts_dir / f"heatmap-test-image-positive-{size[0]}x{size[1]}.png"))
+
+
+def test_maps_of_an_explanation_from_before_the_new_defaults_keep_its_references_and_evidence(qtbot, env):
+    """An explanation recorded before `explain.background` and `segment.evidence` existed was made against
+    random training images with segments of the positive part: the viewer computes other images' maps the
+    same way and numbers the segments at their positive evidence, whatever the project's settings say."""
+    import json
+
+    from lvlmva_desktop.core.segment import evidence_map
+    from lvlmva_desktop.core.settings import ExplainSettings, SegmentSettings
+    from lvlmva_desktop.lvlm.render import centres
+
+    session, runner, pane, errors = env
+    eid, mid, t = _explanation(session)
+    p = session.project
+    recorded = json.loads(p.db.execute("SELECT settings FROM explanations WHERE id=?", (eid,)).fetchone()[0])
+    recorded["explain"].pop("background")
+    recorded["segment"].pop("evidence")
+    with p.transaction() as db:
+        db.execute("UPDATE explanations SET settings=? WHERE id=?", (json.dumps(recorded), eid))
+    session.notify("explanation")
+    # the stored map: its numbers sit at the centre of its positive evidence
+    sid = int(t["sample_ids"][3])
+    session.select_sample(sid)
+    a = pane.views[0].attribution
+    assert a.stored and a.evidence_kind == "positive"
+    seg = torch.from_numpy(a.segments)
+    assert a.centres == centres(seg, evidence_map(torch.from_numpy(a.map), "positive"))
+    # another image's map: against random training images, segmented on the positive part
+    test_id = p.samples("test")[2]["id"]
+    with qtbot.waitSignal(runner.finished, timeout=SLOW):
+        session.select_sample(test_id)
+    old = ExplainSettings(**{**recorded["explain"], "background": "train"})
+    want = explain_samples(
+        p, mid, [test_id], old, torch.device("cpu"), segment=SegmentSettings(evidence="positive")
+    )
+    np.testing.assert_allclose(pane.views[0].overlay.image, want.maps[0].numpy(), rtol=1e-4, atol=1e-7)
+    assert pane.views[0].attribution.evidence_kind == "positive"
+    now = PipelineSettings()
+    differs = explain_samples(p, mid, [test_id], now.explain, torch.device("cpu"), segment=now.segment)
+    assert not np.allclose(differs.maps[0].numpy(), want.maps[0].numpy())
+    assert errors == []
