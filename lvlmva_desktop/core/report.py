@@ -236,7 +236,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
     info = {r["id"]: r for r in project.samples()}
     pics = load_samples(project, ids) if ids else None
     # the thumbnails number the segments where the critic's overlay did: at their evidence's centre
-    evidence = evidence_map(t["maps"], recorded_evidence(json.loads(row["settings"] or "{}")))
+    evidence_maps = evidence_map(t["maps"], recorded_evidence(json.loads(row["settings"] or "{}")))
     for k, sid in enumerate(ids):
         c = latest.get(sid)
         raw = json.loads(c["raw"]) if c is not None and c["raw"] else {}
@@ -260,7 +260,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
                 "judge": (raw.get("judge_output") or "").strip(),
                 "verdicts": segs,
                 "n_overrides": sum(s["decided_by"] == "expert" for s in segs),
-                "thumb": thumbnail(pics.x[k], t["segments"][k].long(), evidence[k]),
+                "thumb": thumbnail(pics.x[k], t["segments"][k].long(), evidence_maps[k]),
             }
         )
     return {
