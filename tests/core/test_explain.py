@@ -44,13 +44,19 @@ def test_model_with_reused_relu_is_refused():
         )
 
 
-def test_attributions_point_at_the_feature_the_model_uses():
-    # a linear model that only looks at the top-left pixel: all attribution must be there
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+def one_pixel_model(n_pixels: int, pixel: int, weight: float) -> torch.nn.Module:
+    """A linear two-class model whose class 1 reads one pixel with ``weight``; nothing else counts."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_pixels, 2))
     with torch.no_grad():
         model[1].weight.zero_()
         model[1].bias.zero_()
-        model[1].weight[1, 0] = 5.0
+        model[1].weight[1, pixel] = weight
+    return model
+
+
+def test_attributions_point_at_the_feature_the_model_uses():
+    # a linear model that only looks at the top-left pixel: all attribution must be there
+    model = one_pixel_model(16, 0, 5.0)
     x = torch.ones(3, 1, 4, 4)
     res = attribute(
         model, x, torch.tensor([1, 1, 1]), torch.zeros(2, 1, 4, 4), ExplainSettings(), torch.device("cpu")
@@ -125,11 +131,7 @@ def test_reference_images_of_each_kind():
 def test_median_reference_explains_how_an_image_differs_from_the_typical_one():
     # a linear model reading one pixel: against the typical (median) image the attribution is the
     # weight times the difference from the median, also where that difference is negative
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
-    with torch.no_grad():
-        model[1].weight.zero_()
-        model[1].bias.zero_()
-        model[1].weight[1, 3] = 2.0
+    model = one_pixel_model(4, 3, 2.0)
     from lvlmva_desktop.core.explain import reference_images
 
     train = torch.full((9, 1, 2, 2), 0.6)
