@@ -70,7 +70,9 @@ def test_a_project_another_program_writes_opens_read_only_on_request(window, hel
     assert "(read-only)" in texts[0] and "open in another LVLM-VA window" in texts[1]
     assert not any(a.isEnabled() for a in [*window.method_actions, window.act_resume])
     # a job reads the project in its own thread, read-only too (another process holds the lock)
-    with qtbot.waitSignal(window.runner.finished, timeout=20000) as got:
+    with qtbot.waitSignal(
+        window.runner.finished, timeout=20000, check_params_cb=lambda job, _: job.kind == "read"
+    ) as got:
         window.runner.submit(
             Job("read", "Reading", lambda p, s: (p.read_only, len(p.samples())), lane="view")
         )
@@ -103,7 +105,10 @@ def test_a_killed_critique_is_told_on_opening_and_resumed_from_the_menu(
     assert 3 <= done_before < 16
 
     assert window.act_resume.isEnabled()
-    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+    # the viewer's own jobs may finish meanwhile: wait for the resume job
+    with qtbot.waitSignal(
+        window.runner.finished, timeout=120000, check_params_cb=lambda job, _: job.kind == "resume"
+    ):
         window.act_resume.trigger()
     assert f"Run {rid} resumed as run" in window.messages.messages()[0][1]
     ((new_id, settings, results),) = query(
