@@ -133,6 +133,7 @@ class VerdictTable(QWidget):
         self.menu.addSeparator()
         self.menu.addAction(self.act_take_back)
         self.caption = QLabel()
+        self.caption.setWordWrap(True)  # long captions wrap instead of being cut at the verdict buttons
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().hide()
