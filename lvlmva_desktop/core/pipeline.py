@@ -710,7 +710,11 @@ def _references(project: Project, explain: ExplainSettings, like: torch.Tensor) 
         if key in _REFERENCES:
             _REFERENCES.move_to_end(key)
             return _REFERENCES[key]
-    refs = references_from(load_samples(project, [int(r["id"]) for r in drawn]).x, like, explain)
+    # from the decoded training split when there is one (read in place), else decoded image by image
+    x = project.cached_images("train", picked.tolist())
+    if x is None:
+        x = load_samples(project, [int(r["id"]) for r in drawn]).x
+    refs = references_from(x, like, explain)
     with _REFERENCES_LOCK:
         _REFERENCES[key] = refs
         while len(_REFERENCES) > 4:

@@ -370,16 +370,36 @@ class Project:
             )
         return h.hexdigest()
 
-    def load_split(self, split: str, state: TaskState | None = None) -> SplitData:
-        """Decode a split at the project's image size and channels, cached as safetensors."""
-        state = ensure_state(state)
-        rows = self.samples(split)
+    def _split_cache(self, split: str, rows: list[sqlite3.Row]) -> Path:
+        """Where ``load_split`` keeps the decoded split (its name changes with any change of the data)."""
         key = hashlib.sha256(
             json.dumps(
                 [self.image_size, self.channels, [(r["id"], r["sha256"], r["mask_path"]) for r in rows]]
             ).encode()
         ).hexdigest()[:16]
-        cache = self.root / "cache" / f"data-{split}-{key}.safetensors"
+        return self.root / "cache" / f"data-{split}-{key}.safetensors"
+
+    def cached_images(self, split: str, positions: list[int]) -> torch.Tensor | None:
+        """Images at ``positions`` (rows of ``samples(split)``) read from the decoded split's cache, without
+        loading the rest of it; None when the split has not been decoded (or its cache cannot be read)."""
+        from safetensors import safe_open
+
+        cache = self._split_cache(split, self.samples(split))
+        if not cache.is_file():
+            return None
+        try:
+            with safe_open(str(cache), framework="pt") as f:
+                x = f.get_slice("x")
+                return torch.cat([x[i : i + 1] for i in positions]) if positions else None
+        except Exception as e:  # noqa: BLE001 - a damaged cache (SafetensorError too): decode them instead
+            log.warning("could not read the decoded %s images (%s); decoding them", split, e)
+            return None
+
+    def load_split(self, split: str, state: TaskState | None = None) -> SplitData:
+        """Decode a split at the project's image size and channels, cached as safetensors."""
+        state = ensure_state(state)
+        rows = self.samples(split)
+        cache = self._split_cache(split, rows)
         ids = [r["id"] for r in rows]
         groups = [r["grp"] for r in rows]
         y = torch.tensor([r["label"] for r in rows], dtype=torch.int64)

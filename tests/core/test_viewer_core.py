@@ -147,3 +147,18 @@ def test_other_references_and_absolute_evidence_reach_the_viewer_the_critic_and_
     run_critique(project, eid, GroundTruthCritic(error_rate=0.0))
     got_ids, masks, _ = alignment_masks(project, eid)
     assert got_ids == t2["sample_ids"].tolist() and masks.shape[0] == len(got_ids)
+
+
+def test_cached_images_read_single_rows_of_the_decoded_split(project):
+    rows = project.samples("train")
+    ids = [int(rows[i]["id"]) for i in (5, 0, 17)]
+    train = project.load_split("train")  # writes the cache (the template's training did too)
+    got = project.cached_images("train", [5, 0, 17])
+    assert got is not None and torch.equal(got, train.x[[5, 0, 17]])
+    assert torch.equal(got, load_samples(project, ids).x)
+    for f in (project.root / "cache").glob("data-train-*.safetensors"):
+        f.write_bytes(b"not safetensors")  # a damaged cache: None, and the caller decodes instead
+    assert project.cached_images("train", [5]) is None
+    for f in (project.root / "cache").glob("data-train-*.safetensors"):
+        f.unlink()
+    assert project.cached_images("train", [5]) is None  # not decoded yet
