@@ -33,9 +33,8 @@ class CritiqueRequest:
     segments: torch.Tensor  # (H, W) int, segment index 0..J-1
     segment_evidence: list[float]  # share of the segmented evidence per segment
     gt_mask: torch.Tensor | None = None  # (H, W) bool, only known on benchmark data
-    evidence_kind: str = (
-        "positive"  # what was segmented: the attribution's "positive" part or "absolute" value
-    )
+    # what was segmented: the attribution's "positive" part or its "absolute" value
+    evidence_kind: str = "positive"
 
     def evidence(self) -> torch.Tensor:
         """The non-negative evidence map the segments were fitted to (core.segment.evidence_map)."""

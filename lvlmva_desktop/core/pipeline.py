@@ -209,7 +209,7 @@ def critique_requests(
     project: Project, expl_id: int, state: TaskState | None = None
 ) -> list[CritiqueRequest]:
     row, t = project.explanation(expl_id)
-    evidence_kind = recorded_evidence(json.loads(row["settings"] or "{}"))
+    evidence_kind = recorded_evidence(row["settings"])
     data = project.load_split("train", state)
     ids = t["sample_ids"].tolist()
     rows = _rows(data, ids)
@@ -332,7 +332,7 @@ def alignment_masks(
     """
     settings = settings or AlignSettings()
     row, t = project.explanation(expl_id)
-    evidence_kind = recorded_evidence(json.loads(row["settings"] or "{}"))
+    evidence_kind = recorded_evidence(row["settings"])
     eff = project.effective_verdicts(expl_id)
     ids = t["sample_ids"].tolist()
     segments = t["segments"].long()

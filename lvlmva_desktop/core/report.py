@@ -236,7 +236,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
     info = {r["id"]: r for r in project.samples()}
     pics = load_samples(project, ids) if ids else None
     # the thumbnails number the segments where the critic's overlay did: at their evidence's centre
-    evidence_maps = evidence_map(t["maps"], recorded_evidence(json.loads(row["settings"] or "{}")))
+    evidence_maps = evidence_map(t["maps"], recorded_evidence(row["settings"]))
     for k, sid in enumerate(ids):
         c = latest.get(sid)
         raw = json.loads(c["raw"]) if c is not None and c["raw"] else {}

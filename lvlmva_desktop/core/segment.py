@@ -43,6 +43,7 @@ Choices that the method leaves open, and what this module does:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ import torch
 from .jobs import TaskState, ensure_state
 from .memory import run_batched
 from .settings import COVARIANCE_TYPES as COVARIANCE_TYPES  # re-exported (tests, callers)
-from .settings import EVIDENCE_KINDS, SegmentSettings
+from .settings import EVIDENCE_KINDS, LEGACY_VALUES, SegmentSettings
 
 # log mixing weight used for empty components: exp() of it is exactly 0 in float32 and float64, yet it is
 # finite (no inf * 0 = NaN in matmuls) and far below any log density of a live component.
@@ -85,9 +86,11 @@ def evidence_map(attribution: torch.Tensor, kind: str = "positive") -> torch.Ten
     raise ValueError(f"Unknown evidence kind '{kind}'; choose one of {EVIDENCE_KINDS}.")
 
 
-def recorded_evidence(settings: dict | None) -> str:
-    """The evidence kind an explanation was segmented with, from its recorded settings (older: positive)."""
-    return str(((settings or {}).get("segment") or {}).get("evidence", "positive"))
+def recorded_evidence(settings: dict | str | None) -> str:
+    """The evidence kind an explanation was segmented with, from its recorded settings (a dict, or the JSON
+    text of an ``explanations`` row); explanations from before the setting have its legacy value."""
+    d = json.loads(settings or "{}") if isinstance(settings, str) or settings is None else settings
+    return str({**LEGACY_VALUES["segment"], **(d.get("segment") or {})}["evidence"])
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
