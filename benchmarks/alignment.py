@@ -1,350 +1,270 @@
-"""Alignment benchmark (issue 2, METHOD.md step 9): ERM vs RRR with ground-truth masks vs LVLM-VA.
+"""Alignment benchmark: ERM vs RRR with ground-truth masks vs LVLM-VA with simulated critics, on any set.
 
-For each benchmark set and seed: train the original model with cross-entropy (ERM); choose the
-alignment set by low entropy; explain it (DeepLIFT-SHAP), segment it (PPEPS-WGM); then fine-tune with RRR
-  - with ground-truth artefact masks on the same alignment set ("RRR-GT (set)"),
-  - with ground-truth masks on every training image, mixed in the same way ("RRR-GT (all)"),
-  - with masks from segments judged by the simulated critic at verdict accuracy 1.0, 0.87 and 0.42
-    ("LVLM-VA sim@acc": the ground-truth critic with deliberate verdict errors; benchmark only),
-    once without and once with the verdict consistency check before the masks ("+check"; the pipeline's
-    default, core/consistency.py; the masks come from the same core function as pipeline.alignment_masks),
-and report test accuracy and worst-group accuracy (mean +/- std over seeds), plus the share of artefact
-images in alignment sets chosen by low-entropy, random and high-entropy sampling.
+Every set runs with the program's defaults (core/settings.py): nothing here is tuned per set. A set is
+described only by its data (generator parameters, image size, channels) and the user's model (the
+architecture); the penalty strength chooses itself (core/strength.py). For each set and seed the script
+runs `core.qualify.qualify` (the function behind `lvlmva qualify`): ERM, RRR-GT (set), and LVLM-VA with the
+simulated critic at verdict accuracy 1.0 / 0.87 / 0.42 with the consistency check, then prints the table
+over seeds, the share of the ERM -> RRR-GT (set) WGA gap each critic recovers on the mean and per seed, and
+what the consistency check held back.
 
-    python benchmarks/alignment.py                       # all sets, 3 seeds
-    python benchmarks/alignment.py --sets isic-like --seeds 0
-    python benchmarks/alignment.py --sets isic-like --seeds 0 --attribution-images 0 --skip-gt-all --consistency on
+    python benchmarks/alignment.py                                  # the built-in sets, 5 seeds
+    python benchmarks/alignment.py --sets isic-like --seeds 0 1
+    python benchmarks/alignment.py --sets isic-control               # the control: nothing to fix
+    python benchmarks/alignment.py --manifest data/manifest.csv --image-size 64 --channels 1 [--arch small_cnn]
+
+A manifest needs the columns path,label,group,split,mask (docs/data.md): artefact masks and groups.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from _common import ROOT, project_for
 
-from lvlmva_desktop.core.consistency import verdict_masks
-from lvlmva_desktop.core.critic import SPURIOUS, GroundTruthCritic
-from lvlmva_desktop.core.explain import ExplainSettings, attribute, background_set, reference_images
-from lvlmva_desktop.core.metrics import alignment_score, evaluate_predictions
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.sampling import SamplingSettings, select_alignment_set
-from lvlmva_desktop.core.segment import SegmentSettings, evidence_map, ppeps_wgm
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings, fine_tune_rrr, predict_proba, train_erm
+from lvlmva_desktop.core.qualify import CRITIC_ACCURACIES, ERM, GT, qualify, seeded, sim_row
+from lvlmva_desktop.core.settings import ARCHITECTURES, PipelineSettings
 
-# Per-set configuration: data parameters, model, ERM and RRR settings (lambda calibrated per set).
-CONFIGS = {
+# What describes each named set: its generator and parameters, image size and channels, and the user's
+# model architecture. No method setting lives here.
+SETS = {
     "decoymnist": {
+        "gen": "decoymnist",
         "params": {"n_train": 3500, "n_test": 1500},
         "size": 28,
         "channels": 1,
         "arch": "mlp",
-        "train": {"epochs": 8, "lr": 1e-3},
-        "align": {"lambda_": 0.003, "epochs": 5, "lr": 1e-3},
-        "n_align": 300,
     },
     "isic-like": {
+        "gen": "isic-like",
         "params": {"n_train": 1600, "n_test": 800, "size": 32, "p_benign_patch": 0.9},
         "size": 32,
         "channels": 3,
         "arch": "small_cnn",
-        "train": {"epochs": 8, "lr": 1e-3},
-        "align": {"lambda_": 1.0, "epochs": 5, "lr": 1e-3},
-        "n_align": 200,
     },
-    "elpv-tags": {
-        "params": {"size": 64},
+    "elpv-tags": {"gen": "elpv-tags", "params": {"size": 64}, "size": 64, "channels": 1, "arch": "small_cnn"},
+    # the control: the patch on half of both classes in training, so ERM has no shortcut to unlearn
+    "isic-control": {
+        "gen": "isic-like",
+        "params": {
+            "n_train": 1600,
+            "n_test": 800,
+            "size": 32,
+            "p_benign_patch": 0.5,
+            "p_malignant_patch": 0.5,
+        },
+        "size": 32,
+        "channels": 3,
+        "arch": "small_cnn",
+    },
+    # sets of our own, unlike the three above (docs/benchmarks.md, "Sets nobody tuned for")
+    "surface-tagcode": {
+        "gen": "surface",
+        "params": {"letter_code": True},
         "size": 64,
         "channels": 1,
         "arch": "small_cnn",
-        "train": {"epochs": 10, "lr": 1e-3},
-        "align": {"lambda_": 30.0, "epochs": 5, "lr": 1e-3},
-        "n_align": 200,
+    },
+    "surface-ruler": {
+        "gen": "surface",
+        "params": {
+            "artefact": "ruler",
+            "channels": 3,
+            "size": 48,
+            "texture": "fabric",
+            "p_defective": 0.0,
+            "p_ok": 0.9,
+        },
+        "size": 48,
+        "channels": 3,
+        "arch": "small_cnn",
+    },
+    "surface-dot": {
+        "gen": "surface",
+        "params": {"artefact": "dot", "p_defective": 0.85},
+        "size": 64,
+        "channels": 1,
+        "arch": "small_cnn",
+    },
+    "surface-control": {
+        "gen": "surface",
+        "params": {"artefact": "tag", "p_defective": 0.5, "p_ok": 0.5},
+        "size": 64,
+        "channels": 1,
+        "arch": "small_cnn",
     },
 }
-CRITIC_ACCURACIES = (1.0, 0.87, 0.42)
+BUILT_IN = ("decoymnist", "isic-like", "elpv-tags")
 MIN_GROUP = 20  # groups smaller than this are left out of WGA (DecoyMNIST has ~15 "decoy matches" per digit)
 
 
-def evaluate(model, test, classes, device, min_group_size, bg=None, n_attr=0):
-    probs = predict_proba(model, test.x, device)
-    ev = evaluate_predictions(probs.argmax(1), test.y, test.groups, classes, min_group_size)
-    out = {"acc": ev.accuracy, "wga": ev.worst_group_accuracy}
-    if n_attr:
-        idx = torch.nonzero(test.has_mask).flatten()[:n_attr]
-        a = attribute(model, test.x[idx], test.y[idx], bg, ExplainSettings(n_background=len(bg)), device)
-        out["alignment"] = alignment_score(a.maps, test.masks[idx])
-    return out
+def manifest_project(manifest: Path, size: int, channels: int, out: Path):
+    """A project (made once) holding the images of a user's manifest."""
+    import hashlib
+
+    from lvlmva_desktop.core.data import import_csv_manifest
+    from lvlmva_desktop.core.project import Project
+
+    key = hashlib.sha256(f"{manifest.resolve()}:{size}:{channels}".encode()).hexdigest()[:12]
+    folder = out / f"manifest-{manifest.stem}-{key}"
+    if (folder / "project.json").exists():
+        return Project.open(folder)
+    report = import_csv_manifest(manifest)
+    if not report.samples:
+        raise SystemExit(f"error: no usable image in {manifest}:\n{report.summary()}")
+    p = Project.create(folder, manifest.stem, report.classes, (size, size), channels)
+    p.add_samples(report)
+    print(report.summary())
+    table = report.class_group_table()
+    if table:
+        print(table)
+    return p
 
 
-def run_one(
-    name: str,
-    seed: int,
-    out: Path,
-    device: torch.device,
-    n_attr: int,
-    overrides: dict,
-    critic_errors: str = "both",
-    consistency: str = "both",
-    skip_gt_all: bool = False,
-) -> dict:
-    cfg = json.loads(json.dumps(CONFIGS[name]))
-    for k, v in overrides.items():
-        cfg[k].update(v) if isinstance(cfg.get(k), dict) else cfg.__setitem__(k, v)
-    t_start = time.perf_counter()
-    project = project_for(name, seed, out, cfg["params"], cfg["size"], cfg["channels"])
-    train, test = project.load_split("train"), project.load_split("test")
-    classes = project.classes
-    spec = ModelSpec(cfg["arch"], len(classes), cfg["channels"], (cfg["size"], cfg["size"]))
-    torch.manual_seed(seed)
-    erm = build_model(spec)
-    t0 = time.perf_counter()
-    train_erm(erm, train.x, train.y, TrainSettings(seed=seed, **cfg["train"]), device)
-    t_erm = time.perf_counter() - t0
-    bg = background_set(train.x, 8, seed)
-    rows = {"ERM": evaluate(erm, test, classes, device, MIN_GROUP, bg, n_attr)}
-
-    probs = predict_proba(erm, train.x, device)
-    shares = {}
-    for strategy in ("low_entropy", "random", "high_entropy"):
-        idx = select_alignment_set(
-            probs, train.y, SamplingSettings(n=cfg["n_align"], strategy=strategy, seed=seed)
-        )
-        shares[strategy] = float(train.has_mask[idx].float().mean())
-    aidx = select_alignment_set(probs, train.y, SamplingSettings(n=cfg["n_align"], seed=seed))
-    ax, ay, agt = train.x[aidx], train.y[aidx], train.masks[aidx]
-    align = AlignSettings(seed=seed, **cfg["align"])
-
-    def rrr(masks, images=None):
-        """RRR from the ERM model; ``images`` = (x, y) of the set the masks belong to (default: alignment set)."""
-        t = time.perf_counter()
-        sx, sy = images if images is not None else (ax, ay)
-        tuned, _ = fine_tune_rrr(erm, train.x, train.y, sx, sy, masks, align, device)
-        return tuned, time.perf_counter() - t
-
-    m, t_rrr = rrr(agt)
-    rows["RRR-GT (set)"] = evaluate(m, test, classes, device, MIN_GROUP, bg, n_attr)
-    if not skip_gt_all:
-        m, _ = rrr(train.masks, images=(train.x, train.y))  # the same procedure with every training image
-        rows["RRR-GT (all)"] = evaluate(m, test, classes, device, MIN_GROUP, bg, n_attr)
-
-    # the LVLM-VA path: attributions -> PPEPS-WGM segments -> critic verdicts -> masks
-    t0 = time.perf_counter()
-    explain = ExplainSettings(**{"seed": seed, **cfg.get("explain", {})})
-    expl = attribute(erm, ax, ay, reference_images(train.x, explain), explain, device)
-    seg_settings = SegmentSettings(**{"seed": seed, **cfg.get("segment", {})})
-    seg = ppeps_wgm(expl.maps.to(device), seg_settings)
-    t_explain = time.perf_counter() - t0
-    # build critique requests the same way the pipeline does
-    from lvlmva_desktop.core.critic import CritiqueRequest
-
-    reqs = [
-        CritiqueRequest(
-            int(i),
-            ax[k],
-            int(ay[k]),
-            classes[int(ay[k])],
-            "",
-            expl.maps[k],
-            seg.labels[k].cpu(),
-            seg.evidence[k].tolist(),
-            agt[k] if bool(train.has_mask[i]) else None,
-            seg_settings.evidence,
-        )
-        for k, i in enumerate(aidx.tolist())
-    ]
-    verdict_acc, held_back = {}, {}
-    variants = {"off": [False], "on": [True], "both": [False, True]}[consistency]
-    for acc in CRITIC_ACCURACIES:
-        critic = GroundTruthCritic(error_rate=round(1.0 - acc, 4), seed=seed, errors=critic_errors)
-        crits = list(critic.critique(reqs))
-        truth = torch.tensor([c.raw["truth"] for c in crits], dtype=torch.bool)
-        spurious = torch.tensor(
-            [[v.verdict == SPURIOUS for v in c.verdicts] for c in crits], dtype=torch.bool
-        )
-        verdict_acc[acc] = float((spurious == truth).float().mean())
-        for on in variants:
-            # the same core function as pipeline.alignment_masks; the simulated critic is no expert
-            settings = dataclasses.replace(align, consistency_check=on)
-            masks, check = verdict_masks(
-                ax,
-                evidence_map(expl.maps, seg_settings.evidence),
-                seg.labels.cpu(),
-                spurious,
-                torch.ones_like(spurious),
-                torch.zeros_like(spurious),
-                settings,
-            )
-            m, _ = rrr(masks)
-            rows[f"LVLM-VA sim@{acc:.2f}{' +check' if on else ''}"] = evaluate(
-                m, test, classes, device, MIN_GROUP, bg, n_attr
-            )
-            if check is not None:  # diagnostics only: which verdicts the check held back, by ground truth
-                held_back[acc] = {
-                    "judged_spurious": int(spurious.sum()),
-                    "false_spurious": int((spurious & ~truth).sum()),
-                    "held_back": int(check.held.sum()),
-                    "held_back_false_spurious": int((check.held & ~truth).sum()),
-                    "held_back_true_spurious": int((check.held & truth).sum()),
-                }
-    project.close()
-    return {
-        "set": name,
-        "seed": seed,
-        "rows": rows,
-        "sampling_artefact_share": shares,
-        "artefact_share_train": float(train.has_mask.float().mean()),
-        "verdict_accuracy": verdict_acc,
-        "consistency_held_back": held_back,
-        "times_s": {
-            "erm": t_erm,
-            "rrr_one": t_rrr,
-            "explain_segment": t_explain,
-            "total": time.perf_counter() - t_start,
-        },
-        "config": cfg,
-    }
+def run_one(project, arch: str, seed: int, device: torch.device) -> dict:
+    settings = seeded(PipelineSettings(arch=arch), seed)
+    settings.evaluate.min_group_size = MIN_GROUP
+    t = time.perf_counter()
+    res = qualify(project, settings, device, critic_seed=seed, store=False)
+    res["seconds"] = time.perf_counter() - t
+    return res
 
 
-def summarise(results: list[dict]) -> str:
-    lines = []
-    by_set: dict[str, list[dict]] = {}
-    for r in results:
-        by_set.setdefault(r["set"], []).append(r)
-
+def summarise(name: str, arch: str, results: list[dict]) -> str:
     def ms(vals):
         vals = [v for v in vals if v is not None]
         if not vals:
-            return "   n/a      "
+            return "    n/a     "
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         return f"{statistics.mean(vals):.3f}±{sd:.3f}"
 
-    for name, rs in by_set.items():
-        seeds = [r["seed"] for r in rs]
+    seeds = [r["seed"] for r in results]
+    lines = [f"\n## {name} (seeds {seeds}; {arch}; program defaults)"]
+    lines.append(f"{'method':26s} {'accuracy':>12s} {'WGA':>12s} {'reliance':>12s}  strength per seed")
+    for method in results[0]["rows"]:
+        rows = [r["rows"][method] for r in results]
+        strengths = " ".join("-" if x.get("strength") is None else f"{x['strength']:g}" for x in rows)
         lines.append(
-            f"\n## {name} (seeds {seeds}; {rs[0]['config']['arch']}, "
-            f"N={rs[0]['config']['n_align']}, lambda={rs[0]['config']['align']['lambda_']:g})"
+            f"{method:26s} {ms([x['accuracy'] for x in rows]):>12s} {ms([x['wga'] for x in rows]):>12s} "
+            f"{ms([x.get('reliance') for x in rows]):>12s}  {strengths}"
         )
-        has_al = "alignment" in rs[0]["rows"]["ERM"]
+    erm = [r["rows"][ERM]["wga"] for r in results]
+    gt = [r["rows"][GT]["wga"] for r in results]
+    if all(v is not None for v in erm + gt):
+        gap = statistics.mean(g - e for g, e in zip(gt, erm))
         lines.append(
-            f"{'method':22s} {'accuracy':>12s} {'WGA':>12s}" + (f" {'alignment':>12s}" if has_al else "")
+            f"WGA gap RRR-GT (set) - ERM: {gap:+.3f} (per seed {' '.join(f'{g - e:+.3f}' for g, e in zip(gt, erm))})"
         )
-        for method in rs[0]["rows"]:
-            acc = ms([r["rows"][method]["acc"] for r in rs])
-            wga = ms([r["rows"][method]["wga"] for r in rs])
-            al = ms([r["rows"][method].get("alignment") for r in rs]) if has_al else ""
-            lines.append(f"{method:22s} {acc:>12s} {wga:>12s}" + (f" {al:>12s}" if has_al else ""))
-        erm_w = [r["rows"]["ERM"]["wga"] for r in rs]
-        gt_w = [r["rows"]["RRR-GT (set)"]["wga"] for r in rs]
-        gap = statistics.mean(g - e for g, e in zip(gt_w, erm_w))
-        lines.append(f"WGA gap RRR-GT(set) - ERM: {gap:+.3f}")
-        for method in rs[0]["rows"]:
-            if not method.startswith("LVLM-VA"):
+        for acc in CRITIC_ACCURACIES:
+            m = sim_row(acc)
+            if m not in results[0]["rows"]:
                 continue
-            v = [r["rows"][method]["wga"] for r in rs]
-            rec = statistics.mean(x - e for x, e in zip(v, erm_w)) / gap if gap > 0 else float("nan")
-            d_acc = statistics.mean(r["rows"][method]["acc"] - r["rows"]["ERM"]["acc"] for r in rs)
+            w = [r["rows"][m]["wga"] for r in results]
+            d_acc = statistics.mean(r["rows"][m]["accuracy"] - r["rows"][ERM]["accuracy"] for r in results)
+            d_wga = statistics.mean(x - e for x, e in zip(w, erm))
+            per = [(x - e) / (g - e) if g - e > 0 else None for x, e, g in zip(w, erm, gt)]
+            per_s = " ".join("n/a" if p is None else f"{p:.0%}" for p in per)
+            n_ok = sum(1 for p in per if p is not None and p >= 0.7)
+            rec = d_wga / gap if gap > 0 else None
             lines.append(
-                f"  {method:22s} recovers {rec:5.0%} of the gap; accuracy change vs ERM {d_acc:+.3f}"
+                f"  {m:26s} recovers {'n/a' if rec is None else f'{rec:.0%}'} of the gap on the mean "
+                f"(per seed {per_s}; >= 70% on {n_ok} of {len(per)}); WGA change {d_wga:+.3f}, accuracy change "
+                f"{d_acc:+.3f}"
             )
-        for a in CRITIC_ACCURACIES:
-            hb = [r["consistency_held_back"][a] for r in rs if a in r.get("consistency_held_back", {})]
-            if hb:
-                tot = {k: sum(h[k] for h in hb) for k in hb[0]}
-                lines.append(
-                    f"  check at sim@{a:.2f} (all seeds): held back {tot['held_back']} of "
-                    f"{tot['judged_spurious']} 'spurious' verdicts: {tot['held_back_false_spurious']} of the "
-                    f"{tot['false_spurious']} false ones, {tot['held_back_true_spurious']} true ones"
-                )
-        va = {a: statistics.mean(r["verdict_accuracy"][a] for r in rs) for a in CRITIC_ACCURACIES}
-        lines.append(
-            "measured verdict accuracy of the simulated critics: "
-            + ", ".join(f"{a:.2f} -> {v:.3f}" for a, v in va.items())
+    for acc in CRITIC_ACCURACIES:
+        key = f"{acc:.2f}"
+        cs = [r["consistency"][key] for r in results if key in r["consistency"]]
+        if cs:
+            tot = {k: sum(c[k] for c in cs) for k in cs[0]}
+            share = tot["held_back_true_spurious"] / tot["true_spurious"] if tot["true_spurious"] else 0.0
+            lines.append(
+                f"  check at sim@{key}: held back {tot['held_back_false_spurious']} of {tot['false_spurious']} false "
+                f"and {tot['held_back_true_spurious']} of {tot['true_spurious']} true 'spurious' verdicts ({share:.1%})"
+            )
+    va = {
+        k: statistics.mean(r["verdict_accuracy"][k] for r in results) for k in results[0]["verdict_accuracy"]
+    }
+    lines.append(
+        "measured verdict accuracy of the simulated critics: "
+        + ", ".join(f"{k} -> {v:.3f}" for k, v in va.items())
+    )
+    sh = results[0]["sampling_artefact_share"]
+    lines.append(
+        "artefact share in the alignment set: "
+        + ", ".join(
+            f"{k.replace('_', '-')} {statistics.mean(r['sampling_artefact_share'][k] for r in results):.2f}"
+            for k in sh
         )
-        sh = {
-            s: statistics.mean(r["sampling_artefact_share"][s] for r in rs)
-            for s in rs[0]["sampling_artefact_share"]
-        }
-        lines.append(
-            f"artefact share in the alignment set: low-entropy {sh['low_entropy']:.2f}, random "
-            f"{sh['random']:.2f}, high-entropy {sh['high_entropy']:.2f} (training set "
-            f"{statistics.mean(r['artefact_share_train'] for r in rs):.2f})"
-        )
-        t = statistics.mean(r["times_s"]["total"] for r in rs)
-        lines.append(
-            f"time per seed: {t:.0f} s (ERM {statistics.mean(r['times_s']['erm'] for r in rs):.1f} s, one RRR "
-            f"fine-tune {statistics.mean(r['times_s']['rrr_one'] for r in rs):.1f} s, explain+segment "
-            f"{statistics.mean(r['times_s']['explain_segment'] for r in rs):.1f} s)"
-        )
+        + f" (training set {statistics.mean(r['artefact_share_train'] for r in results):.2f})"
+    )
+    lines.append(f"time per seed: {statistics.mean(r['seconds'] for r in results):.0f} s")
     return "\n".join(lines)
 
 
-def main() -> None:
+def _cell(method: str, row: dict) -> str:
+    wga = "n/a" if row["wga"] is None else f"{row['wga']:.3f}"
+    return f"{method}: acc {row['accuracy']:.3f} wga {wga}"
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=list(CONFIGS))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument(
+        "--sets", nargs="+", default=list(BUILT_IN), metavar="NAME", help=f"any of: {', '.join(SETS)}"
+    )
+    ap.add_argument("--manifest", help="a CSV manifest with artefact masks and groups instead of named sets")
+    ap.add_argument("--image-size", type=int, help="with --manifest: the model's input size (square)")
+    ap.add_argument("--channels", type=int, choices=(1, 3), help="with --manifest: 1 = grey, 3 = RGB")
+    ap.add_argument(
+        "--arch", choices=ARCHITECTURES, help="the classifier (default: small_cnn for a manifest)"
+    )
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(ROOT / "bench_out"))
-    ap.add_argument(
-        "--attribution-images",
-        type=int,
-        default=100,
-        help="test images with an artefact used for the alignment score (0 = skip)",
-    )
-    ap.add_argument(
-        "--override", default="{}", help='JSON per-set overrides, e.g. {"align": {"lambda_": 100}}'
-    )
     ap.add_argument("--json", help="also write all results here")
-    ap.add_argument(
-        "--critic-errors",
-        choices=GroundTruthCritic.ERROR_KINDS,
-        default="both",
-        help="which verdicts the simulated critics may flip (both = the headline; the others diagnose)",
-    )
-    ap.add_argument(
-        "--consistency",
-        choices=("off", "on", "both"),
-        default="both",
-        help="the verdict consistency check before masks (AlignSettings.consistency_check): rows without it "
-        "('LVLM-VA sim@a'), with it ('LVLM-VA sim@a +check'), or both",
-    )
-    ap.add_argument("--skip-gt-all", action="store_true", help="leave out the RRR-GT (all) row (saves time)")
     args = ap.parse_args()
+    unknown = [s for s in args.sets if s not in SETS]
+    if unknown:
+        ap.error(f"unknown set {', '.join(unknown)}; known sets: {', '.join(SETS)} (or use --manifest CSV)")
+    if args.manifest and (not args.image_size or not args.channels):
+        ap.error("--manifest needs --image-size and --channels")
     from lvlmva_desktop.core.devices import describe_device, resolve_device
 
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for name in args.sets:
+    jobs = []
+    if args.manifest:
+        jobs.append((Path(args.manifest).stem, None, args.arch or "small_cnn"))
+    else:
+        jobs += [(name, SETS[name], args.arch or SETS[name]["arch"]) for name in args.sets]
+    summaries, everything = [], []
+    for name, cfg, arch in jobs:
+        results = []
         for seed in args.seeds:
-            r = run_one(
-                name,
-                seed,
-                out,
-                device,
-                args.attribution_images,
-                json.loads(args.override),
-                args.critic_errors,
-                args.consistency,
-                args.skip_gt_all,
-            )
+            if cfg is None:
+                project = manifest_project(Path(args.manifest), args.image_size, args.channels, out)
+            else:
+                project = project_for(cfg["gen"], seed, out, cfg["params"], cfg["size"], cfg["channels"])
+            with project:
+                r = run_one(project, arch, seed, device)
+            r.update({"set": name, "seed": seed, "arch": arch})
             results.append(r)
-            print(
-                f"[{name} seed {seed}] "
-                + ", ".join(f"{k}: acc {v['acc']:.3f} wga {v['wga']:.3f}" for k, v in r["rows"].items()),
-                flush=True,
-            )
-    print(summarise(results))
+            everything.append(r)
+            print(f"[{name} seed {seed}] " + ", ".join(_cell(k, v) for k, v in r["rows"].items()), flush=True)
+        summaries.append(summarise(name, arch, results))
+        print(summaries[-1], flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(everything, indent=2))
+    print("\n".join(["", "# Summary"] + summaries))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -75,6 +75,10 @@ def _parse_value(v: str):
         return v
 
 
+#: other names a setting is known by (the Python field name, the Greek letter); --set accepts them all
+SETTING_ALIASES = {("align", "lambda_"): "lambda", ("align", "λ"): "lambda"}
+
+
 def _pipeline_settings(args: argparse.Namespace):
     from .core.pipeline import PipelineSettings
 
@@ -91,6 +95,7 @@ def _pipeline_settings(args: argparse.Namespace):
             raise ValueError(f"--set expects KEY=VALUE (e.g. align.lambda=100), got '{item}'")
         key, value = item.split("=", 1)
         parts = key.split(".")
+        parts[-1] = SETTING_ALIASES.get(tuple(parts), parts[-1])
         target = d
         for p in parts[:-1]:
             if p not in target or not isinstance(target[p], dict):
@@ -121,12 +126,26 @@ def _device(args: argparse.Namespace):
     return resolve_device(getattr(args, "device", None))
 
 
+CRITIC_CHOICE = (
+    "Choose the critic with --critic: lvlm (a vision-language model: --model-dir FOLDER or --server URL), "
+    "expert (your own verdicts, entered with `lvlmva verdict`) or simulated (a ground-truth stand-in for "
+    "benchmarks, with --verdict-accuracy)."
+)
+
+
 def _make_critic(args: argparse.Namespace, project, expl_id: int | None):
     from .core.critic import ExpertCritic, GroundTruthCritic
 
+    if args.critic is None:
+        raise ValueError(CRITIC_CHOICE)
     if args.critic == "simulated":
         acc = args.verdict_accuracy
-        return GroundTruthCritic(error_rate=1.0 - acc, seed=args.critic_seed)
+        if not 0.0 <= acc <= 1.0:
+            raise ValueError(f"--verdict-accuracy must be between 0 and 1, got {acc}.")
+        seed = args.critic_seed
+        if seed is None:  # --seed reaches the simulated critic too
+            seed = getattr(args, "seed", None) or 0
+        return GroundTruthCritic(error_rate=round(1.0 - acc, 6), seed=seed)
     if args.critic == "expert":
         return ExpertCritic(project.expert_verdicts(expl_id) if expl_id is not None else {})
     if args.critic == "lvlm":
@@ -200,6 +219,9 @@ def cmd_import(args):
     with project:
         added = project.add_samples(report)
         print(report.summary())
+        table = report.class_group_table()
+        if table:
+            print(table)
         print(f"{added} new images added to project {root} ({len(project.samples())} in all).")
         if args.report:
             Path(args.report).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
@@ -315,15 +337,32 @@ def cmd_verdict(args):
             p.set_expert_verdict(eid, args.sample, args.segment - 1, args.set)
             print(f"Expert verdict stored: sample {args.sample}, segment {args.segment} -> {args.set}.")
         eff = p.effective_verdicts(eid)
+        held = _held_back(p, eid)
         for sid in sorted(eff):
             if args.sample is not None and sid != args.sample:
                 continue
             parts = [
                 f"{s + 1}:{d['verdict']}{'*' if d['source'] == 'expert' else ''}"
+                f"{'!' if (sid, s) in held else ''}"
                 for s, d in sorted(eff[sid].items())
             ]
             print(f"sample {sid}: " + "  ".join(parts))
         print("(* = the expert's verdict, overriding the critic's)")
+        if held:
+            print(
+                f"(! = held back by the consistency check: {len(held)} 'spurious' verdict"
+                f"{'s' * (len(held) != 1)} of the critic on segments that look like segments judged relevant "
+                "elsewhere; align leaves them out of the masks unless you confirm them with --set spurious)"
+            )
+
+
+def _held_back(project, expl_id: int) -> set[tuple[int, int]]:
+    """(sample_id, segment) of the critic's 'spurious' verdicts that the consistency check holds back with
+    the default settings, i.e. those the next `align` leaves out of the masks."""
+    from .core.pipeline import alignment_masks
+
+    _, _, stats = alignment_masks(project, expl_id)
+    return {(int(a), int(b)) for a, b in stats["held_back_segments"]}
 
 
 def cmd_show(args):
@@ -349,11 +388,25 @@ def cmd_show(args):
         else:
             print("No critique yet for this image.")
         eff = p.effective_verdicts(eid).get(args.sample, {})
+        held = _held_back(p, eid)
         print("--- verdicts ---")
         for s, share in enumerate(t["evidence"][k].tolist()):
             d = eff.get(s, {"verdict": "undecided", "source": "-", "author": "-"})
-            who = f"expert {d['author']}" if d["source"] == "expert" else d["source"]
-            print(f"segment {s + 1}: {d['verdict']:10s} {share:5.0%} of the evidence  (decided by {who})")
+            if d["source"] == "-":
+                who = "no verdict yet"
+            elif d["verdict"] == "undecided":
+                who = f"left undecided by {'expert ' + d['author'] if d['source'] == 'expert' else 'the critic'}"
+            elif d["source"] == "expert":
+                who = f"decided by expert {d['author']}"
+            else:
+                who = f"decided by {d['source']}"
+            note = ""
+            if (args.sample, s) in held:
+                note = (
+                    "; held back by the consistency check (looks like segments judged relevant elsewhere): "
+                    "not in the mask unless you confirm it"
+                )
+            print(f"segment {s + 1}: {d['verdict']:10s} {share:5.0%} of the evidence  ({who}{note})")
 
 
 def cmd_align(args):
@@ -365,7 +418,54 @@ def cmd_align(args):
         mid = args.model or p.db.execute("SELECT model_id FROM explanations WHERE id=?", (eid,)).fetchone()[0]
         with _Bar(args.quiet) as state:
             new = align_model(p, mid, eid, s.align, _device(args), state)
+        info = json.loads(p.model_row(new)["info"] or "{}")
         print(f"Aligned model version {new} (from {mid}, explanation {eid}).")
+        print(alignment_lines(info))
+
+
+def alignment_lines(info: dict) -> str:
+    """What an align run did, from the aligned model's recorded info: masks, verdicts held back, the
+    strength and why, and the reliance on the masked regions before and after."""
+    from .core.strength import StrengthChoice
+
+    stats = info.get("mask_stats", {})
+    lines = [
+        f"Masks: {stats.get('images_with_mask', 0)} images with a mask, from "
+        f"{stats.get('spurious_segments', 0)} 'spurious' verdicts; {stats.get('expert_overrides', 0)} "
+        f"verdicts are the expert's; {stats.get('undecided', 0)} segments are undecided."
+    ]
+    held = stats.get("held_back_segments") or []
+    if held:
+        shown = ", ".join(f"{a}/{b + 1}" for a, b in held[:20]) + (" ..." if len(held) > 20 else "")
+        lines.append(
+            f"Held back by the consistency check ({len(held)}; image/segment): {shown}. They look like segments "
+            "judged relevant elsewhere; confirm any with `lvlmva verdict PROJ --sample N --segment S --set "
+            "spurious`."
+        )
+    else:
+        lines.append("Held back by the consistency check: none.")
+    if stats.get("kept_low_reliance"):
+        lines.append(
+            f"Kept although they look unlike the others: {stats['kept_low_reliance']} segments the model hardly "
+            "relies on (masking them costs nothing)."
+        )
+    if "strength" in info:
+        c = StrengthChoice(**info["strength"])
+        lines.append(f"Penalty: {c.summary()}")
+        for r in c.rounds:
+            rel = "n/a" if r["reliance"] is None else f"{r['reliance']:.3f}"
+            lines.append(
+                f"  strength {r['strength']:g}, {r['epochs']} epochs: reliance {rel}"
+                + ("" if r["kept"] else " (not lower: undone)")
+            )
+    hist = info.get("history") or []
+    if hist:
+        last = hist[-1]
+        lines.append(
+            f"Last epoch: loss {last['loss']:.4f}, cross-entropy {last['ce']:.4f}, penalty {last['penalty']:.4g}, "
+            f"training accuracy {last['train_accuracy']:.3f}."
+        )
+    return "\n".join(lines)
 
 
 def cmd_evaluate(args):
@@ -373,9 +473,22 @@ def cmd_evaluate(args):
 
     s = _pipeline_settings(args)
     with _open(args) as p:
-        ids = args.models or [int(r["id"]) for r in p.models()][-2:]
+        ids = args.models
         if not ids:
-            raise ValueError("This project has no model yet; train one first.")
+            latest = p.latest_model()
+            if latest is None:
+                raise ValueError("This project has no model yet; train one first.")
+            original = p.original_of(latest)
+            ids = [original, latest] if original != latest else [latest]
+            print(
+                f"Evaluating model {latest}"
+                + (
+                    f" against the original it was derived from (model {original})"
+                    if original != latest
+                    else ""
+                )
+                + "; --models ID ... chooses others."
+            )
         with _Bar(args.quiet) as state:
             evs = evaluate_models(p, ids, s.evaluate, _device(args), state)
         out = {str(k): v.to_dict() for k, v in evs.items()}
@@ -389,6 +502,28 @@ def cmd_evaluate(args):
             print(f"model {mid}: accuracy {ev.accuracy:.3f}, worst-group accuracy {wga}, alignment {al}")
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
+
+
+def cmd_qualify(args):
+    """The qualification table on the project's own data (core/qualify.py)."""
+    from .core.qualify import qualify, table
+
+    s = _pipeline_settings(args)
+    with _open(args) as p:
+        with _Bar(args.quiet) as state:
+            res = qualify(
+                p,
+                s,
+                _device(args),
+                state,
+                model_id=args.model,
+                critic_seed=args.seed if args.seed is not None else 0,
+            )
+        print(
+            f"Qualification on {res['n_train']} training / {res['n_test']} test images; original model: "
+            f"{res['origin']}; alignment set of {res['n_align']} images."
+        )
+        print(table(res))
 
 
 def cmd_run(args):
@@ -549,9 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--critic",
             choices=["lvlm", "simulated", "expert"],
-            default="simulated",
-            help="lvlm = a vision-language model (see the LVLM options); simulated = ground-truth critic "
-            "for BENCHMARKS ONLY; expert = your stored verdicts",
+            help="required: lvlm = a vision-language model (see the LVLM options); expert = your stored "
+            "verdicts; simulated = ground-truth critic for BENCHMARKS ONLY",
         )
         sp.add_argument("--one-call", action="store_true", help="LVLM critic and judge in one generation")
         sp.add_argument("--batch-size", type=int, default=8, help="LVLM requests per generation batch")
@@ -567,9 +701,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--verdict-accuracy",
             type=float,
             default=1.0,
-            help="simulated critic's verdict accuracy (1.0 = ground-truth masks)",
+            help="simulated critic: share of segment verdicts it gets right (1.0 = every segment judged "
+            "exactly by its ground-truth artefact mask; the masks are still the union of whole segments)",
         )
-        sp.add_argument("--critic-seed", type=int, default=0)
+        sp.add_argument(
+            "--critic-seed",
+            type=int,
+            help="simulated critic: which verdicts it gets wrong (default: --seed, else 0)",
+        )
 
     sp = add("critique", cmd_critique, "steps 5-6: critic and judge give a verdict per segment")
     sp.add_argument("--explanation", type=int)
@@ -608,6 +747,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--model", type=int, help="start from this model version instead of training one")
     critic_args(sp)
+
+    sp = add(
+        "qualify",
+        cmd_qualify,
+        "does the method work on this data? ERM, RRR with the true masks and LVLM-VA with simulated critics "
+        "(needs artefact masks and groups in the manifest); the table is kept in the project and the report",
+        settings=True,
+    )
+    sp.add_argument("--model", type=int, help="the original model (default: train one with the settings)")
 
     add("status", cmd_status, "what the project holds")
 

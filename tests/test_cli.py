@@ -84,7 +84,23 @@ def test_run_writes_results_and_prints_the_table(tmp_path, capsys):
     _generate(data)
     main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet"])
     capsys.readouterr()
-    assert main(["run", str(proj), "--quiet", "--device", "cpu", "--verdict-accuracy", "0.87", *FAST]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(proj),
+                "--quiet",
+                "--device",
+                "cpu",
+                "--critic",
+                "simulated",
+                "--verdict-accuracy",
+                "0.87",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "average accuracy" in out and "worst-group accuracy" in out
     assert list((proj / "runs").glob("run-*.json"))

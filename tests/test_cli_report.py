@@ -18,7 +18,7 @@ def test_report_from_the_command_line(tmp_path, capsys):
     assert main(gen + ["--param", "n_train=64", "--param", "n_test=32", "--param", "size=32"]) == 0
     assert main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet"]) == 0
     assert main(["describe", str(proj), "--defaults", "isic-like"]) == 0
-    assert main(["run", str(proj), "--quiet", "--device", "cpu", *FAST]) == 0
+    assert main(["run", str(proj), "--quiet", "--device", "cpu", "--critic", "simulated", *FAST]) == 0
     with Project.open(proj, read_only=True) as p:
         sample = p.alignment_members(p.latest_id("alignment_sets"))[0]["sample_id"]
     assert main(["verdict", str(proj), "--sample", str(sample), "--segment", "1", "--set", "spurious"]) == 0

@@ -12,7 +12,7 @@ import torch
 
 
 def rrr_penalty(
-    logits: torch.Tensor, inputs: torch.Tensor, masks: torch.Tensor, offset: int = 0
+    logits: torch.Tensor, inputs: torch.Tensor, masks: torch.Tensor, offset: int = 0, normalise: bool = False
 ) -> torch.Tensor:
     """Penalty for ``logits`` = f(inputs[offset:offset+len(logits)]) given masks of forbidden regions.
 
@@ -31,4 +31,7 @@ def rrr_penalty(
     if m.ndim == g.ndim - 1:
         m = m.unsqueeze(1)
     per_image = ((m * g) ** 2).flatten(1).sum(1)
+    if normalise:
+        energy = (g.detach() ** 2).flatten(1).sum(1)
+        per_image = per_image / (energy + 1e-12 * g[0].numel())
     return per_image.mean()

@@ -28,6 +28,7 @@ Torch only, vectorised; no Qt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,9 @@ HIST_BINS = 4
 class ConsistencyResult:
     held: torch.Tensor  # (N, J) bool: judged spurious, but left out of the mask
     share: torch.Tensor  # (N, J) float: share of "spurious" among the neighbours (nan where not checked)
+    # (N, J) float: the model's reliance on the segments the neighbours would hold back (nan elsewhere);
+    # those under AlignSettings.consistency_min_reliance are not held back
+    reliance: torch.Tensor | None = None
 
     def held_list(self, sample_ids: list[int]) -> list[tuple[int, int]]:
         """(sample_id, segment) of every held-back segment, in image then segment order."""
@@ -97,18 +101,27 @@ def verdict_consistency(
     protected: torch.Tensor,
     k: int = 10,
     threshold: float = 0.5,
+    enrichment: float = 0.0,
 ) -> ConsistencyResult:
     """Which "spurious" segments to hold back, from descriptors (N, J, D) and verdict flags (N, J) bool.
 
     ``decided``: the segment has a "spurious" or "relevant" verdict (undecided and empty segments are
     neither checked nor neighbours). ``protected``: verdicts that are never held back (the expert's).
+    ``enrichment`` > 0 lowers the threshold to that multiple of the share of "spurious" among all decided
+    segments when that is smaller: where few segments are judged spurious (a model that hardly uses the
+    artefact), a neighbourhood that holds them several times more often than the set does already agrees.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+    if enrichment < 0:
+        raise ValueError(f"enrichment must not be negative, got {enrichment}.")
     n, j, d = descriptors.shape
     spurious, decided = spurious.bool() & decided.bool(), decided.bool()
+    if enrichment > 0 and bool(decided.any()):
+        base = float(spurious.sum()) / float(decided.sum())
+        threshold = min(threshold, enrichment * base)
     held = torch.zeros(n, j, dtype=torch.bool)
     share = torch.full((n, j), float("nan"))
     check = spurious & ~protected.bool()
@@ -152,10 +165,11 @@ def check_segments(
     protected: torch.Tensor,
     k: int = 10,
     threshold: float = 0.5,
+    enrichment: float = 0.0,
 ) -> ConsistencyResult:
     """Descriptors then the neighbour check, for one alignment set (see the module docstring)."""
     desc, present = segment_descriptors(images, attributions, segments, spurious.shape[1])
-    return verdict_consistency(desc, spurious, decided & present, protected, k, threshold)
+    return verdict_consistency(desc, spurious, decided & present, protected, k, threshold, enrichment)
 
 
 def masks_from_flags(segments: torch.Tensor, spurious: torch.Tensor) -> torch.Tensor:
@@ -187,11 +201,14 @@ def verdict_masks(
     decided: torch.Tensor,
     protected: torch.Tensor,
     settings: AlignSettings,
+    reliance: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, ConsistencyResult | None]:
     """The masks A of an alignment set (N, H, W) from per-segment verdict flags (N, J), with the check
     applied when ``settings.consistency_check`` is on (else the result is None): the one place where both
     the pipeline (``pipeline.alignment_masks``) and the alignment benchmark turn verdicts into masks.
-    ``attributions``: the evidence maps the segments were fitted to (``segment.evidence_map``)."""
+    ``attributions``: the evidence maps the segments were fitted to (``segment.evidence_map``).
+    ``reliance``: given the (N, J) flags of the segments to check, the model's reliance on each
+    (``reliance.segment_reliance``); without it no segment is exempted for low reliance."""
     check = None
     if check_applies(spurious, decided, protected, settings):
         check = check_segments(
@@ -203,6 +220,12 @@ def verdict_masks(
             protected,
             settings.consistency_k,
             settings.consistency_threshold,
+            settings.consistency_enrichment,
         )
+        if reliance is not None and settings.consistency_min_reliance > 0 and bool(check.held.any()):
+            # only the segments the neighbours would hold back need their reliance measured
+            rel = reliance(check.held)
+            check.reliance = rel
+            check.held &= ~(rel.to(check.held.device) < settings.consistency_min_reliance)
         spurious = spurious.bool() & ~check.held
     return masks_from_flags(segments, spurious), check

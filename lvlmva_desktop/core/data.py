@@ -104,6 +104,7 @@ class ImportReport:
             "by_split_class": {sp: by_split_class[sp] for sp in SPLITS if sp in by_split_class},
             "skipped": len(self.skipped),
             "skipped_by_reason": {r: reasons[r] for r in REASONS if reasons[r]},
+            "by_split_class_group": self.class_group_counts(),
         }
 
     def summary(self) -> str:
@@ -120,6 +121,43 @@ class ImportReport:
         for r in self.skipped:
             where = f"row {r.row}: " if r.row is not None else ""
             lines.append(f"{where}{r.path or '(empty path)'} - {r.reason}: {r.detail}")
+        return "\n".join(lines)
+
+    def class_group_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Images per split, class and group ("" where the manifest gives none): the correlation between a
+        class and an attribute that a classifier may take as a shortcut shows here first."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for sp in SPLITS:
+            rows = [s for s in self.samples if s.split == sp]
+            if not rows:
+                continue
+            groups = sorted({s.group or "" for s in rows})
+            table = {c: dict.fromkeys(groups, 0) for c in self.classes}
+            for s in rows:
+                table.setdefault(s.label, dict.fromkeys(groups, 0))[s.group or ""] += 1
+            out[sp] = table
+        return out
+
+    def class_group_table(self) -> str:
+        """The class x group counts per split as text, with the share of each group within each class;
+        empty when the manifest gives no groups."""
+        counts = self.class_group_counts()
+        if not any(g for table in counts.values() for per in table.values() for g in per):
+            return ""
+        lines = []
+        for sp, table in counts.items():
+            groups = sorted({g for per in table.values() for g in per})
+            width = max([len(c) for c in table] + [5])
+            names = [g or "(none)" for g in groups]
+            lines.append(f"{sp}: images per class and group (share of the class)")
+            lines.append("  " + " " * width + "".join(f"  {n:>18s}" for n in names))
+            for c, per in table.items():
+                total = sum(per.values())
+                cells = [
+                    f"{per[g]:>7d} ({per[g] / total:4.0%})" if total else f"{per[g]:>7d}       "
+                    for g in groups
+                ]
+                lines.append(f"  {c:<{width}s}" + "".join(f"  {x:>18s}" for x in cells))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:

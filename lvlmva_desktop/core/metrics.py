@@ -144,6 +144,19 @@ def _finite(v: float | None) -> float | None:
     return None if v is None or v != v else float(v)
 
 
+def aligned_reliance(project: Project, model_id: int) -> tuple[float | None, float | None]:
+    """(after, before): the reliance on the masked regions of an aligned model and of the model it came
+    from, as measured when it was aligned (core/strength.py); None where not recorded."""
+    info = json.loads(project.model_row(model_id)["info"] or "{}")
+    strength = info.get("strength") or {}
+
+    def mean(key: str) -> float | None:
+        r = strength.get(key)
+        return _finite(r.get("mean")) if isinstance(r, dict) else None
+
+    return mean("reliance_after"), mean("reliance_before")
+
+
 def comparison(project: Project, before_model_id: int, after_model_id: int | None = None) -> dict:
     """Accuracy, worst-group accuracy, alignment score and per-group accuracy of a model and (optionally)
     its aligned version, with the changes (dAGA, dWGA, dAlignment), as stored by ``evaluate_models``.
@@ -186,6 +199,14 @@ def comparison(project: Project, before_model_id: int, after_model_id: int | Non
         ev_b, ev_a = stored[before_model_id][1], stored[after_model_id][1]
         ev_b.alignment, ev_a.alignment = _finite(ev_b.alignment), _finite(ev_a.alignment)
         d = deltas(ev_b, ev_a)
+    # the reliance on the masked regions, measured on training images when the model was aligned
+    before["reliance"] = None
+    if after is not None:
+        after["reliance"], reliance_before = aligned_reliance(project, after_model_id)
+        if project.model_row(after_model_id)["parent_id"] == before_model_id:
+            before["reliance"] = reliance_before
+        if before["reliance"] is not None and after["reliance"] is not None:
+            d["dReliance"] = after["reliance"] - before["reliance"]
     return {
         "before": before,
         "after": after,

@@ -40,10 +40,12 @@ from .jobs import TaskState, ensure_state
 from .metrics import Evaluation, alignment_score, deltas, evaluate_predictions, verdict_accuracy
 from .models import ModelSpec, build_model, load_pretrained_weights
 from .project import Project, ProjectError, SplitData
+from .reliance import segment_reliance
 from .sampling import SamplingSettings, predictive_entropy, select_alignment_set
 from .segment import SegmentSettings, evidence_map, ppeps_wgm, recorded_evidence
 from .settings import EvalSettings, PipelineSettings
-from .train import AlignSettings, TrainSettings, fine_tune_rrr, predict_proba, train_erm
+from .strength import align_with_strength
+from .train import AlignSettings, TrainSettings, predict_proba, train_erm
 
 log = logging.getLogger(__name__)
 
@@ -322,13 +324,16 @@ def alignment_masks(
     expl_id: int,
     settings: AlignSettings | None = None,
     data: SplitData | None = None,
+    model: torch.nn.Module | None = None,
+    device: torch.device | None = None,
 ) -> tuple[list[int], torch.Tensor, dict]:
     """Masks A per alignment image from the effective verdicts (expert overrides the critic).
 
     With ``settings.consistency_check`` (default on) a critic's "spurious" verdict on a segment that looks
-    like segments judged relevant elsewhere is held back from the mask (core/consistency.py); the stats
-    count and list them (``held_back``, ``held_back_segments`` as [sample_id, segment]) for the expert's
-    review. ``data``: the training split, when the caller has it loaded already.
+    like segments judged relevant elsewhere is held back from the mask (core/consistency.py), unless the
+    explained model hardly relies on that segment (``model``: loaded from the project when not given); the
+    stats count and list them (``held_back``, ``held_back_segments`` as [sample_id, segment]) for the
+    expert's review. ``data``: the training split, when the caller has it loaded already.
     """
     settings = settings or AlignSettings()
     row, t = project.explanation(expl_id)
@@ -366,10 +371,24 @@ def alignment_masks(
         # the alignment images only (not the whole split), unless the caller has the split loaded
         images = data.x[_rows(data, ids)] if data is not None else load_samples(project, ids).x
     evidence = evidence_map(t["maps"], evidence_kind)
-    masks, check = verdict_masks(images, evidence, segments, spurious, decided, expert, settings)
+
+    def reliance(flags: torch.Tensor) -> torch.Tensor:
+        """The explained model's reliance on the flagged segments (exchanged with training images)."""
+        nonlocal data, model
+        if model is None:
+            model, _ = project.load_model(int(row["model_id"]))
+        if data is None:
+            data = project.load_split("train")
+        dev = device or torch.device("cpu")
+        return segment_reliance(model, images, segments, flags, data.x, dev, seed=settings.seed)
+
+    masks, check = verdict_masks(images, evidence, segments, spurious, decided, expert, settings, reliance)
     if check is not None:
         stats["held_back"] = int(check.held.sum())
         stats["held_back_segments"] = [list(p) for p in check.held_list(ids)]
+        if check.reliance is not None:  # inconsistent, but the model hardly uses them: kept in the masks
+            low = check.reliance < settings.consistency_min_reliance
+            stats["kept_low_reliance"] = int(low.sum())
     stats["images_with_mask"] = int(masks.flatten(1).any(1).sum())
     return ids, masks, stats
 
@@ -383,27 +402,34 @@ def align_model(
     device: torch.device,
     state: TaskState | None = None,
 ) -> int:
+    """Masks from the verdicts, then RRR fine-tuning of a copy of the model into a new model version; the
+    strength is chosen as ``strength.align_with_strength`` says and recorded with the run and the model."""
     state = ensure_state(state)
+    settings.validate()  # told before anything is loaded
     with project.run(
         "align", {"model_id": model_id, "explanation_id": expl_id, "align": settings.to_dict()}
     ) as run:
         model, spec = project.load_model(model_id)
         data = project.load_split("train", state.child(0.0, 0.05))
-        ids, masks, stats = alignment_masks(project, expl_id, settings, data)
+        state.progress(0.05, None, "masks from the verdicts")
+        ids, masks, stats = alignment_masks(project, expl_id, settings, data, model, device)
         rows = _rows(data, ids)
-        tuned, hist = fine_tune_rrr(
-            model, data.x, data.y, data.x[rows], data.y[rows], masks, settings, device, state.child(0.05, 1.0)
+        tuned, hist, choice = align_with_strength(
+            model, data.x, data.y, data.x[rows], data.y[rows], masks, settings, device, state.child(0.1, 1.0)
         )
         info = {
             "history": [asdict(h) for h in hist],
             "explanation_id": expl_id,
             "mask_stats": stats,
             "align": settings.to_dict(),
+            "strength": choice.to_dict(),
         }
-        new_id = project.save_model(
-            tuned, spec, f"{spec.arch} (RRR, lambda={settings.lambda_:g})", "rrr", model_id, run.id, info
-        )
-        run.results = {"model_id": new_id, "mask_stats": stats}
+        if choice.fine_tuned:
+            name = f"{spec.arch} (RRR, {settings.penalty}, strength {choice.strength:g}{' auto' * (choice.mode == 'auto')})"
+        else:
+            name = f"{spec.arch} (RRR not needed: weights kept)"
+        new_id = project.save_model(tuned, spec, name, "rrr", model_id, run.id, info)
+        run.results = {"model_id": new_id, "mask_stats": stats, "strength": choice.to_dict()}
     return new_id
 
 

@@ -645,6 +645,19 @@ class Project:
     def models(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM models ORDER BY id").fetchall()
 
+    def original_of(self, model_id: int) -> int:
+        """The model a version was derived from, followed back to the first one (itself if it has no
+        parent): the ERM or imported model that an aligned version is compared with."""
+        seen = set()
+        current = int(model_id)
+        while current not in seen:
+            seen.add(current)
+            parent = self.model_row(current)["parent_id"]
+            if parent is None:
+                return current
+            current = int(parent)
+        return current
+
     def latest_model(self, kind: str | None = None) -> int | None:
         q = "SELECT id FROM models" + (" WHERE kind=?" if kind else "") + " ORDER BY id DESC LIMIT 1"
         row = self.db.execute(q, (kind,) if kind else ()).fetchone()

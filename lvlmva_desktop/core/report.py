@@ -73,7 +73,16 @@ def _seeds(d: dict) -> str:
 def _run_row(r: sqlite3.Row) -> dict:
     settings = json.loads(r["settings"] or "{}")
     results = json.loads(r["results"] or "{}")
+    strength = ""
+    if isinstance(results.get("strength"), dict):
+        from .strength import StrengthChoice
+
+        try:
+            strength = StrengthChoice(**results["strength"]).summary()
+        except TypeError:  # a record this version cannot read: shown among the settings only
+            strength = ""
     return {
+        "strength": strength,
         "id": r["id"],
         "kind": r["kind"],
         "status": r["status"],
@@ -88,6 +97,30 @@ def _run_row(r: sqlite3.Row) -> dict:
 
 
 # -- the parts -------------------------------------------------------------------------------------------
+def _qualification(project: Project) -> dict | None:
+    """The latest finished `lvlmva qualify` run: its table rows and headline (core/qualify.py)."""
+    row = project.db.execute(
+        "SELECT * FROM runs WHERE kind='qualify' AND status='finished' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    from .qualify import headline
+
+    res = json.loads(row["results"] or "{}")
+    if not res.get("rows"):
+        return None
+    return {
+        "run_id": row["id"],
+        "started": when(row["started"]),
+        "user": row["user"] or "",
+        "origin": res.get("origin", ""),
+        "rows": [{"method": k, **v} for k, v in res["rows"].items()],
+        "consistency": res.get("consistency", {}),
+        "headline": headline(res),
+    }
+
+
+
 def _round(project: Project) -> tuple[int | None, int | None, int | None]:
     """(explanation, model before, model after) of the latest alignment round; None where missing."""
     align = project.db.execute(
@@ -376,6 +409,7 @@ def gather_report(
         "before": before,
         "after": after,
         "metrics": metrics,
+        "qualification": _qualification(project),
         "heatmaps": heatmaps,
         "environment": environment(device),
         "audit": audit_status(project),

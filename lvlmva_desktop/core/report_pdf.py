@@ -240,6 +240,8 @@ def _training(pdf: ReportPDF, r: dict) -> None:
         if t["error"]:
             bits.append(t["error"])
         pdf.note("  ·  ".join(str(b) for b in bits if b))
+        if t.get("strength"):
+            pdf.para(f"Penalty: {t['strength']}")
         pairs = settings_text(t["settings"])
         half = (len(pairs) + 1) // 2
         rows = [[*pairs[i], *(pairs[i + half] if i + half < len(pairs) else ("", ""))] for i in range(half)]
@@ -273,10 +275,11 @@ def _metrics(pdf: ReportPDF, r: dict) -> None:
         head += [f"After (version {a['model_id']})", "Change"]
     rows = [head]
     for label, key, dk in (("Average accuracy", "accuracy", "dAGA"), ("Worst-group accuracy", "worst_group_accuracy", "dWGA"),
-                           ("Alignment (evidence outside the artefact)", "alignment", "dAlignment")):  # fmt: skip
-        row = [label, pct(b[key])]
+                           ("Alignment (evidence outside the artefact)", "alignment", "dAlignment"),
+                           ("Reliance on the masked regions (training images)", "reliance", "dReliance")):  # fmt: skip
+        row = [label, pct(b.get(key))]
         if a:
-            row += [pct(a[key]), signed_pct(d.get(dk))]
+            row += [pct(a.get(key)), signed_pct(d.get(dk))]
         rows.append(row)
     row = ["Worst group", b["worst_group"] or ""]
     rows.append(row + ([a["worst_group"] or "", ""] if a else []))
@@ -290,6 +293,20 @@ def _metrics(pdf: ReportPDF, r: dict) -> None:
         rows.append([g["label"], g["group"] or "-", g["n"], pct(g["before"])]
                     + ([pct(g["after"]), signed_pct(g["change"])] if a else []))  # fmt: skip
     pdf.table_of(rows, (22, 22, 12, 14, 14, 16) if a else (22, 22, 12, 14), right_cols=(2, 3, 4, 5))
+    q = r.get("qualification")
+    if q:
+        pdf.subheading(f"Qualification on this data (run {q['run_id']}, {q['started']})")
+        pdf.note(
+            "lvlmva qualify: the method run on this project's images with its artefact masks and groups, against "
+            "its own upper bound (RRR with the true masks), with simulated critics of known verdict accuracy "
+            f"instead of an LVLM. Original model: {q['origin']}."
+        )
+        rows = [["Method", "Accuracy", "Worst-group acc.", "Reliance on the artefact", "Strength"]]
+        for row in q["rows"]:
+            strength = "" if row.get("strength") is None else f"{row['strength']:g}"
+            rows.append([row["method"], pct(row["accuracy"]), pct(row["wga"]), pct(row.get("reliance")), strength])
+        pdf.table_of(rows, (34, 16, 18, 22, 10), right_cols=(1, 2, 3, 4))
+        pdf.para(q["headline"])
 
 
 def _heatmaps(pdf: ReportPDF, r: dict) -> None:

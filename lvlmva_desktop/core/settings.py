@@ -40,23 +40,38 @@ class TrainSettings:
         return asdict(self)
 
 
+#: What the alignment penalty acts on (train.fit): the counterfactual exchange of the masked regions
+#: (default), the paper's input gradient, or both.
+PENALTIES = ("counterfactual", "gradient", "both")
+
+
 @dataclass
 class AlignSettings:
-    """RRR fine-tuning settings (METHOD.md step 8). lambda_ scales the penalty on masked input gradients.
+    """RRR fine-tuning settings (METHOD.md step 8; docs/method.md, step 8).
+
+    penalty: "counterfactual" (default): every alignment image's masked content is exchanged with an
+    ordinary training image of the batch, and both exchanged images must keep their labels (cross-entropy);
+    "gradient": the paper's penalty on the input gradient inside the masks; "both".
+    lambda_: the penalty's strength, "auto" (default: chosen from the model's reliance on the masked
+    regions, core/strength.py) or a number (used as it is; for "gradient" the paper's unnormalised sum, whose
+    scale depends on the data). reliance_floor: below this reliance there is nothing to remove.
 
     Unpublished choices and their defaults: Adam, lr 1e-3 (MLP/small CNN; 1e-4 for ResNets), 5 epochs,
-    one alignment image in four per batch, penalty summed over pixels and channels and averaged over the
-    masked images of a batch, gamma (L2 on parameters) off.
+    one alignment image in four per batch, gamma (L2 on parameters) off.
 
     consistency_check (on by default): before the masks are built, a segment judged "spurious" whose k
     nearest segments in appearance (``consistency_k``, among the decided segments of other alignment
-    images) are less than ``consistency_threshold`` "spurious" is held back from the mask and listed for
-    the expert's review; expert verdicts are never held back (core/consistency.py). With fewer than
-    ``consistency_min_spurious`` "spurious" verdicts in the set there is no group to compare with, and
-    nothing is held back.
+    images) are less than ``consistency_threshold`` "spurious" (or less than ``consistency_enrichment``
+    times the set's share of "spurious" verdicts, where that is lower) is held back from the mask and
+    listed for the expert's review, unless the model hardly relies on it (below
+    ``consistency_min_reliance``); expert verdicts are never held back (core/consistency.py). With fewer
+    than ``consistency_min_spurious`` "spurious" verdicts in the set there is no group to compare with,
+    and nothing is held back.
     """
 
-    lambda_: float = 1.0
+    lambda_: float | str = "auto"
+    penalty: str = "counterfactual"
+    reliance_floor: float = 0.05
     gamma: float = 0.0
     epochs: int = 5
     batch_size: int = 64
@@ -67,6 +82,31 @@ class AlignSettings:
     consistency_k: int = 10
     consistency_threshold: float = 0.5
     consistency_min_spurious: int = 20
+    consistency_enrichment: float = 2.0
+    consistency_min_reliance: float = 0.05
+
+    def strength_is_auto(self) -> bool:
+        return isinstance(self.lambda_, str) and self.lambda_.strip().lower() == "auto"
+
+    def strength_value(self) -> float:
+        """The strength to train with: the number set, or 1 (where "auto" starts)."""
+        return 1.0 if self.strength_is_auto() else float(self.lambda_)
+
+    def validate(self) -> None:
+        """Raise ValueError for settings alignment cannot honour, before any work starts."""
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"Unknown penalty '{self.penalty}'; choose one of {PENALTIES}.")
+        if not self.strength_is_auto():
+            if isinstance(self.lambda_, bool) or not isinstance(self.lambda_, int | float):
+                raise ValueError(f"lambda must be 'auto' or a number, got {self.lambda_!r}.")
+            if not math.isfinite(self.lambda_) or self.lambda_ < 0:
+                raise ValueError(f"lambda must be 'auto' or a non-negative number, got {self.lambda_}.")
+        if not 0.0 <= self.reliance_floor < 1.0:
+            raise ValueError(f"reliance_floor must be in [0, 1), got {self.reliance_floor}.")
+        if int(self.epochs) < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
+        if not 0.0 < self.align_ratio < 1.0:
+            raise ValueError(f"align_ratio must be between 0 and 1, got {self.align_ratio}.")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,8 +116,14 @@ class AlignSettings:
     @classmethod
     def from_dict(cls, d: dict) -> AlignSettings:
         d = dict(d)
-        if "lambda" in d:
-            d["lambda_"] = d.pop("lambda")
+        for alias in ("lambda", "λ"):
+            if alias in d:
+                d["lambda_"] = d.pop(alias)
+        if isinstance(d.get("lambda_"), str) and not cls(lambda_=d["lambda_"]).strength_is_auto():
+            try:  # a number given as text (a settings file, the command line)
+                d["lambda_"] = float(d["lambda_"])
+            except ValueError:
+                pass  # validate() names it
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -238,4 +284,29 @@ class PipelineSettings:
 
 
 #: Values that settings added after the first release had before they existed (runs recorded then).
-LEGACY_VALUES = {"explain": {"background": "train"}, "segment": {"evidence": "positive"}}
+LEGACY_VALUES = {
+    "explain": {"background": "train"},
+    "segment": {"evidence": "positive"},
+    "align": {
+        "penalty": "gradient",
+        "reliance_floor": 0.0,
+        "consistency_enrichment": 0.0,
+        "consistency_min_reliance": 0.0,
+    },
+}
+
+
+def upgrade_saved(d: dict) -> dict:
+    """Settings a window saved before the penalty could choose its strength (no ``align.penalty``): the
+    old default λ = 1 was nobody's choice and becomes "auto" with today's penalty; any other λ was
+    calibrated by the expert for the input-gradient penalty, so it keeps that penalty."""
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    align = d.get("align")
+    if isinstance(align, dict) and "penalty" not in align:
+        value = align.get("lambda", align.get("lambda_"))
+        if value is None or value == 1.0:
+            align.pop("lambda", None)
+            align.pop("lambda_", None)
+        else:
+            align["penalty"] = "gradient"
+    return d

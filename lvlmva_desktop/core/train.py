@@ -18,7 +18,8 @@ from torch import nn
 from .align import rrr_penalty
 from .jobs import TaskState, ensure_state
 from .memory import run_batched, stop_training_on_oom
-from .settings import AlignSettings, TrainSettings
+from .reliance import counterfactual_batch
+from .settings import PENALTIES, AlignSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class EpochRecord:
     penalty: float
     train_accuracy: float
     seconds: float
+    weighted_penalty: float = 0.0  # strength x penalty (the strength may change between rounds)
 
 
 def _batches(n: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -59,11 +61,21 @@ def fit(
     align_masks: torch.Tensor | None = None,
     align_ratio: float = 0.25,
     lambda_: float = 0.0,
+    penalty: str = "gradient",
+    normalise_gradient: bool = False,
     gamma: float = 0.0,
     state: TaskState | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` in place. With an alignment set, each batch holds ``align_ratio`` alignment images
     (drawn with replacement, so small sets are oversampled) and the rest ordinary images (empty masks).
+
+    ``penalty`` (with ``lambda_`` > 0): "gradient", the input-gradient penalty on the alignment images
+    (``align.rrr_penalty``; ``normalise_gradient``: its scale-free form); "counterfactual", the
+    cross-entropy of counterfactual images made by exchanging the masked content of each alignment image
+    with an ordinary image of the batch (``reliance.counterfactual_batch``); "both", their sum. In a mixed
+    batch, batch-norm layers normalise every image with the statistics of the ordinary images: the
+    alignment set is a skewed sample (the model's most confident images), and letting it shift the
+    statistics harmed models that had nothing to unlearn (docs/benchmarks.md, "Batch-norm statistics").
 
     The data tensors stay on the CPU; batches move to ``device``. Progress is reported per batch, a
     cancel request is honoured between batches (raising Cancelled with the model partly trained: callers
@@ -75,6 +87,8 @@ def fit(
 
     GPU out-of-memory stops training with a GPUOutOfMemory that suggests a smaller batch size.
     """
+    if penalty not in PENALTIES:
+        raise ValueError(f"Unknown penalty '{penalty}'; choose one of {PENALTIES}.")
     state = ensure_state(state)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -87,34 +101,46 @@ def fit(
     history: list[EpochRecord] = []
     total_steps = epochs * n_steps
     step_every = max(1, math.ceil(total_steps / MAX_STEP_RECORDS))
-    window = {"loss": 0.0, "ce": 0.0, "pen": 0.0, "correct": 0, "n": 0}
+    window = {"loss": 0.0, "ce": 0.0, "pen": 0.0, "wpen": 0.0, "correct": 0, "n": 0}
     step = 0
+    use_gradient = lambda_ > 0 and penalty in ("gradient", "both")
+    use_counterfactual = lambda_ > 0 and penalty in ("counterfactual", "both")
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        sums = {"loss": 0.0, "ce": 0.0, "pen": 0.0, "correct": 0, "n": 0}
+        sums = {"loss": 0.0, "ce": 0.0, "pen": 0.0, "wpen": 0.0, "correct": 0, "n": 0}
         for idx in _batches(len(x), n_plain_per_batch, gen):
             state.check()
             xb, yb = x[idx], y[idx]
+            n_plain = len(idx)
             mb = None
-            n_masked_from = len(idx)
             if use_align:
                 a_idx = torch.randint(len(align_x), (n_align_per_batch,), generator=gen)
                 xb = torch.cat([xb, align_x[a_idx]])
                 yb = torch.cat([yb, align_y[a_idx]])
-                mb = align_masks[a_idx]
+                mb = align_masks[a_idx].to(device)
             xb, yb = xb.to(device), yb.to(device)
-            if mb is not None and lambda_ > 0:
-                mb = mb.to(device)
-                xb.requires_grad_(True)
+            pen = torch.zeros((), device=device)
+            if mb is None:
                 logits = model(xb)
                 ce = nn.functional.cross_entropy(logits, yb)
-                pen = rrr_penalty(logits[n_masked_from:], xb, mb, n_masked_from)
-                loss = ce + lambda_ * pen
-            else:
-                logits = model(xb)
-                ce = nn.functional.cross_entropy(logits, yb)
-                pen = torch.zeros((), device=device)
                 loss = ce
+            else:
+                extra_x, extra_y = xb[:0], yb[:0]
+                if use_counterfactual:
+                    # donors: the ordinary images of this batch (random training images)
+                    d = torch.arange(len(mb), device=device) % max(n_plain, 1)
+                    extra_x, extra_y = counterfactual_batch(xb[n_plain:], yb[n_plain:], mb, xb[d], yb[d])
+                xb.requires_grad_(use_gradient)
+                with _reference_batchnorm(model, n_plain):
+                    logits_all = model(torch.cat([xb, extra_x.detach()]))
+                logits = logits_all[: len(xb)]
+                ce = nn.functional.cross_entropy(logits, yb)
+                loss = ce
+                if use_gradient:
+                    pen = pen + rrr_penalty(logits[n_plain:], xb, mb, n_plain, normalise=normalise_gradient)
+                if len(extra_y):
+                    pen = pen + nn.functional.cross_entropy(logits_all[len(xb) :], extra_y)
+                loss = loss + lambda_ * pen
             if gamma > 0:
                 loss = loss + gamma * sum((p**2).sum() for p in model.parameters())
             opt.zero_grad(set_to_none=True)
@@ -125,6 +151,7 @@ def fit(
                 "loss": float(loss.detach()) * bs,
                 "ce": float(ce.detach()) * bs,
                 "pen": float(pen.detach()) * bs,
+                "wpen": lambda_ * float(pen.detach()) * bs,
                 "correct": int((logits.detach().argmax(1) == yb).sum()),
                 "n": bs,
             }
@@ -143,6 +170,7 @@ def fit(
             ce=sums["ce"] / n,
             penalty=sums["pen"] / n,
             train_accuracy=sums["correct"] / n,
+            weighted_penalty=sums["wpen"] / n,
             seconds=time.perf_counter() - t0,
         )
         history.append(rec)
@@ -160,6 +188,48 @@ def fit(
     return history
 
 
+class _reference_batchnorm:
+    """Batch-norm layers in training mode normalise the whole batch with the statistics of its first
+    ``n_ref`` rows (the ordinary training images), so that the alignment and counterfactual images, a
+    skewed set, neither shift the statistics nor are normalised differently from the rest. The running
+    statistics follow the same rows."""
+
+    def __init__(self, model: nn.Module, n_ref: int) -> None:
+        self.bns = [
+            m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+        ]
+        self.n_ref = n_ref
+
+    def __enter__(self) -> None:
+        n_ref = self.n_ref
+
+        def make(m):
+            def forward(x):
+                dims = [0] + list(range(2, x.ndim))
+                ref = x[:n_ref]
+                mean = ref.mean(dims)
+                var = ref.var(dims, unbiased=False)
+                with torch.no_grad():
+                    mom = 0.1 if m.momentum is None else m.momentum
+                    n = ref.numel() / ref.shape[1]
+                    m.running_mean.mul_(1 - mom).add_(mom * mean.detach())
+                    m.running_var.mul_(1 - mom).add_(mom * var.detach() * n / max(n - 1, 1))
+                shape = [1, x.shape[1]] + [1] * (x.ndim - 2)
+                out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + m.eps)
+                if m.affine:
+                    out = out * m.weight.view(shape) + m.bias.view(shape)
+                return out
+
+            return forward
+
+        for m in self.bns:
+            m.forward = make(m)
+
+    def __exit__(self, *exc: object) -> None:
+        for m in self.bns:
+            del m.forward
+
+
 def _step_record(window: dict, step: int, total_steps: int, steps_per_epoch: int, epoch: int) -> dict:
     n = max(window["n"], 1)
     return {
@@ -171,6 +241,7 @@ def _step_record(window: dict, step: int, total_steps: int, steps_per_epoch: int
         "loss": window["loss"] / n,
         "ce": window["ce"] / n,
         "penalty": window["pen"] / n,
+        "weighted_penalty": window["wpen"] / n,
         "train_accuracy": window["correct"] / n,
     }
 
@@ -240,14 +311,19 @@ def fine_tune_rrr(
     settings: AlignSettings,
     device: torch.device,
     state: TaskState | None = None,
+    strength: float | None = None,
+    epochs: int | None = None,
 ) -> tuple[nn.Module, list[EpochRecord]]:
-    """RRR fine-tuning of a COPY of the original model (the audited original is never touched)."""
+    """RRR fine-tuning of a COPY of the original model (the audited original is never touched).
+
+    ``strength``/``epochs`` override the settings' (``strength.align_with_strength`` chooses them when
+    ``align.lambda`` is "auto"); with "auto" the input-gradient penalty takes its scale-free form."""
     tuned = copy.deepcopy(model)
     hist = fit(
         tuned,
         x,
         y,
-        epochs=settings.epochs,
+        epochs=settings.epochs if epochs is None else epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,
         seed=settings.seed,
@@ -256,7 +332,9 @@ def fine_tune_rrr(
         align_y=align_y,
         align_masks=align_masks,
         align_ratio=settings.align_ratio,
-        lambda_=settings.lambda_,
+        lambda_=settings.strength_value() if strength is None else strength,
+        penalty=settings.penalty,
+        normalise_gradient=settings.strength_is_auto(),
         gamma=settings.gamma,
         state=state,
     )

@@ -58,7 +58,18 @@ METRICS = [
         "averaged over test images whose artefact is marked. 100% means the model ignores the artefact "
         "entirely. Higher is better; it needs artefact masks in the data.",
     ),
+    (
+        "reliance",
+        "Reliance on masked regions",
+        "dReliance",
+        "How much the model's prediction moves, on average, when the regions judged spurious are exchanged "
+        "with other training images' content (training images of the alignment set; measured when the model "
+        "was retrained). 0% means the model does not use them at all. Lower is better; it needs no test "
+        "labels and no artefact masks.",
+    ),
 ]
+#: metrics where a fall is the improvement (their change is green when negative)
+LOWER_IS_BETTER = {"reliance"}
 
 
 def pct(v: float | None) -> str:
@@ -265,10 +276,11 @@ class ResultsPane(QWidget):
             it.setToolTip(tip)
         return it
 
-    def _change_item(self, v: float | None) -> QTableWidgetItem:
+    def _change_item(self, v: float | None, lower_is_better: bool = False) -> QTableWidgetItem:
         it = self._item(points(v))
         if v is not None and abs(v) >= 0.0005:
-            it.setForeground(QBrush(QColor(30, 150, 60) if v > 0 else QColor(205, 50, 40)))
+            good = (v < 0) if lower_is_better else (v > 0)
+            it.setForeground(QBrush(QColor(30, 150, 60) if good else QColor(205, 50, 40)))
         return it
 
     def _fill_summary(self) -> None:
@@ -278,8 +290,8 @@ class ResultsPane(QWidget):
                 if side is None:
                     self.summary.setItem(row, col, self._item(""))
                     continue
-                self.summary.setItem(row, col, self._item(pct(side[key]), tip))
-            self.summary.setItem(row, 2, self._change_item(d["deltas"].get(delta)))
+                self.summary.setItem(row, col, self._item(pct(side.get(key)), tip))
+            self.summary.setItem(row, 2, self._change_item(d["deltas"].get(delta), key in LOWER_IS_BETTER))
         row = len(METRICS)
         for col, side in ((0, d["before"]), (1, d["after"])):
             name = (side or {}).get("worst_group") or ("—" if side else "")

@@ -145,7 +145,7 @@ class Session(QObject):
     # -- the method's settings for this project -----------------------------------------------------------
     def pipeline_settings(self):
         """The settings the expert chose (defaults of METHOD.md until changed), kept in the project folder."""
-        from ..core.settings import PipelineSettings
+        from ..core.settings import PipelineSettings, upgrade_saved
 
         if self._pipeline_settings is None:
             data: dict[str, Any] = {}
@@ -154,7 +154,7 @@ class Session(QObject):
                     data = json.loads((self.root / SETTINGS_FILE).read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     log.warning("could not read %s; using the defaults", SETTINGS_FILE)
-            self._pipeline_settings = PipelineSettings.from_dict(data.get("pipeline", {}))
+            self._pipeline_settings = PipelineSettings.from_dict(upgrade_saved(data.get("pipeline", {})))
         return self._pipeline_settings
 
     def save_pipeline_settings(self, settings) -> None:

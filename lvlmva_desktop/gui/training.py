@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 from ..core.settings import PipelineSettings
 from .jobs import Job, JobRunner
 from .session import Session
-from .training_widgets import GROUPS, Curves, Field, LogSpinBox, format_time_left
+from .training_widgets import GROUPS, Curves, Field, LogSpinBox, StrengthBox, format_time_left
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,9 @@ class TrainingPane(QWidget):
         elif f.kind == "log":
             w = LogSpinBox()
             w.setRange(f.lo, f.hi)
+        elif f.kind == "strength":
+            w = StrengthBox()
+            w.setRange(f.lo, f.hi)
         else:
             w = QDoubleSpinBox()
             w.setRange(f.lo, f.hi)
@@ -203,6 +206,8 @@ class TrainingPane(QWidget):
                 f.set(s, w.currentData())
             elif isinstance(w, QSpinBox):
                 f.set(s, int(w.value()))
+            elif isinstance(w, StrengthBox):
+                f.set(s, w.value())
             else:
                 f.set(s, float(w.value()))
         return s
@@ -326,7 +331,7 @@ class TrainingPane(QWidget):
             evaluations = _evaluate(project, [model_id, new], s, device, state, 0.75)
             return {"model_id": new, "evaluations": evaluations}
 
-        return self._submit(Job("align", "Retraining with the verdicts", fn), s.align.lambda_)
+        return self._submit(Job("align", "Retraining with the verdicts", fn), s.align.strength_value())
 
     def _submit(self, job: Job, lambda_: float) -> Job:
         job.on_partial = self.curves.add
@@ -379,6 +384,10 @@ class TrainingPane(QWidget):
             text += " (see Results)."
         else:
             text += " The project has no test images to measure it on."
+        strength = self._strength_summary(mid)
+        if strength:
+            text += f" Penalty: {strength.split('.')[0]}."
+            self.session.tell("Retraining: the penalty strength", strength)
         held = self._held_back(mid)
         if held:
             text += f" {len(held)} 'spurious' verdict(s) were left out of the masks (see Messages)."
@@ -392,6 +401,18 @@ class TrainingPane(QWidget):
             )
         self.status.setText(text)
         self._finish()
+
+    def _strength_summary(self, model_id: int) -> str:
+        """What strength retraining used and why, as recorded with ``model_id`` ("" for older models)."""
+        import json
+
+        from ..core.strength import StrengthChoice
+
+        try:
+            info = json.loads(self.session.project.model_row(model_id)["info"] or "{}")
+            return StrengthChoice(**info["strength"]).summary() if "strength" in info else ""
+        except Exception:  # noqa: BLE001 - only a notice; the model itself is saved
+            return ""
 
     def _held_back(self, model_id: int) -> list[tuple[int, int]]:
         """(sample id, segment) of the verdicts the consistency check left out when ``model_id`` was made."""
@@ -445,8 +466,7 @@ class TrainingPane(QWidget):
         import json
 
         info = json.loads(self.session.project.model_row(latest)["info"] or "{}")
-        lam = float(info.get("align", {}).get("lambda", 0.0)) if "align" in info else 0.0
-        self.curves.show_history(info.get("history", []), lam)
+        self.curves.show_history(info.get("history", []), recorded_strength(info))
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         """Settings beside the curves when there is room, above them in a narrow dock."""
@@ -463,6 +483,20 @@ class TrainingPane(QWidget):
                 h = max(event.size().height() - 120, 200)
                 self.splitter.setSizes([int(h * 0.55), int(h * 0.45)])
         super().resizeEvent(event)
+
+
+def recorded_strength(info: dict) -> float:
+    """The penalty strength an aligned model was trained with (0 for an original model): the strength the
+    automatic choice ended with, or the number set by hand (older models)."""
+    if "strength" in info:
+        return float(info["strength"].get("strength") or 0.0)
+    if "align" not in info:
+        return 0.0
+    value = info["align"].get("lambda", 0.0)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 1.0
 
 
 def _pts(change: float | None) -> str:

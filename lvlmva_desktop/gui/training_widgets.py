@@ -10,13 +10,22 @@ from typing import Any
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.settings import (
     ARCHITECTURES,
     BACKGROUND_KINDS,
     EVIDENCE_KINDS,
     METHODS,
+    PENALTIES,
     STRATEGIES,
     PipelineSettings,
 )
@@ -39,6 +48,11 @@ BACKGROUND_NAMES = {
     "black": "A black image",
 }
 EVIDENCE_NAMES = {"positive": "Evidence for the class", "absolute": "Evidence for and against"}
+PENALTY_NAMES = {
+    "counterfactual": "Counterfactual (exchange the regions)",
+    "gradient": "Input gradient (the paper's)",
+    "both": "Both",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,9 @@ class Field:
             setattr(getattr(s, self.section), self.attr, value)
 
     def text(self, value: Any) -> str:
-        return dict(self.choices).get(value, value) if self.kind == "choice" else f"{value:g}"
+        if self.kind == "choice":
+            return dict(self.choices).get(value, value)
+        return value if isinstance(value, str) else f"{value:g}"
 
 
 def _choices(values: tuple[str, ...], names: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -120,8 +136,16 @@ GROUPS: list[tuple[str, list[Field]]] = [
     (
         "Retraining with the verdicts (RRR)",
         [
-            Field("align", "lambda_", "Penalty weight (λ)", "How strongly retraining punishes attention to "
-                  "regions judged spurious. 0 switches the penalty off.", "log", 0.0, 1e6),
+            Field("align", "penalty", "Penalty", "What retraining forbids. Counterfactual (default): the "
+                  "regions judged spurious are exchanged with other training images' content, and the "
+                  "exchanged images must keep their classes, so the model cannot use those regions. Input "
+                  "gradient: the paper's penalty on the model's sensitivity inside the regions; it can be met "
+                  "without removing the reliance (docs/method.md).", "choice",
+                  choices=_choices(PENALTIES, PENALTY_NAMES)),
+            Field("align", "lambda_", "Penalty strength (λ)", "How strongly retraining enforces the penalty. "
+                  "Automatic (default): chosen from how much the model relies on the regions judged "
+                  "spurious, measured before and after; nothing is changed where the model does not rely on "
+                  "them. Untick it to set a number (0 switches the penalty off).", "strength", 0.0, 1e6),
             Field("align", "epochs", "Epochs", "Passes over the training images when retraining.", "int", 1, 1000),
             Field("align", "align_ratio", "Reviewed share of a batch", "Share of every batch taken from the "
                   "reviewed images (with their masks); the rest are ordinary training images.", "float",
@@ -170,6 +194,53 @@ class LogSpinBox(QDoubleSpinBox):
         for _ in range(abs(steps)):
             v = next_125(v, steps > 0, self.minimum())
         self.setValue(v)
+
+
+class StrengthBox(QWidget):
+    """The penalty strength: "Automatic" (a tick) or a number (the spin box, enabled when unticked).
+
+    ``value()`` is "auto" or the number; ``setValue`` takes either; ``valueChanged`` fires on both."""
+
+    valueChanged = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.auto = QCheckBox("Automatic")
+        self.number = LogSpinBox()
+        self.number.setValue(1.0)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.auto)
+        row.addWidget(self.number, 1)
+        self.auto.toggled.connect(self._toggled)
+        self.number.valueChanged.connect(lambda *_: self.valueChanged.emit(self.value()))
+
+    def _toggled(self, on: bool) -> None:
+        self.number.setEnabled(not on)
+        self.valueChanged.emit(self.value())
+
+    def value(self) -> float | str:
+        return "auto" if self.auto.isChecked() else float(self.number.value())
+
+    def setValue(self, value: float | str) -> None:  # noqa: N802 - the spin boxes' name
+        auto = isinstance(value, str) and value.strip().lower() == "auto"
+        blocked = self.signalsBlocked()
+        self.auto.blockSignals(True)
+        self.number.blockSignals(True)
+        self.auto.setChecked(auto)
+        if not auto:
+            self.number.setValue(float(value))
+        self.number.setEnabled(not auto)
+        self.auto.blockSignals(False)
+        self.number.blockSignals(False)
+        if not blocked:
+            self.valueChanged.emit(self.value())
+
+    def setRange(self, lo: float, hi: float) -> None:  # noqa: N802
+        self.number.setRange(lo, hi)
+
+    def setKeyboardTracking(self, on: bool) -> None:  # noqa: N802
+        self.number.setKeyboardTracking(on)
 
 
 def next_125(value: float, up: bool, minimum: float = 0.0) -> float:
@@ -286,7 +357,7 @@ class Curves(QWidget):
         if record.get("kind") == "step":
             x = record["step"] / max(record.get("steps_per_epoch", 1), 1)
             self._push("loss", x, record["loss"])
-            self._push("penalty", x, self._lambda * record.get("penalty", 0.0))
+            self._push("penalty", x, record.get("weighted_penalty", self._lambda * record.get("penalty", 0.0)))
             self._push("acc", x, record["train_accuracy"])
         elif record.get("kind") == "epoch":
             self._push("epoch_acc", float(record["epoch"]), record["train_accuracy"])
@@ -300,7 +371,7 @@ class Curves(QWidget):
         for rec in history:
             e = float(rec["epoch"])
             self._push("loss", e, rec["loss"])
-            self._push("penalty", e, lambda_ * rec.get("penalty", 0.0))
+            self._push("penalty", e, rec.get("weighted_penalty", lambda_ * rec.get("penalty", 0.0)))
             self._push("epoch_acc", e, rec["train_accuracy"])
         if history:
             self._redraw()

@@ -19,6 +19,7 @@ from lvlmva_desktop.core.benchsets import (
     default_class_descriptions,
     elpv_tags,
     isic_like,
+    surface,
 )
 from lvlmva_desktop.core.jobs import Cancelled, TaskState
 
@@ -29,11 +30,13 @@ HAS_ARTEFACT = {
     "decoymnist": {"decoy_matches", "decoy_mismatch"},
     "isic-like": {"patch"},
     "elpv-tags": {"tag"},
+    "surface": {"artefact"},
 }
 # (class whose training images get the artefact, its rate, class that never gets it in training)
 TRAIN_CORRELATION = {
     "isic-like": ("benign", 0.8, "malignant"),
     "elpv-tags": ("defective", 0.85, "functional"),
+    "surface": ("defective", 0.9, "ok"),
 }
 
 
@@ -65,7 +68,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_registry() -> None:
-    assert set(GENERATORS) == {"decoymnist", "isic-like", "elpv-tags"}
+    assert set(GENERATORS) == {"decoymnist", "isic-like", "elpv-tags", "surface"}
     assert set(DESCRIPTIONS) == set(GENERATORS)
     assert default_class_descriptions("isic-like")["malignant"].startswith("an irregular")
     with pytest.raises(KeyError, match="unknown benchmark set"):
@@ -145,7 +148,7 @@ def test_decoymnist_shortcut(runs: dict[str, dict[str, Path]]) -> None:
     assert test_match <= 0.3 * SMALL["n_test"]
 
 
-@pytest.mark.parametrize("name", ["isic-like", "elpv-tags"])
+@pytest.mark.parametrize("name", ["isic-like", "elpv-tags", "surface"])
 def test_train_correlated_test_decorrelated(runs: dict[str, dict[str, Path]], name: str) -> None:
     rows = _rows(runs[name]["a"])
     shortcut_class, rate, clean_class = TRAIN_CORRELATION[name]
@@ -229,3 +232,54 @@ def test_missing_packages_give_install_hint(monkeypatch: pytest.MonkeyPatch, tmp
         monkeypatch.undo()
         decoymnist.load_mnist_5k.cache_clear()
         elpv_tags.load_elpv_labels.cache_clear()
+
+
+@pytest.mark.parametrize("artefact", surface.ARTEFACTS)
+def test_surface_artefacts_are_where_their_masks_are(tmp_path: Path, artefact: str) -> None:
+    """Each artefact kind is drawn inside its mask and changes the image there, the scratch keeps out of
+    it, and colour images get colour artefacts."""
+    root = surface.generate_surface(
+        tmp_path / artefact,
+        seed=2,
+        n_train=16,
+        n_test=0,
+        artefact=artefact,
+        channels=3,
+        p_defective=1.0,
+        p_ok=1.0,
+    ).parent
+    rows = _rows(root)
+    assert all(r["mask"] for r in rows)
+    for r in rows:
+        img, mask = _load(root, r["path"]).astype(int), _load(root, r["mask"]) > 0
+        assert img.shape == (64, 64, 3) and 0.002 < mask.mean() < 0.2
+        ring = img[_ring(mask)].mean(0)
+        assert (
+            np.abs(img[mask] - ring).max(1).mean() > 30
+        )  # the artefact stands out from the surface around it
+
+
+def test_surface_letter_code_is_a_complete_shortcut_in_training(tmp_path: Path) -> None:
+    """With letter_code every image carries a tag; in training its letter is the class ("R" defective),
+    at test time random: the groups say whether the letter matches."""
+    root = surface.generate_surface(tmp_path / "t", seed=0, n_train=40, n_test=40, letter_code=True).parent
+    rows = _rows(root)
+    assert all(r["mask"] for r in rows)
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    assert all(r["group"] == "letter_matches" for r in train)
+    assert 0.3 <= sum(r["group"] == "letter_mismatch" for r in test) / len(test) <= 0.7
+    with pytest.raises(ValueError, match="letter_code needs artefact=tag"):
+        surface.generate_surface(tmp_path / "bad", n_train=2, n_test=0, letter_code=True, artefact="dot")
+
+
+def test_surface_defects_are_learnable_without_the_artefact(tmp_path: Path) -> None:
+    """The scratch is faint but visible: defective images differ from ok ones along a thin line (the
+    pixels that stand out from the surface's own texture)."""
+    root = surface.generate_surface(tmp_path / "s", seed=1, n_train=40, n_test=0, p_defective=0.0).parent
+    outliers = {"ok": [], "defective": []}
+    for r in _rows(root):
+        img = _load(root, r["path"]).astype(float)
+        smooth = (np.roll(img, 2, 0) + np.roll(img, -2, 0) + np.roll(img, 2, 1) + np.roll(img, -2, 1)) / 4
+        outliers[r["label"]].append(float((np.abs(img - smooth)[4:-4, 4:-4] > 25).sum()))
+    assert np.mean(outliers["defective"]) > 3 * max(np.mean(outliers["ok"]), 1.0)

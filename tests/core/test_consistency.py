@@ -1,6 +1,7 @@
 """The verdict consistency check (core/consistency.py): stray "spurious" verdicts on segments that look like
 segments judged relevant elsewhere are held back from the masks; consistent artefact verdicts are kept."""
 
+import pytest
 import torch
 
 from lvlmva_desktop.core.consistency import masks_from_flags, verdict_consistency, verdict_masks
@@ -139,3 +140,59 @@ def test_default_is_recorded_with_the_align_settings():
     d = AlignSettings().to_dict()
     assert d["consistency_check"] is True and d["consistency_k"] == 10 and d["consistency_threshold"] == 0.5
     assert AlignSettings.from_dict({**d, "consistency_check": False}).consistency_check is False
+
+
+def test_enrichment_keeps_a_small_consistent_group_among_many_relevant_segments():
+    """Where the critic judges few segments spurious (a model that hardly used the artefact), a segment
+    whose neighbours are spurious far more often than the set's base rate agrees with them, even below
+    half: the threshold falls to ``consistency_enrichment`` times the base rate."""
+    g = torch.Generator().manual_seed(1)
+    n, j = 60, 4
+    desc = torch.randn(n, j, 3, generator=g)
+    desc[:8, 3] = torch.tensor([6.0, 6.0, 6.0]) + 0.05 * torch.randn(8, 3, generator=g)  # the artefact
+    desc[8:16, 3] = torch.tensor([6.0, 6.0, 6.0]) + 0.05 * torch.randn(8, 3, generator=g)  # look-alikes
+    spurious = torch.zeros(n, j, dtype=torch.bool)
+    spurious[:8, 3] = True  # 8 of 240 decided segments: base rate 3%; neighbours ~ 7 of 15 spurious
+    decided = torch.ones_like(spurious)
+    plain = verdict_consistency(desc, spurious, decided, torch.zeros_like(spurious), k=10, threshold=0.5)
+    enriched = verdict_consistency(
+        desc, spurious, decided, torch.zeros_like(spurious), k=10, threshold=0.5, enrichment=2.0
+    )
+    assert bool(plain.held[:8, 3].any())  # the plain majority rule holds some back
+    assert not bool(enriched.held.any())  # 2 x 3% = 7%: every one of them agrees with its group
+
+
+def test_segments_the_model_does_not_rely_on_are_not_held_back():
+    x, attr, seg, spurious = synthetic_set()
+    asked = []
+
+    def reliance(flags):
+        asked.append(flags.clone())
+        rel = torch.full(flags.shape, float("nan"))
+        rel[flags] = 0.5
+        rel[WRONG[0], 0] = 0.01  # the model hardly uses this lesion segment: masking it costs nothing
+        return rel
+
+    settings = AlignSettings()
+    masks, check = verdict_masks(
+        x, attr, seg, spurious, torch.ones_like(spurious), torch.zeros_like(spurious), settings, reliance
+    )
+    held = {tuple(p) for p in torch.nonzero(check.held).tolist()}
+    assert held == {(n, 0) for n in WRONG[1:]}
+    # only the segments the neighbours would hold back were measured
+    assert {tuple(p) for p in torch.nonzero(asked[0]).tolist()} == {(n, 0) for n in WRONG}
+    assert float(check.reliance[WRONG[0], 0]) == pytest.approx(0.01)
+    assert bool(masks[WRONG[0], 4:12, 1:7].all())
+    # with the exemption switched off the reliance is not even asked for
+    asked.clear()
+    _, check0 = verdict_masks(
+        x,
+        attr,
+        seg,
+        spurious,
+        torch.ones_like(spurious),
+        torch.zeros_like(spurious),
+        AlignSettings(consistency_min_reliance=0.0),
+        reliance,
+    )
+    assert not asked and {tuple(p) for p in torch.nonzero(check0.held).tolist()} == {(n, 0) for n in WRONG}

@@ -189,7 +189,9 @@ def test_whole_pipeline_killed_in_each_step(project, tmp_path):
     survived = []
     for target in ("train", "sample", "explain", "critique", "align", "evaluate"):
         proc, _, err = start(
-            ["run", str(project), "--quiet", "--device", "cpu", *small], tmp_path, "slow_critic:0.1"
+            ["run", str(project), "--quiet", "--device", "cpu", "--critic", "simulated", *small],
+            tmp_path,
+            "slow_critic:0.1",
         )
         wait_for(lambda t=target: running_kinds(project) == ["pipeline", t], proc, err, what=f"step {target}")
         kill(proc)

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lvlmva_desktop.core.benchsets import decoymnist, elpv_tags, isic_like
+from lvlmva_desktop.core.benchsets import decoymnist, elpv_tags, isic_like, surface
 from lvlmva_desktop.core.benchsets._common import MANIFEST_COLUMNS
 from lvlmva_desktop.core.benchsets.decoymnist import generate_decoymnist
 from lvlmva_desktop.core.benchsets.elpv_tags import generate_elpv_tags
 from lvlmva_desktop.core.benchsets.isic_like import generate_isic_like
+from lvlmva_desktop.core.benchsets.surface import generate_surface
 
 __all__ = [
     "DESCRIPTIONS",
@@ -26,6 +27,7 @@ __all__ = [
     "generate_decoymnist",
     "generate_elpv_tags",
     "generate_isic_like",
+    "generate_surface",
 ]
 
 # Each takes (out_dir, seed=0, state=None, **params) and returns the path of the written manifest.csv.
@@ -33,18 +35,21 @@ GENERATORS: dict[str, Callable[..., Path]] = {
     decoymnist.NAME: generate_decoymnist,
     isic_like.NAME: generate_isic_like,
     elpv_tags.NAME: generate_elpv_tags,
+    surface.NAME: generate_surface,
 }
 
 DESCRIPTIONS: dict[str, str] = {
     decoymnist.NAME: decoymnist.DESCRIPTION,
     isic_like.NAME: isic_like.DESCRIPTION,
     elpv_tags.NAME: elpv_tags.DESCRIPTION,
+    surface.NAME: surface.DESCRIPTION,
 }
 
 _CLASS_DESCRIPTIONS: dict[str, dict[str, str]] = {
     decoymnist.NAME: decoymnist.CLASS_DESCRIPTIONS,
     isic_like.NAME: isic_like.CLASS_DESCRIPTIONS,
     elpv_tags.NAME: elpv_tags.CLASS_DESCRIPTIONS,
+    surface.NAME: surface.CLASS_DESCRIPTIONS,
 }
 
 
