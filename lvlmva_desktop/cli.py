@@ -337,7 +337,7 @@ def cmd_verdict(args):
             p.set_expert_verdict(eid, args.sample, args.segment - 1, args.set)
             print(f"Expert verdict stored: sample {args.sample}, segment {args.segment} -> {args.set}.")
         eff = p.effective_verdicts(eid)
-        held = _held_back(p, eid)
+        held = _held_back(p, eid, _pipeline_settings(argparse.Namespace(settings=args.settings)).align)
         for sid in sorted(eff):
             if args.sample is not None and sid != args.sample:
                 continue
@@ -356,12 +356,12 @@ def cmd_verdict(args):
             )
 
 
-def _held_back(project, expl_id: int) -> set[tuple[int, int]]:
+def _held_back(project, expl_id: int, settings) -> set[tuple[int, int]]:
     """(sample_id, segment) of the critic's 'spurious' verdicts that the consistency check holds back with
-    the default settings, i.e. those the next `align` leaves out of the masks."""
+    these align settings, i.e. those `align` with the same settings leaves out of the masks."""
     from .core.pipeline import alignment_masks
 
-    _, _, stats = alignment_masks(project, expl_id)
+    _, _, stats = alignment_masks(project, expl_id, settings)
     return {(int(a), int(b)) for a, b in stats["held_back_segments"]}
 
 
@@ -388,7 +388,7 @@ def cmd_show(args):
         else:
             print("No critique yet for this image.")
         eff = p.effective_verdicts(eid).get(args.sample, {})
-        held = _held_back(p, eid)
+        held = _held_back(p, eid, _pipeline_settings(args).align)
         print("--- verdicts ---")
         for s, share in enumerate(t["evidence"][k].tolist()):
             d = eff.get(s, {"verdict": "undecided", "source": "-", "author": "-"})
@@ -714,13 +714,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--explanation", type=int)
     critic_args(sp)
 
-    sp = add("verdict", cmd_verdict, "list verdicts, or set the expert's verdict for one segment")
+    sp = add(
+        "verdict",
+        cmd_verdict,
+        "list verdicts, or set the expert's verdict for one segment (! marks those the consistency check "
+        "holds back with the align settings of --settings, else the defaults)",
+    )
+    sp.add_argument("--settings", help="JSON file of pipeline settings, as given to align")
     sp.add_argument("--explanation", type=int)
     sp.add_argument("--sample", type=int)
     sp.add_argument("--segment", type=int, help="segment number, from 1")
     sp.add_argument("--set", choices=["spurious", "relevant", "undecided"])
 
-    sp = add("show", cmd_show, "show the critic's text and the verdict per segment for one image")
+    sp = add(
+        "show",
+        cmd_show,
+        "show the critic's text and the verdict per segment for one image (and whether the consistency "
+        "check holds it back with the align settings given)",
+        settings=True,
+    )
     sp.add_argument("--sample", type=int, required=True)
     sp.add_argument("--explanation", type=int)
 

@@ -71,7 +71,7 @@ class AlignSettings:
 
     lambda_: float | str = "auto"
     penalty: str = "counterfactual"
-    reliance_floor: float = 0.05
+    reliance_floor: float = 0.1
     gamma: float = 0.0
     epochs: int = 5
     batch_size: int = 64

@@ -62,6 +62,18 @@ class StrengthChoice:
     def fine_tuned(self) -> bool:
         return self.strength > 0
 
+    def short(self) -> str:
+        """A few words for a status line: the strength, how it was chosen, the reliance before -> after."""
+        how = "automatic" if self.mode == "auto" else "set by hand"
+        b = self.reliance_before["mean"] if self.reliance_before else None
+        a = self.reliance_after["mean"] if self.reliance_after else None
+        text = f"strength {self.strength:g} ({how})"
+        if b is not None and a is not None and self.fine_tuned:
+            text += f", reliance on the masked regions {b:.0%} → {a:.0%}"
+        elif b is not None and not self.fine_tuned:
+            text += f": nothing to remove (reliance {b:.0%})"
+        return text
+
     def summary(self) -> str:
         """One line for the CLI, the Messages pane and the report."""
         b = self.reliance_before["mean"] if self.reliance_before else None

@@ -384,10 +384,10 @@ class TrainingPane(QWidget):
             text += " (see Results)."
         else:
             text += " The project has no test images to measure it on."
-        strength = self._strength_summary(mid)
-        if strength:
-            text += f" Penalty: {strength.split('.')[0]}."
-            self.session.tell("Retraining: the penalty strength", strength)
+        choice = self._strength_choice(mid)
+        if choice is not None:
+            text += f" Penalty: {choice.short()}."
+            self.session.tell("Retraining: the penalty strength", choice.summary())
         held = self._held_back(mid)
         if held:
             text += f" {len(held)} 'spurious' verdict(s) were left out of the masks (see Messages)."
@@ -402,17 +402,17 @@ class TrainingPane(QWidget):
         self.status.setText(text)
         self._finish()
 
-    def _strength_summary(self, model_id: int) -> str:
-        """What strength retraining used and why, as recorded with ``model_id`` ("" for older models)."""
+    def _strength_choice(self, model_id: int):
+        """What strength retraining used and why, as recorded with ``model_id`` (None for older models)."""
         import json
 
         from ..core.strength import StrengthChoice
 
         try:
             info = json.loads(self.session.project.model_row(model_id)["info"] or "{}")
-            return StrengthChoice(**info["strength"]).summary() if "strength" in info else ""
+            return StrengthChoice(**info["strength"]) if "strength" in info else None
         except Exception:  # noqa: BLE001 - only a notice; the model itself is saved
-            return ""
+            return None
 
     def _held_back(self, model_id: int) -> list[tuple[int, int]]:
         """(sample id, segment) of the verdicts the consistency check left out when ``model_id`` was made."""

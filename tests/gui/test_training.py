@@ -262,6 +262,7 @@ def test_verdicts_left_out_by_the_consistency_check_are_told(
     def settings():
         s = from_widgets()
         s.align.consistency_min_spurious = 1
+        s.align.consistency_min_reliance = 0.0  # hold back also segments the tiny model hardly uses
         return s
 
     monkeypatch.setattr(pane, "settings_from_widgets", settings)
@@ -273,7 +274,72 @@ def test_verdicts_left_out_by_the_consistency_check_are_told(
     held = info["mask_stats"]["held_back_segments"]
     assert info["align"]["consistency_check"] is True and info["align"]["consistency_min_spurious"] == 1
     assert held, "the fixture's 7 patches of different colours find no look-alikes: held back"
-    assert len(notices) == 1 and f"{len(held)} 'spurious' verdict" in notices[0][0]
+    told = [n for n in notices if n[0].startswith("Consistency check")]
+    assert len(told) == 1 and f"{len(held)} 'spurious' verdict" in told[0][0]
     sid, seg = held[0]
-    assert f"#{sid} segment {seg + 1}" in notices[0][1]
+    assert f"#{sid} segment {seg + 1}" in told[0][1]
     assert "left out of the masks" in pane.status.text()
+
+
+def test_the_strength_is_automatic_by_default_and_can_be_set_by_clicks(
+    qtbot, make_pane, explained_project, artifacts_dir
+):
+    """The strength box: ticked ("Automatic") by default with the number greyed out; unticking it and
+    typing a number saves that number, ticking it again saves "auto"; after retraining the pane and
+    Messages say which strength was used and why."""
+    pane = make_pane(explained_project)
+    pane.resize(1400, 1000)
+    pane.show()
+    qtbot.waitExposed(pane)
+    box = pane.widgets[("align", "lambda_")]
+    pane.settings_area.ensureWidgetVisible(box)
+    penalty = pane.widgets[("align", "penalty")]
+    assert box.auto.isChecked() and not box.number.isEnabled() and box.value() == "auto"
+    assert penalty.currentData() == "counterfactual"
+    assert "Default: auto." in box.toolTip()
+
+    def saved():
+        return json.loads((explained_project / SETTINGS_FILE).read_text())["pipeline"]["align"]
+
+    qtbot.mouseClick(box.auto, Qt.MouseButton.LeftButton)
+    assert not box.auto.isChecked() and box.number.isEnabled()
+    box.number.selectAll()
+    qtbot.keyClicks(box.number, "3")
+    qtbot.keyClick(box.number, Qt.Key.Key_Return)
+    assert saved()["lambda"] == 3.0 and box.value() == 3.0
+    qtbot.mouseClick(box.auto, Qt.MouseButton.LeftButton)
+    assert saved()["lambda"] == "auto" and not box.number.isEnabled()
+    penalty.setCurrentIndex(penalty.findData("gradient"))
+    assert saved()["penalty"] == "gradient"
+    penalty.setCurrentIndex(penalty.findData("counterfactual"))
+
+    pane.widgets[("align", "epochs")].setValue(1)
+    notices = []
+    pane.session.notice.connect(lambda title, text: notices.append((title, text)))
+    with qtbot.waitSignal(pane.runner.finished, timeout=120000):
+        qtbot.mouseClick(pane.align_button, Qt.MouseButton.LeftButton)
+    info = json.loads(_models(pane, "rrr")[0]["info"])
+    assert info["strength"]["mode"] == "auto" and info["align"]["lambda"] == "auto"
+    assert "Penalty: strength" in pane.status.text()
+    told = [text for title, text in notices if title == "Retraining: the penalty strength"]
+    assert len(told) == 1 and "chosen automatically" in told[0] and "reliance" in told[0]
+    _shoot(pane, qtbot, artifacts_dir, "strength")
+
+
+def test_settings_saved_before_the_automatic_strength_are_read_as_they_were_meant(make_pane, demo_project):
+    """A settings file from an older version has "lambda": 1.0 (the old default, nobody's choice) and no
+    penalty: it becomes the automatic strength; a λ the expert had set keeps the input-gradient penalty it
+    was calibrated for."""
+    path = demo_project / SETTINGS_FILE
+    old = PipelineSettings().to_dict()
+    old["align"].pop("penalty")
+    old["align"]["lambda"] = 1.0
+    path.write_text(json.dumps({"pipeline": old}))
+    pane = make_pane(demo_project)
+    assert pane.widgets[("align", "lambda_")].value() == "auto"
+    assert pane.widgets[("align", "penalty")].currentData() == "counterfactual"
+    old["align"]["lambda"] = 30.0
+    path.write_text(json.dumps({"pipeline": old}))
+    again = make_pane(demo_project)
+    assert again.widgets[("align", "lambda_")].value() == 30.0
+    assert again.widgets[("align", "penalty")].currentData() == "gradient"
