@@ -18,6 +18,13 @@ segments of the alignment set:
    cannot show agreement (a 16-image set with 7 artefact segments needs k = 3, not 10).
 3. If fewer than ``threshold`` of those neighbours are judged "spurious", the segment is held back: it is
    left out of the mask and listed so the expert can review it ("looks like segments judged relevant").
+   Where the critic judges few segments spurious at all (a model that hardly used the artefact), the
+   threshold falls to ``AlignSettings.consistency_enrichment`` times the set's share of "spurious"
+   verdicts: a neighbourhood that holds them twice as often as the set does already agrees (without this,
+   the patches of a set where ERM ignored them were held back by the dozen: docs/benchmarks.md).
+4. A segment the model hardly relies on (its prediction moves by less than
+   ``AlignSettings.consistency_min_reliance`` when the segment's content is exchanged with other training
+   images, core/reliance.py) is not held back: masking it cannot cost accuracy.
 
 The check is one-sided (it only removes segments from masks) and never holds back an expert's verdict.
 It needs a group to compare with: with fewer than ``AlignSettings.consistency_min_spurious`` (20) "spurious"
