@@ -629,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("generate", cmd_generate, "generate a benchmark data set", project=False)
-    sp.add_argument("name", choices=["decoymnist", "isic-like", "elpv-tags"])
+    sp.add_argument("name", choices=["decoymnist", "isic-like", "elpv-tags", "surface"])
     sp.add_argument("out", help="output folder")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument(
@@ -660,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--file", help="JSON {class: description}")
     sp.add_argument(
         "--defaults",
-        choices=["decoymnist", "isic-like", "elpv-tags"],
+        choices=["decoymnist", "isic-like", "elpv-tags", "surface"],
         help="the built-in descriptions of a benchmark set",
     )
 

@@ -3,6 +3,8 @@ the training pane, checked against the core's comparison."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from PySide6.QtCore import Qt
@@ -63,7 +65,7 @@ def test_empty_states_say_what_to_do_next(qtbot, opened, demo_project, artifacts
     assert pane.stack.currentIndex() == 1
     assert pane.evaluate_button.isVisibleTo(pane) and pane.evaluate_button.isEnabled()
     assert "has not been measured" in pane.note.text()
-    assert _cells(pane.summary, 0) == ["—", "—", "—", "—"]
+    assert _cells(pane.summary, 0) == ["—"] * 5
 
 
 def test_evaluate_from_the_view_fills_one_column_and_asks_for_retraining(qtbot, opened, demo_project):
@@ -105,7 +107,17 @@ def test_retraining_in_the_training_pane_fills_the_comparison(
     assert _cells(pane.summary, 0)[0] == pct(cmp["before"]["accuracy"])
     assert _cells(pane.summary, 1)[2] == pct(cmp["after"]["alignment"])
     assert _cells(pane.summary, 2)[:3] == [points(cmp["deltas"][k]) for k in ("dAGA", "dWGA", "dAlignment")]
-    assert _cells(pane.summary, 1)[3] == cmp["after"]["worst_group"]
+    assert _cells(pane.summary, 1)[4] == cmp["after"]["worst_group"]
+    # the reliance on the masked regions, as measured when the model was retrained (lower is better)
+    info = json.loads(session.project.model_row(aligned)["info"])
+    assert cmp["before"]["reliance"] == pytest.approx(info["strength"]["reliance_before"]["mean"])
+    assert cmp["after"]["reliance"] == pytest.approx(info["strength"]["reliance_after"]["mean"])
+    assert [_cells(pane.summary, c)[3] for c in (0, 1, 2)] == [
+        pct(cmp["before"]["reliance"]),
+        pct(cmp["after"]["reliance"]),
+        points(cmp["deltas"]["dReliance"]),
+    ]
+    assert "exchanged with other training images" in pane.summary.verticalHeaderItem(3).toolTip()
     # per-group rows exactly as the core's comparison
     assert len(cmp["groups"]) == 4  # benign / malignant x patch / no patch
     assert _cells(pane.groups, 0) == [group_label(r) for r in cmp["groups"]]
@@ -144,7 +156,7 @@ def test_each_retrained_model_can_be_chosen(qtbot, opened, explained_project):
         (original, second),
         (original, first),
     ]
-    assert pane.choice.isEnabled() and "lambda=20" in pane.choice.currentText()
+    assert pane.choice.isEnabled() and "strength 20)" in pane.choice.currentText()
     assert pane.data["after"]["model_id"] == second
     assert "evaluated at different times" in pane.note.text()
     pane.choice.setCurrentIndex(1)
