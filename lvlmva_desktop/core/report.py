@@ -120,7 +120,6 @@ def _qualification(project: Project) -> dict | None:
     }
 
 
-
 def _round(project: Project) -> tuple[int | None, int | None, int | None]:
     """(explanation, model before, model after) of the latest alignment round; None where missing."""
     align = project.db.execute(

@@ -304,7 +304,9 @@ def _metrics(pdf: ReportPDF, r: dict) -> None:
         rows = [["Method", "Accuracy", "Worst-group acc.", "Reliance on the artefact", "Strength"]]
         for row in q["rows"]:
             strength = "" if row.get("strength") is None else f"{row['strength']:g}"
-            rows.append([row["method"], pct(row["accuracy"]), pct(row["wga"]), pct(row.get("reliance")), strength])
+            rows.append(
+                [row["method"], pct(row["accuracy"]), pct(row["wga"]), pct(row.get("reliance")), strength]
+            )
         pdf.table_of(rows, (34, 16, 18, 22, 10), right_cols=(1, 2, 3, 4))
         pdf.para(q["headline"])
 

@@ -357,7 +357,9 @@ class Curves(QWidget):
         if record.get("kind") == "step":
             x = record["step"] / max(record.get("steps_per_epoch", 1), 1)
             self._push("loss", x, record["loss"])
-            self._push("penalty", x, record.get("weighted_penalty", self._lambda * record.get("penalty", 0.0)))
+            self._push(
+                "penalty", x, record.get("weighted_penalty", self._lambda * record.get("penalty", 0.0))
+            )
             self._push("acc", x, record["train_accuracy"])
         elif record.get("kind") == "epoch":
             self._push("epoch_acc", float(record["epoch"]), record["train_accuracy"])

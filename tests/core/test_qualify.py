@@ -33,7 +33,9 @@ def small_settings() -> PipelineSettings:
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    return generate_isic_like(tmp_path_factory.mktemp("isic") / "data", seed=0, n_train=160, n_test=80, size=32)
+    return generate_isic_like(
+        tmp_path_factory.mktemp("isic") / "data", seed=0, n_train=160, n_test=80, size=32
+    )
 
 
 def _project(path, manifest, masks=True) -> Project:
@@ -84,7 +86,9 @@ def test_the_headline_is_the_share_of_the_gap():
     )
     rows[GT]["wga"] = 0.15  # nothing to recover: said, not divided by
     res = {"rows": rows, **summary_figures(rows)}
-    assert "recovers n/a of the WGA gap (no gap to recover (-0.050): ERM 0.200 -> RRR-GT 0.150)" in headline(res)
+    assert "recovers n/a of the WGA gap (no gap to recover (-0.050): ERM 0.200 -> RRR-GT 0.150)" in headline(
+        res
+    )
 
 
 def test_qualify_needs_masks_and_groups(tmp_path, manifest):
