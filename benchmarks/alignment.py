@@ -127,13 +127,25 @@ def manifest_project(manifest: Path, size: int, channels: int, out: Path):
     return p
 
 
-def run_one(project, arch: str, seed: int, device: torch.device) -> dict:
-    settings = seeded(PipelineSettings(arch=arch), seed)
+def run_one(project, arch: str, seed: int, device: torch.device, changes: list[str] | None = None) -> dict:
+    settings = seeded(method_settings(arch, changes), seed)
     settings.evaluate.min_group_size = MIN_GROUP
     t = time.perf_counter()
     res = qualify(project, settings, device, critic_seed=seed, store=False)
     res["seconds"] = time.perf_counter() - t
     return res
+
+
+def method_settings(arch: str, changes: list[str] | None) -> PipelineSettings:
+    """The program's defaults, with ``--set`` changes applied to every set alike (for experiments: the
+    published figures use none)."""
+    if not changes:
+        return PipelineSettings(arch=arch)
+    from argparse import Namespace
+
+    from lvlmva_desktop.cli import _pipeline_settings
+
+    return _pipeline_settings(Namespace(set=changes, settings=None, arch=arch, seed=None))
 
 
 def summarise(name: str, arch: str, results: list[dict]) -> str:
@@ -145,7 +157,10 @@ def summarise(name: str, arch: str, results: list[dict]) -> str:
         return f"{statistics.mean(vals):.3f}±{sd:.3f}"
 
     seeds = [r["seed"] for r in results]
-    lines = [f"\n## {name} (seeds {seeds}; {arch}; program defaults)"]
+    changed = results[0].get("changes") or []
+    lines = [
+        f"\n## {name} (seeds {seeds}; {arch}; {'program defaults' if not changed else ', '.join(changed)})"
+    ]
     lines.append(f"{'method':26s} {'accuracy':>12s} {'WGA':>12s} {'reliance':>12s}  strength per seed")
     for method in results[0]["rows"]:
         rows = [r["rows"][method] for r in results]
@@ -227,6 +242,12 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(ROOT / "bench_out"))
     ap.add_argument("--json", help="also write all results here")
+    ap.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change a setting for every set alike, e.g. align.penalty=gradient (experiments only)",
+    )
     args = ap.parse_args()
     unknown = [s for s in args.sets if s not in SETS]
     if unknown:
@@ -253,8 +274,8 @@ def main() -> int:
             else:
                 project = project_for(cfg["gen"], seed, out, cfg["params"], cfg["size"], cfg["channels"])
             with project:
-                r = run_one(project, arch, seed, device)
-            r.update({"set": name, "seed": seed, "arch": arch})
+                r = run_one(project, arch, seed, device, args.set)
+            r.update({"set": name, "seed": seed, "arch": arch, "changes": args.set or []})
             results.append(r)
             everything.append(r)
             print(f"[{name} seed {seed}] " + ", ".join(_cell(k, v) for k, v in r["rows"].items()), flush=True)

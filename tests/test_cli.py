@@ -275,3 +275,15 @@ def test_evaluate_compares_the_latest_model_with_its_original(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Evaluating model 3 against the original it was derived from (model 1)" in out
     assert sorted(json.loads((tmp_path / "m.json").read_text())) == ["1", "3"]
+
+
+def test_the_simulated_critics_options_say_what_they_do(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["critique", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1.0 = every segment judged exactly by its ground-truth artefact mask" in text
+    assert "the masks are still the union of whole segments" in text
+    assert "default: --seed, else 0" in text
+    assert "required:" in text and "BENCHMARKS ONLY" in text
