@@ -206,11 +206,20 @@ def _read_weights(path: Path) -> object:
         raise ValueError(f"{path} is not a PyTorch weights file that can be read ({e!r}).") from None
 
 
-def load_pretrained_weights(model: nn.Module, spec: ModelSpec, path: str | Path) -> list[str]:
+def _first(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def load_pretrained_weights(
+    model: nn.Module, spec: ModelSpec, path: str | Path, complete: bool = False
+) -> list[str]:
     """Load backbone weights from a local file (safetensors, or a .pth read with weights_only=True).
 
     Keys whose shape does not fit (the classifier head for another number of classes) are skipped; an
-    RGB first convolution is summed over colours for grayscale input. Returns the skipped keys.
+    RGB first convolution is summed over colours for grayscale input. Returns the skipped keys. Weights
+    that are not finite (NaN, infinity) are refused. With ``complete`` (an imported classifier, used as
+    it is) every parameter and buffer of the model must come from the file, batch-norm running statistics
+    included: a partial checkpoint is refused, naming the first missing or misshapen tensors.
     """
     path = Path(path)
     if not path.is_file():
@@ -236,8 +245,32 @@ def load_pretrained_weights(model: nn.Module, spec: ModelSpec, path: str | Path)
         fitted[k] = v
     if not fitted:
         raise ValueError(f"No tensor in {path} fits a {spec.arch} model.")
+    bad = [k for k, v in fitted.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"{path} holds weights that are not finite numbers (NaN or infinity) in {_first(bad)}; such a "
+            "model cannot classify anything, so it was refused."
+        )
+    if complete:
+        missing = [k for k in own if k not in fitted and not k.endswith("num_batches_tracked")]
+        if missing:
+            shapes = [
+                f"{k} (expected {tuple(own[k].shape)}"
+                + (f", the file has {tuple(state[k].shape)})" if k in state else ", not in the file)")
+                for k in missing
+            ]
+            raise ValueError(
+                f"{path} is not a complete {spec.arch} for this project ({classes_hint(spec)}): "
+                f"{len(missing)} of its {len(own)} tensors are missing or of another shape, first "
+                f"{_first(shapes, 3)}. Export the whole state dict of the trained model "
+                "(torch.save(model.state_dict(), path), or safetensors), batch-norm statistics included."
+            )
     model.load_state_dict(fitted, strict=False)
     return skipped
+
+
+def classes_hint(spec: ModelSpec) -> str:
+    return f"{spec.num_classes} classes, {spec.in_channels} channel{'s' * (spec.in_channels != 1)}"
 
 
 def spec_metadata(spec: ModelSpec, extra: dict | None = None) -> dict[str, str]:

@@ -118,10 +118,11 @@ def import_model(project: Project, path: str, arch: str) -> int:
     )
     with project.run("import_model", {"path": path, "arch": arch}) as run:
         model = build_model(spec)
-        skipped = load_pretrained_weights(model, spec, path)
+        skipped = load_pretrained_weights(model, spec, path, complete=True)
         if skipped:
             raise ProjectError(
-                f"The weights in {path} do not fully fit a {arch} for this project: {skipped[:5]}"
+                f"The weights in {path} do not fully fit a {arch} for this project: the file holds tensors "
+                f"this model does not have or of another shape, first {', '.join(skipped[:5])}."
             )
         model_id = project.save_model(
             model, spec, f"{arch} (imported)", "imported", None, run.id, {"source": path}

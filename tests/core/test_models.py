@@ -54,3 +54,63 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
     spec = ModelSpec("mlp", 2, 1, (8, 8))
     with pytest.raises(FileNotFoundError, match="not found"):
         load_pretrained_weights(build_model(spec), spec, tmp_path / "nope.safetensors")
+
+
+def _save(state, path):
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def test_an_imported_classifier_must_be_complete_and_finite(tmp_path):
+    """import-model uses the file as the audited model, so a partial or broken checkpoint is refused in
+    words, naming the first tensors, instead of becoming a model version with random parts."""
+    spec = ModelSpec("small_cnn", 2, 3, (16, 16))
+    full = build_model(spec).state_dict()
+    only_bias = _save({"head.bias": full["head.bias"]}, tmp_path / "bias.safetensors")
+    with pytest.raises(
+        ValueError,
+        match=r"not a complete small_cnn .* missing or of another shape, first features\.0\.weight",
+    ):
+        load_pretrained_weights(build_model(spec), spec, only_bias, complete=True)
+    no_stats = {k: v for k, v in full.items() if "running_" not in k}
+    with pytest.raises(ValueError, match=r"features\.1\.running_mean \(expected \(16,\), not in the file\)"):
+        load_pretrained_weights(
+            build_model(spec), spec, _save(no_stats, tmp_path / "nostats.safetensors"), complete=True
+        )
+    broken = dict(full)
+    broken["features.5.weight"] = full["features.5.weight"].clone()
+    broken["features.5.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"not finite numbers \(NaN or infinity\) in features\.5\.weight"):
+        load_pretrained_weights(build_model(spec), spec, _save(broken, tmp_path / "nan.safetensors"))
+    wrong = dict(full)
+    wrong["head.weight"] = torch.zeros(5, 64)
+    with pytest.raises(ValueError, match=r"head\.weight \(expected \(2, 64\), the file has \(5, 64\)\)"):
+        load_pretrained_weights(
+            build_model(spec), spec, _save(wrong, tmp_path / "wrong.safetensors"), complete=True
+        )
+    ok = load_pretrained_weights(
+        build_model(spec), spec, _save(full, tmp_path / "ok.safetensors"), complete=True
+    )
+    assert ok == []
+    # starting ERM from a backbone may leave the head random: not complete, and allowed there
+    assert load_pretrained_weights(build_model(spec), spec, only_bias) == []
+
+
+def test_import_model_refuses_a_partial_checkpoint_from_the_command_line(tmp_path, capsys):
+    from lvlmva_desktop.cli import main
+    from lvlmva_desktop.core.project import Project
+
+    spec = ModelSpec("small_cnn", 2, 3, (16, 16))
+    path = _save({"head.bias": torch.zeros(2)}, tmp_path / "bias.safetensors")
+    Project.create(tmp_path / "p", "p", ["a", "b"], (16, 16), 3).close()
+    assert main(["import-model", str(tmp_path / "p"), str(path), "--arch", "small_cnn"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: ")
+        and "is not a complete small_cnn for this project (2 classes, 3 channels)" in err
+    )
+    with Project.open(tmp_path / "p") as p:
+        assert p.models() == []
+        assert (
+            p.db.execute("SELECT status FROM runs WHERE kind='import_model'").fetchone()["status"] == "failed"
+        )
