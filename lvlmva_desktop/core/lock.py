@@ -1,4 +1,5 @@
-"""One writer per project: an exclusive advisory lock on ``project.lock``, held per process.
+"""One writer per project: an exclusive advisory lock on ``project.lock`` (and, on POSIX, on the project
+folder itself, so that deleting the lock file does not let a second writer in), held per process.
 
 Two programs writing one project would interleave runs and model versions, and the second would take the
 first's running steps for interrupted ones. So the first process to open a project for writing holds an
@@ -65,6 +66,7 @@ class _Held:
     file: IO[bytes]
     count: int
     locked: bool  # False where the file system offers no locks (then only this process's word counts)
+    folder_fd: int | None = None  # POSIX: the project folder itself, locked too (see _lock_folder)
 
 
 _registry: dict[str, _Held] = {}
@@ -79,6 +81,8 @@ def _after_fork_in_child() -> None:
     for held in _registry.values():
         try:
             held.file.close()  # the parent keeps its own descriptor, and with it the lock
+            if held.folder_fd is not None:
+                os.close(held.folder_fd)
         except OSError:
             pass
     _registry.clear()
@@ -120,6 +124,8 @@ class WriterLock:
                 log.warning("releasing the project lock: %s", e)
             finally:
                 held.file.close()
+                if held.folder_fd is not None:
+                    os.close(held.folder_fd)  # closing frees the folder's lock
 
 
 def acquire(root: Path) -> WriterLock:
@@ -138,12 +144,18 @@ def acquire(root: Path) -> WriterLock:
                 f"The project folder {root} cannot be written ({e.strerror or e}); open it read-only."
             ) from e
         locked = True
+        folder_fd = None
         try:
+            folder_fd = _lock_folder(key)
             _lock(f)
         except OSError as e:
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, getattr(errno, "EDEADLOCK", -1)):
                 holder = _read_holder(f)
                 f.close()
+                if folder_fd is not None:
+                    os.close(folder_fd)
+                if not holder:  # the folder is held, but its lock file was removed and made anew
+                    holder = {"user": "unknown user (the project's lock file was removed)"}
                 raise ProjectLocked(_refusal(holder), holder) from None
             # e.g. a network share without locks: go on, but nothing keeps a second writer out
             log.warning(
@@ -158,7 +170,7 @@ def acquire(root: Path) -> WriterLock:
             f.flush()
         except OSError as e:
             log.warning("could not describe the holder in %s: %s", path, e)
-        _registry[key] = _Held(f, 1, locked)
+        _registry[key] = _Held(f, 1, locked, folder_fd)
         return WriterLock(key, first=True, locked=locked)
 
 
@@ -192,6 +204,10 @@ def _refusal(holder: dict) -> str:
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
+    def _lock_folder(folder: str) -> int | None:
+        """Windows: an open lock file cannot be deleted, so the file's lock is enough."""
+        return None
+
     def _lock(f: IO[bytes]) -> None:
         f.seek(_WIN_LOCK_OFFSET)
         msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
@@ -202,6 +218,26 @@ if os.name == "nt":  # pragma: no cover - exercised on Windows only
 
 else:
     import fcntl
+
+    def _lock_folder(folder: str) -> int | None:
+        """POSIX: an exclusive lock on the project folder itself, which, unlike ``project.lock``, nobody can
+        remove while the project is in it (with the lock file deleted, a second process would otherwise
+        lock a new file of the same name). None where the folder cannot be locked (then the file's lock
+        is all there is). Raises OSError (EWOULDBLOCK) when another process holds it."""
+        try:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as e:
+            log.warning("the project folder %s cannot be opened for locking: %s", folder, e)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            log.warning("the project folder %s cannot be locked: %s", folder, e)
+            return None
+        return fd
 
     def _lock(f: IO[bytes]) -> None:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -259,3 +259,22 @@ def test_a_forked_child_does_not_inherit_the_writer_lock(tmp_path):
     got = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, cwd=REPO)
     assert got.stdout.strip() == "ProjectLocked", got.stderr
     parent.close()
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_writer_in(root, tmp_path):
+    """The lock is held by the operating system on the project folder, not by the lock file's existence:
+    with project.lock removed (by a person or a cleaning script), a second process is still refused, and
+    nothing it could write (a false "interrupted" record, a second end of the holder's run) is written."""
+    proc = _hold(root, tmp_path)
+    try:
+        (root / LOCK_FILE).unlink()
+        got = _child(SECOND, root)
+        assert got["kind"] == "ProjectLocked" and "opened" not in got
+        assert "lock file was removed" in got["refused"]
+        with Project.open(root, read_only=True) as r:
+            assert r.db.execute("SELECT count(*) FROM runs WHERE status='interrupted'").fetchone()[0] == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _child(SECOND, root) == {"opened": True}  # the holder died: the folder's lock went with it
+    _intact(root)
