@@ -800,7 +800,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except (ProjectError, ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .core.secrets import scrub
+
+        print(f"error: {scrub(e)}", file=sys.stderr)
         if args.verbose:
             raise
         return 2

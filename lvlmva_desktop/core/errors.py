@@ -36,7 +36,15 @@ def _details(exc: BaseException) -> str:
 
 
 def describe_error(exc: BaseException, during: str = "") -> UserError:
-    """Turn an exception raised by a job into a UserError; ``during`` names the step (e.g. 'Training')."""
+    """Turn an exception raised by a job into a UserError; ``during`` names the step (e.g. 'Training').
+    Nothing secret passes: the texts are scrubbed of keys and passwords (core/secrets.py)."""
+    from .secrets import scrub
+
+    e = _describe(exc, during)
+    return UserError(scrub(e.title), scrub(e.message), scrub(e.details), e.kind)
+
+
+def _describe(exc: BaseException, during: str = "") -> UserError:
     what = f"{during} failed" if during else "The step failed"
     details = _details(exc)
     if isinstance(exc, Cancelled):

@@ -556,7 +556,10 @@ class Project:
             self._finish_run(handle.id, "cancelled", handle.results, "cancelled by the user")
             raise
         except BaseException as e:
-            self._finish_run(handle.id, "failed", handle.results, f"{type(e).__name__}: {e}")
+            from .secrets import scrub
+
+            # the log is append-only: what a server echoed of a key must never reach it
+            self._finish_run(handle.id, "failed", handle.results, scrub(f"{type(e).__name__}: {e}"))
             raise
         else:
             self._finish_run(handle.id, "finished", handle.results, None)

@@ -54,6 +54,18 @@ class LVLMConfig:
                 raise LVLMError(
                     "An LVLM server needs its base URL (e.g. http://gpu-server:8000/v1) and a model name."
                 )
+            from ..core.secrets import check_variable_name, has_credentials, without_credentials
+
+            if has_credentials(self.base_url):
+                raise LVLMError(
+                    f"The LVLM server URL {without_credentials(self.base_url)} must not carry a user name or "
+                    "password: they would be stored with the settings and the project's records. Give the "
+                    "server's key in an environment variable and name it instead."
+                )
+            try:
+                check_variable_name(self.api_key_env)
+            except ValueError as e:
+                raise LVLMError(str(e)) from None
         else:
             raise LVLMError(f"Unknown LVLM kind '{self.kind}'; use 'local' or 'endpoint'.")
 

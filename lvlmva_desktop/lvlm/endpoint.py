@@ -38,6 +38,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from ..core.jobs import TaskState, ensure_state
+from ..core.secrets import check_variable_name, has_credentials, remember, scrub, without_credentials
 from .backend import ChatRequest, Generation, GenerationSettings, HealthReport, LVLMError, user_message
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class EndpointError(LVLMError):
     """An LVLMError about one URL; ``status`` is the HTTP status when the server answered one."""
 
     def __init__(self, message: str, url: str, status: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))  # a server may echo what it was sent, the key included
         self.url = url
         self.status = status
 
@@ -58,11 +59,18 @@ class EndpointError(LVLMError):
 def api_root(base_url: str) -> str:
     """The API root for ``base_url`` by the rule in the module docstring; LVLMError for a URL we cannot use."""
     url = base_url.strip().rstrip("/")
+    shown = scrub(without_credentials(url))
+    if has_credentials(url):
+        raise LVLMError(
+            f"The LVLM server URL {shown} must not carry a user name or password: they would be stored with "
+            "the project's records. Give the server's key in an environment variable and name it "
+            "(--api-key-env NAME, or the LVLM settings' key variable)."
+        )
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise LVLMError(f"The LVLM server URL '{base_url}' must look like http://host:port/v1.")
+        raise LVLMError(f"The LVLM server URL '{shown}' must look like http://host:port/v1.")
     if parts.query or parts.fragment:
-        raise LVLMError(f"The LVLM server URL '{base_url}' must not have a query (?...) or fragment (#...).")
+        raise LVLMError(f"The LVLM server URL '{shown}' must not have a query (?...) or fragment (#...).")
     path = re.sub(r"/chat/completions$", "", parts.path.rstrip("/"))
     if not re.search(r"/v\d+$", path):
         path += "/v1"
@@ -99,6 +107,10 @@ class EndpointBackend:
             raise LVLMError("Name the model the LVLM server should use (as its /v1/models lists it).")
         self.base_url = api_root(base_url)
         self.model = model
+        try:
+            check_variable_name(api_key_env or "")
+        except ValueError as e:
+            raise LVLMError(str(e)) from None
         self.api_key_env = api_key_env or None
         self.timeout_s = float(timeout_s)
         self.retries = max(0, int(retries))
@@ -209,6 +221,7 @@ class EndpointBackend:
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if self.api_key_env:
             key = os.environ.get(self.api_key_env, "").strip()
+            remember(key)  # whatever a server echoes of it is scrubbed before it is stored or shown
             if not key:
                 raise LVLMError(
                     f"The LVLM server's API key is read from the environment variable {self.api_key_env}, "
@@ -370,7 +383,7 @@ class EndpointBackend:
                 f"The LVLM server at {url} sent a malformed event: {event[:200]!r}", url
             ) from None
         if isinstance(obj, dict) and obj.get("error"):
-            raise EndpointError(f"The LVLM server at {url} stopped with an error: {obj['error']}", url)
+            raise EndpointError(f"The LVLM server at {url} stopped with an error: {scrub(obj['error'])}", url)
         choices = obj.get("choices") if isinstance(obj, dict) else None
         for choice in choices or []:
             piece = (choice.get("delta") or {}).get("content")
@@ -389,7 +402,7 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
     try:
         obj = json.loads(text)
     except ValueError:
-        return text[:300]
+        return scrub(text[:300])
     keys = [k for k in ("detail", "error", "message") if obj.get(k)] if isinstance(obj, dict) else []
     value = obj[keys[0]] if keys else text
-    return str(value.get("message", value) if isinstance(value, dict) else value)[:300]
+    return scrub(str(value.get("message", value) if isinstance(value, dict) else value)[:300])

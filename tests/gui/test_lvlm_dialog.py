@@ -94,6 +94,10 @@ def test_endpoint_settings_validate_and_never_hold_a_key(qtbot, session, runner,
     d.model_edit.setText("qwen2.5-vl-7b")
     ok.click()
     assert "http://" in d.problem.text()
+    d.url_edit.setText("http://user:pa55-canary-w0rd@gpu-server:8000/v1")  # a password in the URL
+    ok.click()
+    assert "must not carry a user name or password" in d.problem.text()
+    assert "pa55-canary-w0rd" not in d.problem.text() and session.lvlm_config() is None
     d.url_edit.setText("http://gpu-server:8000/v1")
     d.key_env_edit.setText("sk-abc123-secret")  # a key pasted where its variable's name belongs
     assert "does not look like a variable name" in d.key_env_status.text()
