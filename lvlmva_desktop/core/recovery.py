@@ -43,6 +43,8 @@ _OURS = {  # files this program names; anything else in these folders is left al
 }
 _TABLE = {"models": "models", "artifacts": "explanations"}
 _ROOT_TMP = re.compile(r"(project\.json|gui-settings)(\.[\w.-]*)?\.tmp")  # atomic writes of the manifest etc.
+# the temporary file safetensors writes beside its target before renaming it (".tmp" and random letters)
+_WRITER_TMP = re.compile(r"\.tmp[A-Za-z0-9_]{6,}")
 
 LVLMCriticFactory = Callable[[dict], "Critic"]  # recorded LVLM CriticSettings dict -> critic
 
@@ -136,7 +138,7 @@ def remove_leftovers(project: Project) -> list[str]:
             known = {r[0] for r in project.db.execute(f"SELECT path FROM {_TABLE[sub]}")}  # noqa: S608
         for f in folder.iterdir():
             orphan = sub in _OURS and _OURS[sub].fullmatch(f.name) and f"{sub}/{f.name}" not in known
-            if f.is_file() and (f.suffix == ".tmp" or orphan):
+            if f.is_file() and (f.suffix == ".tmp" or _WRITER_TMP.fullmatch(f.name) or orphan):
                 try:
                     os.chmod(f, 0o600)  # model files are read-only; Windows will not delete those
                     f.unlink()

@@ -216,3 +216,14 @@ def test_whole_pipeline_killed_in_each_step(project, tmp_path):
         assert done.result["critique"]["n_images"] == 16
         assert len(recovery.resumable_runs(p)) == 5
     check_reopened(project)
+
+
+def test_the_safetensors_writers_own_temporary_file_is_removed_on_reopening(project):
+    """A kill in the middle of safetensors' own write leaves ``models/.tmpXXXXXX`` (its temporary file
+    before the rename); reopening removes it."""
+    (project / "models" / ".tmpAb3dE9").write_bytes(b"half a model")
+    (project / "artifacts" / ".tmpZz81Qx").write_bytes(b"half a map")
+    found = check_reopened(project)
+    assert not (project / "models" / ".tmpAb3dE9").exists()
+    assert not (project / "artifacts" / ".tmpZz81Qx").exists()
+    assert found["models"] == [1]
