@@ -50,6 +50,18 @@ def verdict_rows(project: Project, expl_id: int) -> list[dict]:
     return rows
 
 
+#: a cell starting with one of these is a formula to a spreadsheet program (CSV/formula injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell a spreadsheet program will show as text, never run: one that would start a formula
+    (a class name or file path such as ``=HYPERLINK(...)``) gets a leading apostrophe. Numbers stay."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def export_results(project: Project, folder: str | Path) -> list[Path]:
     """Write results.json and verdicts.csv into ``folder`` (created if needed); return the paths."""
     folder = Path(folder)
@@ -102,7 +114,7 @@ def export_results(project: Project, folder: str | Path) -> list[Path]:
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: spreadsheet_safe(v) for k, v in r.items()} for r in rows)
     os.replace(tmp, out_csv)
     written = [out_json, out_csv]
     if not getattr(project, "read_only", False):  # a read-only viewer cannot log; the export changes nothing

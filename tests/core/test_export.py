@@ -51,3 +51,42 @@ def test_export_writes_verdicts_with_sources_and_metrics(tmp_path):
     assert row["verdict_used"] == flipped and row["decided_by"] == "expert"
     assert res["verdicts"]["by_expert"] == 1
     assert all(p.is_file() for p in written)
+
+
+def test_exported_cells_never_start_a_formula(tmp_path):
+    """Class names and paths come from the site's manifest: a cell that would start a formula in a
+    spreadsheet program (=, +, -, @) is written as text (a leading apostrophe); numbers stay numbers."""
+    from PIL import Image
+
+    from lvlmva_desktop.core.data import import_csv_manifest
+    from lvlmva_desktop.core.export import spreadsheet_safe
+
+    d = tmp_path / "d"
+    d.mkdir()
+    names = ["=HYPERLINK(1)", "@SUM(A1)", "-2+3", "+cmd"]
+    rows = ["path,label,split"]
+    for i in range(8):
+        (d / f"=img{i}.png").parent.mkdir(exist_ok=True)
+        Image.new("L", (16, 16), 30 * i).save(d / f"=img{i}.png")
+        rows.append(f"=img{i}.png,{names[i % 4]},{'train' if i < 6 else 'test'}")
+    (d / "m.csv").write_text("\n".join(rows) + "\n")
+    report = import_csv_manifest(d / "m.csv")
+    p = Project.create(tmp_path / "p", "p", report.classes, (16, 16), 1)
+    p.add_samples(report)
+    cpu = torch.device("cpu")
+    mid = train_original(p, "mlp", TrainSettings(epochs=1), cpu)
+    sid = sample_alignment_set(p, mid, SamplingSettings(n=4), cpu)
+    eid = explain_alignment_set(
+        p, mid, sid, ExplainSettings(n_background=2), SegmentSettings(n_components=2), cpu
+    )
+    run_critique(p, eid, GroundTruthCritic(error_rate=0.0))
+    export_results(p, tmp_path / "out")
+    p.close()
+    text = (tmp_path / "out" / "verdicts.csv").read_text(encoding="utf-8")
+    cells = [c for line in text.splitlines()[1:] for c in next(csv.reader([line]))]
+    assert cells and not any(c.startswith(("=", "+", "-", "@")) for c in cells)
+    assert any(
+        c.startswith("'=HYPERLINK") or c.startswith("'@SUM") or c.startswith("'-2+3") or c.startswith("'+cmd")
+        for c in cells
+    )
+    assert spreadsheet_safe(-1) == -1 and spreadsheet_safe("benign") == "benign"
