@@ -6,6 +6,7 @@ csv module: any encoding the user's spreadsheet wrote, any delimiter, cells of a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -16,20 +17,36 @@ log = logging.getLogger(__name__)
 MAX_CELL = 131_072  # characters in one CSV cell (the csv module's default field limit)
 
 
+#: byte-order marks that name a Unicode encoding (UTF-32's before UTF-16's: they begin alike)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 def decode_csv(raw: bytes, csv_path: Path) -> str:
-    """UTF-8 (with or without a BOM), else Windows-1252 as Excel writes it, else Latin-1 (any bytes)."""
+    """UTF-8 (with or without a BOM), or UTF-16/UTF-32 named by their BOM. Anything else is refused, naming
+    the line and the byte: read as another encoding, labels would silently turn into other labels and
+    paths into missing files (Shift-JIS, or one Windows-1252 byte in a UTF-8 file)."""
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), "utf-8")
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    for enc in ("cp1252", "latin-1"):
-        try:
-            text = raw.decode(enc)
-        except UnicodeDecodeError:
-            continue
-        log.warning("%s is not UTF-8; read it as %s", csv_path, enc)
-        return text
-    raise ValueError(f"cannot decode {csv_path} as text")  # unreachable: latin-1 decodes any bytes
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        at = e.start
+        if encoding == "utf-8":
+            line = raw.count(b"\n", 0, at) + 1
+            column = at - (raw.rfind(b"\n", 0, at) + 1) + 1
+            where = f"line {line}, byte {column} (0x{raw[at]:02X})"
+        else:
+            where = f"byte {at} of the file"
+        raise ValueError(
+            f"{Path(csv_path).name} is not {'UTF-8' if encoding == 'utf-8' else encoding.upper()} text: {where} "
+            "is not a character in it. Save the manifest as UTF-8 (Excel: \"CSV UTF-8\"; LibreOffice: character "
+            "set \"Unicode (UTF-8)\") and import it again; nothing was imported."
+        ) from None
 
 
 def _norm_header(cells: list[str]) -> list[str]:

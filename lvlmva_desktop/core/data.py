@@ -17,6 +17,7 @@ import logging
 import os
 import posixpath
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -108,11 +109,12 @@ class ImportReport:
         }
 
     def summary(self) -> str:
-        """Human-readable report: one headline, then one line per skipped row."""
+        """Human-readable report: one headline, then one line per skipped row, then the warnings."""
         n, k = len(self.samples), len(self.classes)
         head = f"Imported {n} image{'s' * (n != 1)} ({k} class{'es' * (k != 1)}) from {self.source}"
+        warnings = "".join(f"\nwarning: {w}" for w in self.warnings())
         if not self.skipped:
-            return head + "; nothing skipped."
+            return head + "; nothing skipped." + warnings
         reasons = Counter(r.reason for r in self.skipped)
         parts = [f"{reasons[r]} {r}" for r in REASONS if reasons[r]]
         parts += [f"{c} {r}" for r, c in reasons.items() if r not in REASONS]
@@ -121,7 +123,26 @@ class ImportReport:
         for r in self.skipped:
             where = f"row {r.row}: " if r.row is not None else ""
             lines.append(f"{where}{r.path or '(empty path)'} - {r.reason}: {r.detail}")
-        return "\n".join(lines)
+        return "\n".join(lines) + warnings
+
+    def look_alike_classes(self) -> list[list[str]]:
+        """Groups of class names that differ only in letter case, spacing or invisible characters (a
+        zero-width space, a soft hyphen): almost always one class typed twice, which would split it."""
+        by_key: dict[str, list[str]] = {}
+        for c in self.classes:
+            by_key.setdefault(label_key(c), []).append(c)
+        return [names for names in by_key.values() if len(names) > 1]
+
+    def warnings(self) -> list[str]:
+        """What the expert should check before going on (the import itself went through)."""
+        out = []
+        for names in self.look_alike_classes():
+            shown = " and ".join(repr(n) for n in names)
+            out.append(
+                f"The classes {shown} differ only in letter case, spacing or invisible characters: if they are "
+                "one class, correct the labels and import again."
+            )
+        return out
 
     def class_group_counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """Images per split, class and group ("" where the manifest gives none): the correlation between a
@@ -165,6 +186,7 @@ class ImportReport:
         return {
             "source": self.source,
             "classes": list(self.classes),
+            "warnings": self.warnings(),
             "samples": [asdict(s) for s in self.samples],
             "skipped": [asdict(r) for r in self.skipped],
             "counts": self.counts(),
@@ -184,6 +206,14 @@ class ImportReport:
 # ---------------------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------------------
+def label_key(label: str) -> str:
+    """A label as a person reads it: Unicode-normalised, invisible format characters (zero-width space,
+    soft hyphen, BOM) removed, spacing collapsed, case folded."""
+    text = unicodedata.normalize("NFKC", label)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return " ".join(text.split()).casefold()
+
+
 def assign_split(key: str, seed: int, test_fraction: float) -> str:
     """ "test" with probability test_fraction, from a SHA-256 of (seed, key): stable everywhere."""
     digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()

@@ -418,7 +418,7 @@ def _expected(rows: list[dict], classes: list[str] | None) -> tuple[list[tuple[i
     delimiter=st.sampled_from([",", ";", "\t"]),
     quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
     newline=st.sampled_from(["\r\n", "\n", "\r"]),
-    encoding=st.sampled_from(["utf-8", "utf-8-sig", "cp1252"]),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
     order=st.permutations(["path", "label", "split", "group", "mask", "extra"]),
     header_case=st.sampled_from([str.lower, str.upper, lambda h: f" {h.title()} "]),
     with_classes=st.booleans(),
@@ -445,8 +445,8 @@ def test_manifest_rows_are_kept_or_reported_with_their_reason(
     text = buf.getvalue()
     try:
         raw = text.encode(encoding)
-    except UnicodeEncodeError:
-        raw, encoding = text.encode("utf-8"), "utf-8"  # a group cell cp1252 cannot hold
+    except UnicodeEncodeError:  # a lone surrogate no UTF encodes
+        raw, encoding = text.encode("utf-8", "surrogatepass"), "utf-8"
     manifest = pool / "manifest.csv"
     manifest.write_bytes(raw)
     classes = ["benign", "malignant", "café"] if with_classes else None
@@ -464,8 +464,7 @@ def test_manifest_rows_are_kept_or_reported_with_their_reason(
         assert Path(s.path) == (pool / want_name).resolve() and s.label == r["label"].strip()
         assert s.split == (SPLITS[r["split"]] or s.split) and s.split in ("train", "test", "val")
         assert (s.mask_path is not None) == (r["mask"] == "ok")
-        if encoding != "cp1252":
-            assert s.group == (r["group"].strip() or None)
+        assert s.group == (r["group"].strip() or None)
         assert (s.height, s.width) == (6, 7) and len(s.sha256) == 64
     json.dumps(report.to_dict())
     assert report.summary().startswith(f"Imported {len(want_kept)} image")
@@ -481,8 +480,8 @@ def test_arbitrary_manifest_bytes_raise_only_the_documented_error(pool, body, he
     manifest.write_bytes(header + body)
     try:
         report = import_csv_manifest(manifest)
-    except ValueError as e:  # the one documented error: no path/label header
-        assert "required column" in str(e) or "CSV header" in str(e)
+    except ValueError as e:  # the documented errors: not UTF-8 text, or no path/label header
+        assert "required column" in str(e) or "CSV header" in str(e) or "is not UTF-8 text: line" in str(e)
         return
     assert all(s.reason in REASONS and s.detail.strip() for s in report.skipped)
     rows = [s.row for s in report.skipped]
@@ -513,15 +512,13 @@ def test_a_manifest_without_the_required_columns_names_them(pool):
         b"file,class\n",
         b"path|label\nx.png|a\n",
         "\ufeffimage;label\n".encode(),
-        b"\x00\xff\xfe",
     ):
         manifest = pool / "bad_header.csv"
         manifest.write_bytes(header)
         with pytest.raises(ValueError, match="required column"):
             import_csv_manifest(manifest)
-    (pool / "utf16.csv").write_bytes("path,label\ngood0.png,a\n".encode("utf-16"))
-    with pytest.raises(ValueError, match="required column"):  # UTF-16 is not read; said, not guessed
-        import_csv_manifest(pool / "utf16.csv")
+    (pool / "utf16.csv").write_bytes("path,label\ngood0.png,a\n".encode("utf-16"))  # named by its BOM
+    assert len(import_csv_manifest(pool / "utf16.csv").samples) == 1
 
 
 # -- the project database ----------------------------------------------------------------------------
@@ -623,3 +620,49 @@ def test_damaged_database_through_the_command_line_is_one_error_line(sound_proje
     (root / "project.sqlite").write_bytes(os.urandom(4096))
     assert main(["status", str(root)]) == 2
     assert "is damaged or not a database" in capsys.readouterr().err
+
+
+def test_manifest_encodings_utf8_and_utf16_by_bom_are_read_anything_else_refused_with_line_and_byte(pool):
+    """A manifest in another encoding would turn labels into other labels and paths into missing files
+    without a word: UTF-8 (with or without a BOM) and UTF-16 named by its BOM are read, anything else is
+    refused, naming the line and the byte, before anything is imported."""
+    good = "path,label\ngood0.png,café\n"
+    for encoding in ("utf-8", "utf-8-sig", "utf-16", "utf-32"):
+        manifest = pool / "enc.csv"
+        manifest.write_bytes(good.encode(encoding))
+        report = import_csv_manifest(manifest)
+        assert report.classes == ["café"] and len(report.samples) == 1, encoding
+    cases = {
+        "cp1252": (good.encode("cp1252"), "line 2, byte 14 (0xE9)"),
+        "shift-jis": ("path,label\ngood0.png,\u826f\u6027\n".encode("shift_jis"), "line 2, byte 11 (0x97)"),
+        "one stray byte in UTF-8": (
+            good.encode("utf-8").replace("é".encode(), b"\xe9"),
+            "line 2, byte 14 (0xE9)",
+        ),
+        "binary": (b"\x00\xff\xfe", "line 1, byte 2 (0xFF)"),
+    }
+    for name, (raw, where) in cases.items():
+        manifest = pool / "enc.csv"
+        manifest.write_bytes(raw)
+        with pytest.raises(ValueError) as e:
+            import_csv_manifest(manifest)
+        assert f"enc.csv is not UTF-8 text: {where}" in str(e.value), (name, str(e.value))
+        assert "nothing was imported" in str(e.value)
+
+
+def test_classes_that_differ_only_invisibly_or_in_case_are_warned_about(pool):
+    rows = [
+        "path,label",
+        "good0.png,benign",
+        "good1.png,benign\u200b",
+        "good2.png,Benign ",
+        "jpg.jpg,malignant",
+    ]
+    manifest = pool / "alike.csv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = import_csv_manifest(manifest)
+    assert len(report.samples) == 4
+    assert [sorted(g) for g in report.look_alike_classes()] == [sorted(["Benign", "benign", "benign\u200b"])]
+    (warning,) = report.warnings()
+    assert "differ only in letter case, spacing or invisible characters" in warning
+    assert "warning: The classes" in report.summary() and report.to_dict()["warnings"] == [warning]
