@@ -294,10 +294,17 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted((p for p in entries if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _walk_files(folder: Path, state: TaskState) -> list[Path]:
-    """All non-hidden files below ``folder`` (recursively, symlinked folders not followed), sorted."""
+def _walk_files(folder: Path, state: TaskState, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """All non-hidden files below ``folder`` (recursively, symlinked folders not followed), sorted.
+    Folders that cannot be read are added to ``unreadable`` with the reason (os.walk would skip them in
+    silence)."""
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+
+    def failed(e: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((Path(e.filename or folder), e.strerror or str(e)))
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=failed):
         state.check()
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(Path(dirpath, f) for f in filenames if not f.startswith("."))
@@ -363,13 +370,19 @@ def import_class_folders(
 
     # Gather (relative path, class, split) for every file first so progress has a total.
     items: list[tuple[Path, str, str | None]] = []
+    unreadable: list[tuple[Path, str]] = []
     for sp, d in class_dirs:
-        files = _walk_files(d, state)
+        files = _walk_files(d, state, unreadable)
         if not files:
             log.warning("class folder %s contains no files", d)
         items.extend((f, d.name, sp) for f in files)
 
     report = ImportReport(classes=list(wanted), source=str(root_path))
+    for folder, why in unreadable:
+        rel = folder.relative_to(root_path).as_posix() if folder.is_relative_to(root_path) else str(folder)
+        report.skipped.append(
+            SkippedRow(row=None, path=rel + "/", reason="unreadable", detail=f"the folder cannot be read ({why})")
+        )
     validator = _Validator(max_pixels)
     n = len(items)
     for i, (f, label, sp) in enumerate(items):
@@ -402,6 +415,8 @@ def _folder_item(
     report: ImportReport,
 ) -> tuple[str, str] | None:
     """Validate one file of a folder import; append a sample or return (reason, detail)."""
+    if f.is_symlink() and not f.exists():
+        return "unreadable", "a symbolic link that leads nowhere (a loop, or its target was removed)"
     if f.suffix.lower() not in SUPPORTED_SUFFIXES:
         return "unsupported", f"file type {f.suffix or '(none)'!r} is not an image type we read"
     if label not in wanted:

@@ -39,7 +39,7 @@ from .explain import (
 from .jobs import TaskState, ensure_state
 from .metrics import Evaluation, alignment_score, deltas, evaluate_predictions, verdict_accuracy
 from .models import ModelSpec, build_model, load_pretrained_weights
-from .project import Project, ProjectError, SplitData
+from .project import Project, ProjectError, SplitData, read_project_image
 from .reliance import segment_reliance
 from .sampling import SamplingSettings, predictive_entropy, select_alignment_set
 from .segment import SegmentSettings, evidence_map, ppeps_wgm, recorded_evidence
@@ -668,9 +668,9 @@ def load_samples(project: Project, sample_ids: list[int]) -> SampleImages:
     has_mask = torch.zeros(len(ids), dtype=torch.bool)
     for i, s in enumerate(ids):
         r = rows[s]
-        x[i] = to_tensor(read_image(project.abs(r["path"])), (h, w), project.channels)
+        x[i] = to_tensor(read_project_image(project.abs(r["path"]), s, read_image), (h, w), project.channels)
         if r["mask_path"]:
-            masks[i] = mask_to_tensor(read_mask(project.abs(r["mask_path"])), (h, w))
+            masks[i] = mask_to_tensor(read_project_image(project.abs(r["mask_path"]), s, read_mask), (h, w))
             has_mask[i] = True
     y = torch.tensor([rows[s]["label"] for s in ids], dtype=torch.int64)
     return SampleImages(ids, x, y, masks, has_mask, [rows[s]["split"] for s in ids])

@@ -99,6 +99,49 @@ class ProjectError(PlainError):
     kind = "project"
 
 
+def write_tensors(tensors: dict, path: Path, root: Path, metadata: dict | None = None) -> None:
+    """safetensors' save_file, with a failed write (a full disk, a folder that may not be written) told
+    as one ProjectError naming the file, and the half-written file removed."""
+    from safetensors import SafetensorError
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except (SafetensorError, OSError) as e:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        why = str(e)
+        if isinstance(e, OSError) and e.strerror:
+            why = e.strerror
+        try:
+            shown = path.relative_to(root).as_posix()
+        except ValueError:
+            shown = str(path)
+        low = why.lower()
+        full = any(w in low for w in ("space", "too large", "os error 28", "os error 27", "errno 28", "errno 27"))
+        hint = "Free some disk space" if full else "Check that the project folder may be written"
+        raise ProjectError(
+            f"Could not write {shown} in the project folder {root} ({why}). {hint} and run the step again; "
+            "nothing of the step was kept."
+        ) from None
+
+
+def read_project_image(path: Path, sample_id: int, reader):
+    """``reader(path)`` (read_image or read_mask), with a file that cannot be read told as one
+    ProjectError naming the image and the file (and what to do when the project or its images moved)."""
+    from .images import ImageLoadError
+
+    try:
+        return reader(path)
+    except ImageLoadError as e:
+        hint = ""
+        if e.reason == "missing":
+            hint = (
+                " The project refers to its images where they were imported from; if the images or the "
+                "project folder were moved, move them back, or import the images again."
+            )
+        raise ProjectError(f"Image {sample_id} cannot be read: {path}: {e.detail}.{hint}") from None
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -412,18 +455,19 @@ class Project:
         has_mask = torch.zeros(len(rows), dtype=torch.bool)
         for i, r in enumerate(rows):
             state.check()
-            x[i] = to_tensor(read_image(self.abs(r["path"])), (h, w), self.channels)
+            x[i] = to_tensor(read_project_image(self.abs(r["path"]), r["id"], read_image), (h, w), self.channels)
             if r["mask_path"]:
-                masks[i] = mask_to_tensor(read_mask(self.abs(r["mask_path"])), (h, w))
+                mask = read_project_image(self.abs(r["mask_path"]), r["id"], read_mask)
+                masks[i] = mask_to_tensor(mask, (h, w))
                 has_mask[i] = True
             if i % 64 == 0:
                 state.progress(i, len(rows), f"decoding {split} images")
         state.progress(1.0, None, f"decoded {len(rows)} {split} images")
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # a read-only reader may decode beside the writer
         try:
-            save_file({"x": x, "masks": masks, "has_mask": has_mask}, str(tmp))
+            write_tensors({"x": x, "masks": masks, "has_mask": has_mask}, tmp, self.root)
             os.replace(tmp, cache)
-        except OSError:
+        except (OSError, ProjectError):
             if not self.read_only:
                 raise
             log.info("read-only project: the decoded %s images are not cached", split)
@@ -624,7 +668,7 @@ class Project:
             model_id = int(cur.lastrowid)
             path = self.root / "models" / f"model-{model_id:04d}-{kind}.safetensors"
             tmp = path.with_suffix(".tmp")
-            save_file(tensors, str(tmp), metadata=spec_metadata(spec, {"name": name, "kind": kind}))
+            write_tensors(tensors, tmp, self.root, spec_metadata(spec, {"name": name, "kind": kind}))
             os.replace(tmp, path)
             os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             digest = sha256_file(path)
@@ -726,7 +770,7 @@ class Project:
             expl_id = int(cur.lastrowid)
             path = self.root / "artifacts" / f"explanation-{expl_id:04d}.safetensors"
             tmp = path.with_suffix(".tmp")
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+            write_tensors({k: v.contiguous() for k, v in tensors.items()}, tmp, self.root)
             os.replace(tmp, path)
             digest = sha256_file(path)
             db.execute(
