@@ -456,17 +456,26 @@ def write_report(
     report = gather_report(project, device, state.child(0.0, 0.7))
     state.check()
     state.progress(0.7, None, "writing the HTML report")
-    html_path = folder / "report.html"
-    tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    os.replace(tmp, html_path)
+    html_path, pdf_path = folder / "report.html", folder / "report.pdf"
+    html_tmp, pdf_tmp = folder / "report.html.tmp", folder / "report.pdf.new"
+    try:
+        html_tmp.write_text(render_html(report), encoding="utf-8")
+        if pdf:
+            from .report_pdf import write_pdf
+
+            state.check()
+            state.progress(0.8, None, "writing the PDF report")
+            write_pdf(report, pdf_tmp)
+    except BaseException:
+        # neither file is replaced unless both were made: an old report stays whole
+        for t in (html_tmp, pdf_tmp):
+            t.unlink(missing_ok=True)
+        raise
+    os.replace(html_tmp, html_path)
     written = [html_path]
     if pdf:
-        from .report_pdf import write_pdf
-
-        state.check()
-        state.progress(0.8, None, "writing the PDF report")
-        written.append(write_pdf(report, folder / "report.pdf"))
+        os.replace(pdf_tmp, pdf_path)
+        written.append(pdf_path)
     if not getattr(project, "read_only", False):  # a read-only viewer cannot log; the report changes nothing
         project.audit(
             "report",

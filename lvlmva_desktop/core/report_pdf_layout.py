@@ -38,6 +38,23 @@ def _find_fonts() -> dict[str, str] | None:
     return None
 
 
+#: lines a table cell may take before its text is cut (a row must fit on one page)
+MAX_CELL_LINES = 30
+
+
+def fit_cell(text: object, width_mm: float, size_pt: float) -> str:
+    """A cell's text cut to about MAX_CELL_LINES lines of its column (a 3,000-character label or 400 class
+    names in one cell would make a row taller than a page), saying how much was cut; the HTML report has
+    every text whole."""
+    s = "" if text is None else str(text)
+    per_line = max(8, int(width_mm / (size_pt * 0.3528 * 0.5)))  # an average character is about half an em
+    limit = per_line * MAX_CELL_LINES
+    if len(s) <= limit:
+        return s
+    cut = limit - 80
+    return f"{s[:cut]}… [{len(s) - cut:,} more characters: the whole text is in report.html]"
+
+
 class ReportPDF(FPDF):
     """A4 pages with a running header (project, page x of y) and fonts chosen once."""
 
@@ -202,7 +219,8 @@ class ReportPDF(FPDF):
                             family=self.mono, size_pt=size - 1, color=(style or FontFace()).color
                         )
                     align = "RIGHT" if j in right_cols else None
-                    row.cell(self.t(c), style=style, align=align)
+                    width_mm = self.width * widths[j] / 100 if j < len(widths) else self.width
+                    row.cell(self.t(fit_cell(c, width_mm, size)), style=style, align=align)
         self.ln(2)
 
     def kv(self, pairs: list[tuple[str, object]], key_width: float = 30, mono_values: bool = False) -> None:

@@ -301,3 +301,49 @@ def test_heatmaps_use_the_masks_the_aligned_model_was_trained_with(built, tmp_pa
     for sid, why in whys.items():
         if sid not in expert_images:
             assert why == "no spurious segment", (sid, why)  # every critic 'spurious' segment was held back
+
+
+def test_hundreds_of_classes_and_a_label_of_thousands_of_characters_fit_the_pdf(tmp_path):
+    """400 classes and one label of 3,300 characters made a table row taller than a page: the PDF cuts such
+    a cell and says so; the HTML holds the whole text."""
+    from lvlmva_desktop.core.data import import_csv_manifest
+    from lvlmva_desktop.core.report import write_report
+
+    d = tmp_path / "d"
+    d.mkdir()
+    long_label = "a very long class name " * 143 + "end"  # about 3,300 characters
+    labels = [f"class {i:03d}" for i in range(399)] + [long_label]
+    rows = ["path,label,split"]
+    for i, label in enumerate(labels):
+        Image.new("L", (8, 8), i % 256).save(d / f"{i}.png")
+        rows.append(f'{i}.png,"{label}",train')
+    (d / "m.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = import_csv_manifest(d / "m.csv")
+    with Project.create(tmp_path / "p", "many", report.classes, (8, 8), 1) as p:
+        p.add_samples(report)
+        written = write_report(p, tmp_path / "out", torch.device("cpu"))
+    assert [w.name for w in written] == ["report.html", "report.pdf"]
+    pdf = (tmp_path / "out" / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert html.escape(long_label) in page and "class 398" in page
+    assert not list((tmp_path / "out").glob("*.tmp")) and not list((tmp_path / "out").glob("*.new"))
+
+
+def test_a_failed_pdf_leaves_the_previous_report_whole(built, tmp_path, monkeypatch):
+    from lvlmva_desktop.core import report_pdf
+    from lvlmva_desktop.core.report import write_report
+
+    root = built["root"]
+    out = tmp_path / "out"
+    with Project.open(root) as p:
+        write_report(p, out, torch.device("cpu"))
+        before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("the PDF could not be laid out")
+
+        monkeypatch.setattr(report_pdf, "write_pdf", broken)
+        with pytest.raises(RuntimeError, match="could not be laid out"):
+            write_report(p, out, torch.device("cpu"))
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # report.html not replaced alone
