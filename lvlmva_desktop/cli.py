@@ -117,7 +117,15 @@ def _pipeline_settings(args: argparse.Namespace):
 def _open(args: argparse.Namespace):
     from .core.project import Project
 
-    return Project.open(args.project)
+    project = Project.open(args.project, read_only=bool(getattr(args, "read_only", False)))
+    tell_notes(project)
+    return project
+
+
+def tell_notes(project) -> None:
+    """What the opening found that the user should know (a read-only folder, unsaved log changes)."""
+    for note in getattr(project, "notes", []):
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _device(args: argparse.Namespace):
@@ -490,7 +498,9 @@ def cmd_evaluate(args):
                 + "; --models ID ... chooses others."
             )
         with _Bar(args.quiet) as state:
-            evs = evaluate_models(p, ids, s.evaluate, _device(args), state)
+            evs = evaluate_models(p, ids, s.evaluate, _device(args), state, store=not args.no_store)
+        if args.no_store:
+            print("(not stored: --no-store)")
         out = {str(k): v.to_dict() for k, v in evs.items()}
         for mid, ev in evs.items():
             wga = (
@@ -547,7 +557,8 @@ def cmd_status(args):
         p = _open(args)
     except ProjectLocked as e:  # looking needs no lock: say who writes, and show what is there
         print(f"note: {e} Showing it read-only.")
-        p = Project.open(args.project, read_only=True)
+        p = Project.open(args.project, read_only=True, reason="held")
+        tell_notes(p)
     with p:
         m = p.manifest
         print(
@@ -613,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         if project:
             sp.add_argument("project", help="project folder")
+            sp.add_argument(
+                "--read-only",
+                action="store_true",
+                help="open the project without changing it (an archived copy, a read-only mount); a command "
+                "that would change it is refused in words",
+            )
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
         sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
         if settings:
@@ -753,6 +770,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--models", type=int, nargs="+")
     sp.add_argument("--json", help="write the metrics here")
+    sp.add_argument(
+        "--no-store",
+        action="store_true",
+        help="measure and print without storing anything in the project (works on a read-only project)",
+    )
 
     sp = add(
         "run", cmd_run, "steps 1-9 in one go; writes runs/run-N.json and prints the table", settings=True

@@ -31,10 +31,12 @@ def entry_line(e: dict) -> str:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from .cli import tell_notes
     from .core import audit
     from .core.project import Project
 
-    with Project.open(args.project, read_only=True) as p:
+    with Project.open(args.project, read_only=True) as p:  # looking only: works beside a writer too
+        tell_notes(p)
         if args.verify:
             result = audit.verify_project(p)
             for w in result.warnings:

@@ -10,17 +10,20 @@ import argparse
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .cli import _Bar, _device
+    from .cli import _Bar, _device, tell_notes
     from .core.lock import ProjectLocked
     from .core.project import Project
     from .core.report import write_report
 
     device = _device(args)
     try:
-        project = Project.open(args.project)
+        project = Project.open(args.project, read_only=bool(getattr(args, "read_only", False)))
     except ProjectLocked as e:  # the report only reads: make it anyway, without logging it
         print(f"note: {e} Writing the report read-only; it is not recorded in the audit log.")
-        project = Project.open(args.project, read_only=True)
+        project = Project.open(args.project, read_only=True, reason="held")
+    tell_notes(project)
+    if project.read_only:
+        print("note: the project is read-only, so this report is not recorded in its audit log.")
     with project as p, _Bar(args.quiet) as state:
         written = write_report(p, args.out, device, pdf=args.pdf, state=state)
     for path in written:

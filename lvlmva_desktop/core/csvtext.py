@@ -44,8 +44,8 @@ def decode_csv(raw: bytes, csv_path: Path) -> str:
             where = f"byte {at} of the file"
         raise ValueError(
             f"{Path(csv_path).name} is not {'UTF-8' if encoding == 'utf-8' else encoding.upper()} text: {where} "
-            "is not a character in it. Save the manifest as UTF-8 (Excel: \"CSV UTF-8\"; LibreOffice: character "
-            "set \"Unicode (UTF-8)\") and import it again; nothing was imported."
+            'is not a character in it. Save the manifest as UTF-8 (Excel: "CSV UTF-8"; LibreOffice: character '
+            'set "Unicode (UTF-8)") and import it again; nothing was imported.'
         ) from None
 
 

@@ -294,7 +294,9 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted((p for p in entries if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _walk_files(folder: Path, state: TaskState, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+def _walk_files(
+    folder: Path, state: TaskState, unreadable: list[tuple[Path, str]] | None = None
+) -> list[Path]:
     """All non-hidden files below ``folder`` (recursively, symlinked folders not followed), sorted.
     Folders that cannot be read are added to ``unreadable`` with the reason (os.walk would skip them in
     silence)."""
@@ -381,7 +383,9 @@ def import_class_folders(
     for folder, why in unreadable:
         rel = folder.relative_to(root_path).as_posix() if folder.is_relative_to(root_path) else str(folder)
         report.skipped.append(
-            SkippedRow(row=None, path=rel + "/", reason="unreadable", detail=f"the folder cannot be read ({why})")
+            SkippedRow(
+                row=None, path=rel + "/", reason="unreadable", detail=f"the folder cannot be read ({why})"
+            )
         )
     validator = _Validator(max_pixels)
     n = len(items)

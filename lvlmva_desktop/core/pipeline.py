@@ -470,20 +470,32 @@ def evaluate_models(
     settings: EvalSettings,
     device: torch.device,
     state: TaskState | None = None,
+    store: bool = True,
 ) -> dict:
+    """Evaluate models on the test split; with ``store`` (default) as an "evaluate" run with its metrics,
+    without it nothing is written (a read-only or archived project)."""
     state = ensure_state(state)
+    if not store:
+        return _evaluate(project, model_ids, settings, device, state, None)
     with project.run("evaluate", {"model_ids": model_ids, "evaluate": settings.to_dict()}) as run:
-        test = project.load_split("test", state.child(0.0, 0.1))
-        if len(test.y) == 0:
-            raise ProjectError("The project has no test images; import data with a test split first.")
-        train = project.load_split("train")
-        bg = background_set(train.x, settings.n_background, 0)
-        out = {}
-        for i, mid in enumerate(model_ids):
-            module, _ = project.load_model(mid)
-            sub = state.child(0.1 + 0.9 * i / len(model_ids), 0.1 + 0.9 * (i + 1) / len(model_ids))
-            ev = evaluate_model(module, test, project.classes, settings, bg, device, sub)
-            out[mid] = ev
+        out = _evaluate(project, model_ids, settings, device, state, run)
+        run.results = {str(k): v.to_dict() for k, v in out.items()}
+    return out
+
+
+def _evaluate(project, model_ids, settings, device, state, run) -> dict:
+    test = project.load_split("test", state.child(0.0, 0.1))
+    if len(test.y) == 0:
+        raise ProjectError("The project has no test images; import data with a test split first.")
+    train = project.load_split("train")
+    bg = background_set(train.x, settings.n_background, 0)
+    out = {}
+    for i, mid in enumerate(model_ids):
+        module, _ = project.load_model(mid)
+        sub = state.child(0.1 + 0.9 * i / len(model_ids), 0.1 + 0.9 * (i + 1) / len(model_ids))
+        ev = evaluate_model(module, test, project.classes, settings, bg, device, sub)
+        out[mid] = ev
+        if run is not None:
             project.save_metrics(
                 run.id,
                 mid,
@@ -491,7 +503,6 @@ def evaluate_models(
                 {"accuracy": ev.accuracy, "wga": ev.worst_group_accuracy, "alignment": ev.alignment},
                 ev.to_dict(),
             )
-        run.results = {str(k): v.to_dict() for k, v in out.items()}
     return out
 
 

@@ -117,7 +117,9 @@ def write_tensors(tensors: dict, path: Path, root: Path, metadata: dict | None =
         except ValueError:
             shown = str(path)
         low = why.lower()
-        full = any(w in low for w in ("space", "too large", "os error 28", "os error 27", "errno 28", "errno 27"))
+        full = any(
+            w in low for w in ("space", "too large", "os error 28", "os error 27", "errno 28", "errno 27")
+        )
         hint = "Free some disk space" if full else "Check that the project folder may be written"
         raise ProjectError(
             f"Could not write {shown} in the project folder {root} ({why}). {hint} and run the step again; "
@@ -172,19 +174,40 @@ class SplitData:
 class Project:
     """An open project folder. Use ``Project.create`` or ``Project.open``; close (or use ``with``)."""
 
-    def __init__(self, root: Path, manifest: dict, read_only: bool = False, lock: object = None) -> None:
-        """``lock``: this object's share of the process's writer lock (core/lock.py), None if read-only."""
+    def __init__(
+        self,
+        root: Path,
+        manifest: dict,
+        read_only: bool = False,
+        lock: object = None,
+        read_only_reason: str = "asked",
+    ) -> None:
+        """``lock``: this object's share of the process's writer lock (core/lock.py), None if read-only.
+        ``read_only_reason``: why it is read-only, for the words of a refused write (READ_ONLY_REASONS)."""
         self.root = root
         self.manifest = manifest
         self.read_only = read_only
+        self.read_only_reason = read_only_reason if read_only else ""
+        self.notes: list[str] = []  # what the command line and the window should tell about this opening
         self._lock = lock
         self._resumes: int | None = None  # see ``resuming``
         self._audit_due: tuple[int, str] | None = None  # anchor to write once the transaction commits
         if read_only:  # mode=ro: SQLite itself refuses writes; _ReadOnlyConnection says so in words
             uri = f"{(root / DATABASE).resolve().as_uri()}?mode=ro"
+            if not folder_writable(root):
+                # a read-only mount or copy: SQLite cannot make the write-ahead log's shared-memory file, so
+                # the file is read as it is (it cannot change under us there)
+                uri += "&immutable=1"
+                wal = root / (DATABASE + "-wal")
+                if wal.is_file() and wal.stat().st_size > 0:
+                    self.notes.append(
+                        f"{wal.name} holds changes that were never written into the database (the program "
+                        "that made them stopped before closing the project); they are not shown here."
+                    )
             self.db = sqlite3.connect(
                 uri, uri=True, timeout=30, isolation_level=None, factory=_ReadOnlyConnection
             )
+            self.db.refusal = READ_ONLY_REASONS.get(read_only_reason, READ_ONLY_REASONS["asked"])
         else:
             self.db = sqlite3.connect(str(root / DATABASE), timeout=30, isolation_level=None)
         self.db.row_factory = sqlite3.Row
@@ -238,9 +261,11 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, root: str | Path, read_only: bool = False) -> Project:
+    def open(cls, root: str | Path, read_only: bool = False, reason: str = "asked") -> Project:
         """Open for writing (taking the one-writer lock: ProjectLocked if another process has it), or
-        ``read_only`` (no lock; every write raises ProjectError)."""
+        ``read_only`` (no lock; every write raises ProjectError saying why: ``reason``, one of
+        READ_ONLY_REASONS). A folder that cannot be written (a read-only mount or copy) is opened read-only
+        whatever was asked, with a note saying so."""
         root = Path(root)
         mpath = root / MANIFEST
         if not mpath.is_file():
@@ -260,6 +285,13 @@ class Project:
         _check_database_file(root / DATABASE)
         from .lock import acquire
 
+        note = ""
+        if not read_only and not folder_writable(root):
+            read_only, reason = True, "folder"
+            note = (
+                f"The project folder {root} cannot be written (a read-only copy or mount): it is opened "
+                "read-only, so it can be looked at, verified and reported on, but not changed."
+            )
         lock = None if read_only else acquire(root)  # before the migrations: they write
         try:
             while version < SCHEMA_VERSION:
@@ -267,7 +299,10 @@ class Project:
                 version = manifest["schema_version"] = version + 1
                 if not read_only:
                     _atomic_write_json(mpath, manifest)
-            return cls(root, manifest, read_only=read_only, lock=lock)
+            project = cls(root, manifest, read_only=read_only, lock=lock, read_only_reason=reason)
+            if note:
+                project.notes.insert(0, note)
+            return project
         except sqlite3.DatabaseError as e:
             if lock is not None:
                 lock.release()
@@ -455,7 +490,9 @@ class Project:
         has_mask = torch.zeros(len(rows), dtype=torch.bool)
         for i, r in enumerate(rows):
             state.check()
-            x[i] = to_tensor(read_project_image(self.abs(r["path"]), r["id"], read_image), (h, w), self.channels)
+            x[i] = to_tensor(
+                read_project_image(self.abs(r["path"]), r["id"], read_image), (h, w), self.channels
+            )
             if r["mask_path"]:
                 mask = read_project_image(self.abs(r["mask_path"]), r["id"], read_mask)
                 masks[i] = mask_to_tensor(mask, (h, w))
@@ -463,7 +500,11 @@ class Project:
             if i % 64 == 0:
                 state.progress(i, len(rows), f"decoding {split} images")
         state.progress(1.0, None, f"decoded {len(rows)} {split} images")
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # a read-only reader may decode beside the writer
+        if self.read_only and self.read_only_reason != "held":
+            # an archive (or a project opened --read-only) is left exactly as it is
+            log.info("read-only project: the decoded %s images are not cached", split)
+            return SplitData(ids, x, y, groups, masks, has_mask)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # a reader beside the writer may cache the decoding
         try:
             write_tensors({"x": x, "masks": masks, "has_mask": has_mask}, tmp, self.root)
             os.replace(tmp, cache)
@@ -930,18 +971,47 @@ class Project:
             )
 
 
+#: why a project is open read-only, in the words a refused write uses
+READ_ONLY_REASONS = {
+    "held": (
+        "This project is open read-only, so nothing can be changed here. Close the other LVLM-VA window or "
+        "command that has it open, then open the project again to make changes."
+    ),
+    "folder": (
+        "This project's folder cannot be written (a read-only copy or mount), so nothing can be changed "
+        "here. Copy the project to a folder you may write to make changes."
+    ),
+    "asked": (
+        "This project was opened read-only (--read-only), so nothing can be changed here. Open it for "
+        "writing to make changes."
+    ),
+}
+
+
+def folder_writable(root: Path) -> bool:
+    """Whether the project folder can be written: not on a read-only mount, and writable for this user."""
+    try:
+        if hasattr(os, "statvfs") and os.statvfs(root).f_flag & getattr(os, "ST_RDONLY", 1):
+            return False
+    except OSError:
+        pass
+    return os.access(root, os.W_OK) and (
+        not (root / DATABASE).exists() or os.access(root / DATABASE, os.W_OK)
+    )
+
+
 class _ReadOnlyConnection(sqlite3.Connection):
-    """A read-only project's connection: SQLite's "readonly database" refusal becomes a ProjectError."""
+    """A read-only project's connection: SQLite's "readonly database" refusal becomes a ProjectError that
+    says why the project is read-only (``refusal``)."""
+
+    refusal = READ_ONLY_REASONS["asked"]
 
     def _told(self, call, *args):  # noqa: ANN001, ANN202
         try:
             return call(*args)
         except sqlite3.OperationalError as e:
             if "readonly" in str(e) or "read-only" in str(e):
-                raise ProjectError(
-                    "This project is open read-only, so nothing can be changed here. Close the other "
-                    "LVLM-VA window or command that has it open, then open the project again to make changes."
-                ) from e
+                raise ProjectError(self.refusal) from e
             raise
 
     def execute(self, *args):  # noqa: ANN002, ANN201

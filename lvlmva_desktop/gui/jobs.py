@@ -98,7 +98,7 @@ class _Worker(QObject):
                 try:
                     project = Project.open(self.root)
                 except ProjectLocked:  # the window has it read-only: reading jobs work, writes are refused
-                    project = Project.open(self.root, read_only=True)
+                    project = Project.open(self.root, read_only=True, reason="held")
             self.state.check()
             result = self.job.fn(project, self.state)
         except Cancelled:

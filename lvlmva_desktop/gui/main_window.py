@@ -340,7 +340,7 @@ class MainWindow(QMainWindow):
             if not (isinstance(e, ProjectLocked) and ask_read_only(self, e)):
                 return False
             try:  # another program writes it: look without changing anything
-                self.session.open_project(root, read_only=True)
+                self.session.open_project(root, read_only=True, reason="held")
             except Exception as e2:  # noqa: BLE001
                 self.session.report(e2, "Opening the project read-only")
                 return False

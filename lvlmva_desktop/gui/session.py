@@ -51,12 +51,14 @@ class Session(QObject):
         self._release_requested = False
 
     # -- project ----------------------------------------------------------------------------------------
-    def open_project(self, root: str | Path, read_only: bool = False) -> None:
-        """Open for writing (core.lock.ProjectLocked if another program has it), or ``read_only``."""
+    def open_project(self, root: str | Path, read_only: bool = False, reason: str = "asked") -> None:
+        """Open for writing (core.lock.ProjectLocked if another program has it), or ``read_only`` (``reason``:
+        why, for the words of a refused change). A folder that cannot be written opens read-only."""
         from ..core.project import Project
 
         self.flush_settings_log()
-        project = Project.open(root, read_only=read_only)
+        project = Project.open(root, read_only=read_only, reason=reason)
+        read_only = project.read_only
         self.close_project(emit=False)
         self.project = project
         self.root = project.root

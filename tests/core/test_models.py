@@ -100,7 +100,6 @@ def test_import_model_refuses_a_partial_checkpoint_from_the_command_line(tmp_pat
     from lvlmva_desktop.cli import main
     from lvlmva_desktop.core.project import Project
 
-    spec = ModelSpec("small_cnn", 2, 3, (16, 16))
     path = _save({"head.bias": torch.zeros(2)}, tmp_path / "bias.safetensors")
     Project.create(tmp_path / "p", "p", ["a", "b"], (16, 16), 3).close()
     assert main(["import-model", str(tmp_path / "p"), str(path), "--arch", "small_cnn"]) == 2

@@ -106,7 +106,9 @@ def test_second_process_is_refused_with_who_holds_it_and_can_read_only(root):
         assert got["refused"].endswith("Close it there, or open it read-only.")
         # read-only: it reads what the holder wrote, and every write is refused in words
         assert got["samples"] == len(p.samples()) == 24 and got["descriptions"] == version
-        assert len(got["writes"]) == 4 and all("open read-only" in w for w in got["writes"])
+        assert len(got["writes"]) == 4 and all(
+            "read-only" in w and "nothing can be changed" in w for w in got["writes"]
+        )
         # the holder was not disturbed
         assert p.db.execute("SELECT count(*) FROM runs").fetchone()[0] == runs
         assert p.class_descriptions()[0] == version
