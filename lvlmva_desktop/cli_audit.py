@@ -38,13 +38,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with Project.open(args.project, read_only=True) as p:  # looking only: works beside a writer too
         tell_notes(p)
         if args.verify:
+            from .cli import _Bar
+            from .core.integrity import verify_content
+
             result = audit.verify_project(p)
             for w in result.warnings:
                 print(f"warning: {w}")
             print(result.summary())
             for problem in result.problems:
                 print(f"  - {problem}")
-            return 0 if result.ok else 1
+            with _Bar(args.quiet) as state:
+                content = verify_content(p, state, images=not args.quick)
+            print(content.summary())
+            for check in content.checks:
+                print(f"  {'ok  ' if check.ok else 'DIFF'} {check.line()}")
+                for problem in check.problems:
+                    print(f"       - {problem}")
+                if check.more:
+                    print(f"       - ... and {check.more} more")
+                for note in check.notes[:3]:
+                    print(f"       (note: {note})")
+            return 0 if result.ok and content.ok else 1
         items = audit.entries(p.db)
         if args.json:
             print(json.dumps(items, indent=2, ensure_ascii=False))
@@ -58,5 +72,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def register(sub, add) -> None:
     sp = add("audit", cmd_audit, "list the project's audit log (newest last) or verify its hash chain")
-    sp.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it was altered")
+    sp.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chain, then the project's tables and files against what the log recorded "
+        "(images, labels, caches, models, explanations, verdicts, metrics, runs); exit 1 on any difference",
+    )
+    sp.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --verify: do not hash every image file (faster on large sets)",
+    )
     sp.add_argument("--json", action="store_true", help="every entry in full, as JSON")

@@ -338,6 +338,15 @@ def alignment_masks(
     """
     settings = settings or AlignSettings()
     row, t = project.explanation(expl_id)
+    from .integrity import verdict_problems
+
+    changed = verdict_problems(project, expl_id)
+    if changed:
+        raise ProjectError(
+            f"The verdicts of explanation {expl_id} are not the ones recorded in the audit log ("
+            + "; ".join(changed[:5])
+            + "). Refusing to build masks from them; `lvlmva audit PROJ --verify` lists every difference."
+        )
     evidence_kind = recorded_evidence(row["settings"])
     eff = project.effective_verdicts(expl_id)
     ids = t["sample_ids"].tolist()

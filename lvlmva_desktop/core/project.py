@@ -93,6 +93,14 @@ CREATE TABLE IF NOT EXISTS chat_messages (
 """
 
 
+#: decoded-images files found to be (or not to be) the ones this program wrote: (path, mtime, size) -> bool
+_VERIFIED_CACHES: dict[tuple[str, int, int], bool] = {}
+
+#: where the rows each import added are kept (one JSON file per import, its sha256 in the audit log)
+LEDGER_DIR = "ledger"
+LEDGER_COLUMNS = ("id", "path", "label", "split", "grp", "mask_path", "height", "width", "sha256")
+
+
 class ProjectError(PlainError):
     """A project cannot be created or opened; the message says why in plain words."""
 
@@ -404,31 +412,43 @@ class Project:
         if unknown:
             raise ProjectError(f"Labels {unknown} are not classes of this project ({self.classes}).")
         added = 0
+        ledger: list[list] = []  # every row this import added, as written (core/integrity.py reads it)
         with self.transaction() as db:
             for s in report.samples:
+                row = (
+                    self.rel(s.path),
+                    index[s.label],
+                    s.split,
+                    s.group,
+                    self.rel(s.mask_path) if s.mask_path else None,
+                    s.height,
+                    s.width,
+                    s.sha256,
+                )
                 cur = db.execute(
                     "INSERT OR IGNORE INTO samples (path, label, split, grp, mask_path, height, width, sha256) "
                     "VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        self.rel(s.path),
-                        index[s.label],
-                        s.split,
-                        s.group,
-                        self.rel(s.mask_path) if s.mask_path else None,
-                        s.height,
-                        s.width,
-                        s.sha256,
-                    ),
+                    row,
                 )
+                if cur.rowcount:
+                    ledger.append([int(cur.lastrowid), *row])
                 added += cur.rowcount
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO imports (created, source, n_imported, n_skipped, report) VALUES (?,?,?,?,?)",
                 (time.time(), report.source, added, len(report.skipped), json.dumps(report.to_dict())),
             )
+            path = self.root / LEDGER_DIR / f"import-{int(cur.lastrowid):04d}.json"
+            path.parent.mkdir(exist_ok=True)
+            _atomic_write_json(path, {"columns": list(LEDGER_COLUMNS), "rows": ledger})
             self.audit(
                 "import",
-                {"source": str(report.source), "imported": added, "skipped": len(report.skipped)},
-                {"data": self.data_hash()},
+                {
+                    "source": str(report.source),
+                    "imported": added,
+                    "skipped": len(report.skipped),
+                    "ledger": self.rel(path),
+                },
+                {"data": self.data_hash(), "ledger": sha256_file(path)},
             )
         return added
 
@@ -463,7 +483,7 @@ class Project:
         from safetensors import safe_open
 
         cache = self._split_cache(split, self.samples(split))
-        if not cache.is_file():
+        if not cache.is_file() or not self.cache_verified(cache):
             return None
         try:
             with safe_open(str(cache), framework="pt") as f:
@@ -473,32 +493,85 @@ class Project:
             log.warning("could not read the decoded %s images (%s); decoding them", split, e)
             return None
 
+    def check_data(self) -> None:
+        """Refuse images and labels that are not those imported: the data hash of the samples table against
+        the one the audit log recorded at the latest import (one edited label, path or split changes it)."""
+        logged = self._latest_import_hash()
+        if logged is not None and logged != self.data_hash():
+            raise ProjectError(
+                "The project's list of images (their labels, splits, groups, masks or content hashes) is not "
+                "the one recorded in the audit log at the latest import: it was changed afterwards. Refusing "
+                "to use it; `lvlmva audit PROJ --verify` names the changed images."
+            )
+
+    def _latest_import_hash(self) -> str | None:
+        try:
+            row = self.db.execute(
+                "SELECT hashes FROM audit_log WHERE action='import' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        try:
+            return json.loads(row["hashes"]).get("data") if row is not None else None
+        except (TypeError, ValueError, AttributeError):
+            return "unreadable"
+
+    def cache_verified(self, cache: Path) -> bool:
+        """Whether a decoded-images file is the one this program wrote (its sha256 as the audit log
+        recorded it); remembered per file state, so it is hashed once."""
+        try:
+            st = cache.stat()
+        except OSError:
+            return False
+        key = (str(cache), st.st_mtime_ns, st.st_size)
+        if key not in _VERIFIED_CACHES:
+            logged = self.logged_hash("decoded_images", "file", self.rel(cache), "cache")
+            _VERIFIED_CACHES[key] = logged is not None and logged == sha256_file(cache)
+        return _VERIFIED_CACHES[key]
+
     def load_split(self, split: str, state: TaskState | None = None) -> SplitData:
-        """Decode a split at the project's image size and channels, cached as safetensors."""
+        """Decode a split at the project's image size and channels, cached as safetensors.
+
+        Checked first: the image list against the audit log (``check_data``), a cached decoding against the
+        hash logged when it was written (an unrecorded or changed one is decoded again), and while decoding
+        every image file against its content hash from the import."""
         state = ensure_state(state)
+        self.check_data()
         rows = self.samples(split)
         cache = self._split_cache(split, rows)
         ids = [r["id"] for r in rows]
         groups = [r["grp"] for r in rows]
         y = torch.tensor([r["label"] for r in rows], dtype=torch.int64)
         if cache.is_file():
-            t = load_file(str(cache))
-            return SplitData(ids, t["x"], y, groups, t["masks"], t["has_mask"])
+            if self.cache_verified(cache):
+                t = load_file(str(cache))
+                return SplitData(ids, t["x"], y, groups, t["masks"], t["has_mask"])
+            log.warning("%s is not the decoding this program recorded; decoding the images again", cache.name)
         h, w = self.image_size
         x = torch.zeros(len(rows), self.channels, h, w)
         masks = torch.zeros(len(rows), h, w, dtype=torch.bool)
         has_mask = torch.zeros(len(rows), dtype=torch.bool)
+        changed: list[str] = []
+        from .images import file_sha256
+
         for i, r in enumerate(rows):
             state.check()
-            x[i] = to_tensor(
-                read_project_image(self.abs(r["path"]), r["id"], read_image), (h, w), self.channels
-            )
+            path = self.abs(r["path"])
+            x[i] = to_tensor(read_project_image(path, r["id"], read_image), (h, w), self.channels)
+            if file_sha256(path) != r["sha256"]:
+                changed.append(f"{r['id']} ({r['path']})")
             if r["mask_path"]:
                 mask = read_project_image(self.abs(r["mask_path"]), r["id"], read_mask)
                 masks[i] = mask_to_tensor(mask, (h, w))
                 has_mask[i] = True
             if i % 64 == 0:
                 state.progress(i, len(rows), f"decoding {split} images")
+        if changed:
+            raise ProjectError(
+                f"{len(changed)} {split} image file(s) changed after they were imported (their content is not "
+                f"the one recorded), e.g. {', '.join(changed[:5])}. Refusing to use them: restore the files, "
+                "or import the changed images as new ones."
+            )
         state.progress(1.0, None, f"decoded {len(rows)} {split} images")
         if self.read_only and self.read_only_reason != "held":
             # an archive (or a project opened --read-only) is left exactly as it is
@@ -508,6 +581,12 @@ class Project:
         try:
             write_tensors({"x": x, "masks": masks, "has_mask": has_mask}, tmp, self.root)
             os.replace(tmp, cache)
+            if not self.read_only:  # a reader cannot log: the writer decodes again rather than trust it
+                self.audit(
+                    "decoded_images",
+                    {"split": split, "file": self.rel(cache), "n": len(rows)},
+                    {"cache": sha256_file(cache)},
+                )
         except (OSError, ProjectError):
             if not self.read_only:
                 raise
@@ -752,7 +831,8 @@ class Project:
         return int(row["id"]) if row else None
 
     def load_model(self, model_id: int) -> tuple[torch.nn.Module, ModelSpec]:
-        """Rebuild a model version, refusing a file whose sha256 differs from the recorded one."""
+        """Rebuild a model version, refusing a file whose sha256 differs from the one recorded in the table
+        and in the audit log when the version was made (a file replaced together with its table row)."""
         row = self.model_row(model_id)
         path = self.abs(row["path"])
         if not path.is_file():
@@ -761,6 +841,13 @@ class Project:
         if digest != row["sha256"]:
             raise ProjectError(
                 f"Model version {model_id} was modified on disk (sha256 mismatch); refusing to use it."
+            )
+        logged = self.logged_hash("model_version", "model_id", int(model_id), "model")
+        if logged is not None and logged != digest:
+            raise ProjectError(
+                f"Model version {model_id} is not the one recorded in the audit log when it was made (its file "
+                "and its sha256 in the models table were both changed); refusing to use it. `lvlmva audit "
+                "PROJ --verify` lists what changed."
             )
         spec = ModelSpec.from_dict(json.loads(row["spec"]))
         module = build_model(spec)
@@ -825,7 +912,36 @@ class Project:
         row = self.db.execute("SELECT * FROM explanations WHERE id=?", (expl_id,)).fetchone()
         if row is None:
             raise ProjectError(f"No explanation {expl_id} in this project.")
-        return row, load_file(str(self.abs(row["path"])))
+        path = self.abs(row["path"])
+        if not path.is_file():
+            raise ProjectError(f"The file of explanation {expl_id} is missing: {path}")
+        digest = sha256_file(path)
+        logged = self.logged_hash("explanation", "explanation_id", int(expl_id), "explanation")
+        if digest != row["sha256"] or (logged is not None and logged != digest):
+            raise ProjectError(
+                f"The file of explanation {expl_id} ({row['path']}) is not the one written when it was made "
+                "(its sha256 differs from the one recorded); refusing to use it. `lvlmva audit PROJ --verify` "
+                "lists what changed."
+            )
+        return row, load_file(str(path))
+
+    def logged_hash(self, action: str, key: str, value: object, name: str) -> str | None:
+        """The hash ``name`` of the newest audit entry ``action`` whose parameter ``key`` is ``value``; None
+        when there is none (or no audit log): what was recorded when the thing was written."""
+        try:
+            rows = self.db.execute(
+                "SELECT params, hashes FROM audit_log WHERE action=? ORDER BY id DESC", (action,)
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return None
+        for r in rows:
+            try:
+                params, hashes = json.loads(r["params"]), json.loads(r["hashes"])
+            except (TypeError, ValueError):
+                continue
+            if isinstance(params, dict) and params.get(key) == value and isinstance(hashes, dict):
+                return hashes.get(name)
+        return None
 
     # -- critiques and verdicts -------------------------------------------------------------------------
     def save_critique(self, run_id: int | None, expl_id: int, critique: object) -> int:
@@ -969,6 +1085,8 @@ class Project:
                     for k, v in values.items()
                 ],
             )
+            params = {"run_id": run_id, "model_id": model_id, "split": split, "values": values}
+            self.audit("metrics", params, {"detail": audit_log.json_hash(detail)})
 
 
 #: why a project is open read-only, in the words a refused write uses

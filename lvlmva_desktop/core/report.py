@@ -25,7 +25,7 @@ from . import audit
 from .export import verdict_rows
 from .jobs import TaskState, ensure_state
 from .metrics import comparison
-from .project import Project, current_user, sha256_file
+from .project import Project, ProjectError, current_user, sha256_file
 from .report_figures import data_uri, representative_heatmaps, thumbnail
 from .segment import evidence_map, recorded_evidence
 
@@ -361,7 +361,7 @@ def gather_report(
 
     state = ensure_state(state)
     expl_id, before, after = _round(project)
-    state.progress(0.02, None, "reading the project")
+    state.progress(0.1, None, "reading the project")
     models = [
         {
             "id": m["id"],
@@ -374,6 +374,18 @@ def gather_report(
         }
         for m in project.models()
     ]
+    from .integrity import verify_content
+
+    state.progress(0.0, None, "verifying the project's content")
+    content = verify_content(project, state.child(0.0, 0.1))
+    if not content.ok:
+        first = [p for c in content.checks for p in c.problems][:5]
+        raise ProjectError(
+            "The report was not written: the project's content differs from what its audit log recorded ("
+            + "; ".join(first)
+            + (f"; {content.n_problems - len(first)} more" if content.n_problems > len(first) else "")
+            + "). A report must show only verified content; `lvlmva audit PROJ --verify` lists every difference."
+        )
     runs = [_run_row(r) for r in project.db.execute("SELECT * FROM runs ORDER BY id")]
     metrics = comparison(project, before, after) if before is not None else None
     state.check()
@@ -412,6 +424,7 @@ def gather_report(
         "heatmaps": heatmaps,
         "environment": environment(device),
         "audit": audit_status(project),
+        "content": content.to_dict(),
     }
 
 

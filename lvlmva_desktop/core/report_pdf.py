@@ -397,6 +397,17 @@ def _audit(pdf: ReportPDF, r: dict) -> None:
         pdf.para(f"• {problem}", 9, BAD)
     for warning in au.get("warnings", []):
         pdf.para(f"Warning: {warning}", 9, WARN)
+    content = r.get("content")
+    if content:
+        pdf.subheading("Content verified against the log")
+        pdf.note(
+            "Before this report was written, every table row and file it shows was recomputed from the project "
+            f"and compared with what the audit log recorded when it was written ({content['seconds']:.1f} s). "
+            "A report is written only from verified content."
+        )
+        rows = [["Content", "Verified", "Notes"]]
+        rows += [[c["what"], c["checked"], "; ".join(c["notes"])] for c in content["checks"]]
+        pdf.table_of(rows, (30, 10, 60), right_cols=(1,))
     pdf.note("Keep the head hash outside the project (print, sign or send this report): a later verification "
              "that ends on a different hash shows that the log was rewritten.")  # fmt: skip
     if au.get("recent"):

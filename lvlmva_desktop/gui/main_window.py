@@ -482,7 +482,31 @@ class MainWindow(QMainWindow):
             self.messages.post_error(
                 UserError("The audit log was altered", problems, result.summary(), "audit")
             )
+        self._verify_content()
         return result.ok
+
+    def _verify_content(self) -> None:
+        """Then the tables and files against what the log recorded, in a job (it hashes every image)."""
+        from ..core.integrity import verify_content
+
+        def done(content) -> None:
+            lines = [content.summary()] + [c.line() for c in content.checks]
+            if content.ok:
+                self.messages.post("info", "Content intact", "\n".join(lines))
+            else:
+                problems = "\n".join(p for c in content.checks for p in c.problems)
+                self.messages.post_error(
+                    UserError(
+                        "The project's content differs from its audit log",
+                        problems,
+                        "\n".join(lines),
+                        "audit",
+                    )  # fmt: skip
+                )
+
+        self.runner.submit(
+            Job("verify", "Verifying the project's content", verify_content, lane="verify", on_done=done)
+        )
 
     # -- the method's steps --------------------------------------------------------------------------------
     def _submit(self, build) -> Job | None:
