@@ -24,8 +24,9 @@ def entry_line(e: dict) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
     params = e["params"] if isinstance(e["params"], dict) else {"params": e["params"]}
     hashes = e["hashes"] if isinstance(e["hashes"], dict) else {"hashes": e["hashes"]}
-    parts = [f"{k}={_short(v)}" for k, v in params.items() if v not in (None, "", [], {})]
-    parts += [f"{k}:{str(v)[:12]}" for k, v in hashes.items()]
+    # the hashes first: they are short, and what a long parameter (a path) would push past the width
+    parts = [f"{k}:{str(v)[:12]}" for k, v in hashes.items()]
+    parts += [f"{k}={_short(v)}" for k, v in params.items() if v not in (None, "", [], {})]
     line = f"{e['id']:5d}  {stamp}  {e['user']}  {e['action']:18s} " + "  ".join(parts)
     return line if len(line) <= WIDTH else line[: WIDTH - 3] + "..."
 

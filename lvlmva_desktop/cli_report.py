@@ -7,6 +7,7 @@ lvlmva report proj --out audit/ --no-pdf     # the HTML only
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -18,12 +19,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     device = _device(args)
     try:
         project = Project.open(args.project, read_only=bool(getattr(args, "read_only", False)))
+        if project.read_only:
+            tell_notes(project)
+            print(
+                "note: the project is read-only, so this report is not recorded in its audit log.",
+                file=sys.stderr,
+            )
     except ProjectLocked as e:  # the report only reads: make it anyway, without logging it
         print(f"note: {e} Writing the report read-only; it is not recorded in the audit log.")
         project = Project.open(args.project, read_only=True, reason="held")
-    tell_notes(project)
-    if project.read_only:
-        print("note: the project is read-only, so this report is not recorded in its audit log.")
     with project as p, _Bar(args.quiet) as state:
         written = write_report(p, args.out, device, pdf=args.pdf, state=state)
     for path in written:

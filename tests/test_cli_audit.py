@@ -27,9 +27,11 @@ def test_audit_lists_verifies_and_fails_on_tampering(tmp_path, capsys):
     full = json.loads(capsys.readouterr().out)
     assert full[1]["params"]["imported"] == 72 and len(full[1]["hashes"]["data"]) == 64
 
-    assert main(["audit", str(proj), "--verify"]) == 0
-    out = capsys.readouterr().out.strip()
-    assert out == f"audit log intact: 3 entries, head {full[-1]['entry_hash']}"
+    assert main(["audit", str(proj), "--verify", "--quiet"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == f"audit log intact: 3 entries, head {full[-1]['entry_hash']}"
+    assert out[1].startswith("content intact: 73 rows and files match the audit log")
+    assert "  ok   images and labels: 72 verified" in out
 
     con = sqlite3.connect(str(proj / DATABASE))
     con.execute("UPDATE audit_log SET params=replace(params, '72', '70') WHERE id=2")

@@ -505,7 +505,7 @@ class MainWindow(QMainWindow):
                 )
 
         self.runner.submit(
-            Job("verify", "Verifying the project's content", verify_content, lane="verify", on_done=done)
+            Job("verify", "Verifying the project's content", verify_content, lane="background", on_done=done)
         )
 
     # -- the method's steps --------------------------------------------------------------------------------

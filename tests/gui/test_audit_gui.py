@@ -15,24 +15,39 @@ def _file_menu_texts(win: MainWindow) -> list[str]:
     return [a.text() for a in file_menu.actions()]
 
 
-def test_verify_from_the_file_menu_tells_intact_and_altered(window, demo_project):
+def _content_messages(window) -> list[tuple[str, str]]:
+    return [(lv, t) for lv, t in window.messages.messages() if "ontent" in t.split("\n")[0]]
+
+
+def test_verify_from_the_file_menu_tells_intact_and_altered(window, demo_project, qtbot):
     assert not window.act_verify_audit.isEnabled()  # no project yet
     assert window.open_project(demo_project)
     assert "&Verify audit log" in _file_menu_texts(window) and window.act_verify_audit.isEnabled()
 
     window.act_verify_audit.trigger()
-    (level, text), *_ = window.messages.messages()
     n = len(audit.entries(window.session.project.db))
-    assert level == "info" and "Audit log intact" in text and f"audit log intact: {n} entries" in text
+    chain = [(lv, t) for lv, t in window.messages.messages() if "Audit log intact" in t]
+    assert chain and chain[0][0] == "info" and f"audit log intact: {n} entries" in chain[0][1]
+    # then the tables and files, in a job: told when it is done
+    qtbot.waitUntil(lambda: len(_content_messages(window)) == 1, timeout=60000)
+    ((level, text),) = _content_messages(window)
+    assert level == "info" and "Content intact" in text and "images and labels" in text
 
     con = sqlite3.connect(str(demo_project / DATABASE))
     con.execute("UPDATE audit_log SET user='someone' WHERE id=2")
+    con.execute("UPDATE samples SET label=1-label WHERE id=4")
     con.commit()
     con.close()
     window.act_verify_audit.trigger()
-    (level, text), *_ = window.messages.messages()
-    assert level == "error" and "The audit log was altered" in text
-    assert "entry 2 (import) was changed after it was written" in text and "Traceback" not in text
+    altered = [(lv, t) for lv, t in window.messages.messages() if "The audit log was altered" in t]
+    assert altered and altered[0][0] == "error"
+    assert (
+        "entry 2 (import) was changed after it was written" in altered[0][1]
+        and "Traceback" not in altered[0][1]
+    )
+    qtbot.waitUntil(lambda: len(_content_messages(window)) == 2, timeout=60000)
+    level, text = _content_messages(window)[0]
+    assert level == "error" and "differs from its audit log" in text and "image 4: label changed from" in text
 
 
 def test_saving_the_method_settings_is_logged(window, demo_project, qtbot):
