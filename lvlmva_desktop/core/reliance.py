@@ -74,6 +74,19 @@ def donor_indices(n_masked: int, n_pool: int, n_donors: int, seed: int) -> torch
     return torch.randint(n_pool, (n_masked, n_donors), generator=gen)
 
 
+def _exchanged_changes(
+    model: nn.Module, xa: torch.Tensor, xd: torch.Tensor, masks: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For pairs (xa[i], xd[i]) whose content under masks[i] is exchanged: the total-variation change of
+    the prediction of the masked image, of the donor, and whether either predicted class changed."""
+    xa2, xd2 = exchange(xa, xd, masks)
+    pa, pd, pa2, pd2 = (torch.softmax(model(t.to(device)), dim=1).cpu() for t in (xa, xd, xa2, xd2))
+    removed = 0.5 * (pa - pa2).abs().sum(1)
+    inserted = 0.5 * (pd - pd2).abs().sum(1)
+    flipped = torch.cat([pa.argmax(1) != pa2.argmax(1), pd.argmax(1) != pd2.argmax(1)])
+    return removed, inserted, flipped
+
+
 @torch.no_grad()
 def masked_reliance(
     model: nn.Module,
@@ -97,21 +110,15 @@ def masked_reliance(
     idx = donor_indices(len(x), len(pool), n_donors, seed)
     was_training = model.training
     model.eval().to(device)
-
-    def probs(t: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(t.to(device)), dim=1).cpu()
-
     tv_rem, tv_ins, flips = [], [], []
     rows = torch.arange(len(x)).repeat_interleave(n_donors)
     donors_flat = idx.flatten()
     for s in range(0, len(rows), batch_size):
         r, d = rows[s : s + batch_size], donors_flat[s : s + batch_size]
-        xa, xd, m = x[r], pool[d], masks[r]
-        xa2, xd2 = exchange(xa, xd, m)
-        pa, pd, pa2, pd2 = (probs(t) for t in (xa, xd, xa2, xd2))
-        tv_rem.append(0.5 * (pa - pa2).abs().sum(1))
-        tv_ins.append(0.5 * (pd - pd2).abs().sum(1))
-        flips.append(torch.cat([pa.argmax(1) != pa2.argmax(1), pd.argmax(1) != pd2.argmax(1)]))
+        removed, inserted, flipped = _exchanged_changes(model, x[r], pool[d], masks[r], device)
+        tv_rem.append(removed)
+        tv_ins.append(inserted)
+        flips.append(flipped)
     model.train(was_training)
     rem, ins = torch.cat(tv_rem), torch.cat(tv_ins)
     return Reliance(
@@ -153,11 +160,10 @@ def segment_reliance(
     tv = []
     for s in range(0, len(img), batch_size):
         i, k, d = img[s : s + batch_size], seg[s : s + batch_size], don[s : s + batch_size]
-        m = segments[i].long() == k[:, None, None]
-        xa, xd = x[i], pool[d]
-        xa2, xd2 = exchange(xa, xd, m)
-        p = [torch.softmax(model(t.to(device)), dim=1).cpu() for t in (xa, xd, xa2, xd2)]
-        tv.append(0.25 * ((p[0] - p[2]).abs().sum(1) + (p[1] - p[3]).abs().sum(1)))
+        removed, inserted, _ = _exchanged_changes(
+            model, x[i], pool[d], segments[i].long() == k[:, None, None], device
+        )
+        tv.append(0.5 * (removed + inserted))
     model.train(was_training)
     per_pair = torch.cat(tv).view(len(pairs), n_donors).mean(1)
     for (a, b), v in zip(pairs, per_pair.tolist()):
