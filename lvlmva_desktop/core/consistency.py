@@ -10,8 +10,9 @@ segments of the alignment set:
 1. Descriptor per segment: the image's pixels inside the segment, weighted by the evidence the segments
    were fitted to (the attribution's positive part, or its absolute value with
    ``SegmentSettings.evidence = "absolute"``; uniform over the segment where it holds none): per channel the
-   weighted mean and standard deviation, the weighted mean chroma (spread across channels), and a coarse
-   weighted histogram of the intensity. Each feature is standardised over the segments of the set.
+   weighted mean and standard deviation, the weighted mean chroma (spread across channels), a coarse
+   weighted histogram of the intensity, and the evidence's larger and smaller spatial spread (a compact
+   mark apart from a thin line of the same grey). Each feature is standardised over the segments of the set.
 2. Its k nearest neighbours (Euclidean distance between standardised descriptors) among the decided
    ("spurious" or "relevant") segments of *other* images; k is capped at half the number of "spurious"
    verdicts on other images (at least 1), since a neighbourhood larger than the group it should find
@@ -59,6 +60,21 @@ class ConsistencyResult:
         return [(int(sample_ids[n]), int(j)) for n, j in torch.nonzero(self.held).tolist()]
 
 
+def _spread(w: torch.Tensor) -> torch.Tensor:
+    """(B, J, 2): the larger and the smaller spread (standard deviation along the principal axes, in image
+    sides) of each segment's evidence weights ``w`` (B, J, H, W; summing to 1): a compact mark (a dot, a tag,
+    a patch) apart from a thin line or a large lesion of the same grey (orientation does not count)."""
+    h, wd = w.shape[-2:]
+    yy = torch.linspace(0, 1, h, device=w.device)[:, None].expand(h, wd)
+    xx = torch.linspace(0, 1, wd, device=w.device)[None, :].expand(h, wd)
+    my, mx = (w * yy).sum((2, 3)), (w * xx).sum((2, 3))
+    vy = (w * yy * yy).sum((2, 3)) - my * my
+    vx = (w * xx * xx).sum((2, 3)) - mx * mx
+    cov = (w * yy * xx).sum((2, 3)) - my * mx
+    half, disc = (vx + vy) / 2, (((vx - vy) / 2) ** 2 + cov**2).clamp_min(0).sqrt()
+    return torch.stack([(half + disc).clamp_min(0).sqrt(), (half - disc).clamp_min(0).sqrt()], -1)
+
+
 def segment_descriptors(
     images: torch.Tensor,
     attributions: torch.Tensor,
@@ -94,10 +110,10 @@ def segment_descriptors(
         hist = torch.einsum(
             "bjhw,bkhw->bjk", w, torch.nn.functional.one_hot(bins, HIST_BINS).permute(0, 3, 1, 2).float()
         )
-        feats.append(torch.cat([mean, std, chroma.unsqueeze(-1), hist], -1))
+        feats.append(torch.cat([mean, std, chroma.unsqueeze(-1), hist, _spread(w)], -1))
         present.append(onehot.sum((2, 3)) > 0)
     if not feats:
-        return torch.zeros(0, n_segments, 2 * c + 1 + HIST_BINS), torch.zeros(0, n_segments, dtype=torch.bool)
+        return torch.zeros(0, n_segments, 2 * c + 3 + HIST_BINS), torch.zeros(0, n_segments, dtype=torch.bool)
     return torch.cat(feats), torch.cat(present)
 
 

@@ -4,7 +4,12 @@ segments judged relevant elsewhere are held back from the masks; consistent arte
 import pytest
 import torch
 
-from lvlmva_desktop.core.consistency import masks_from_flags, verdict_consistency, verdict_masks
+from lvlmva_desktop.core.consistency import (
+    masks_from_flags,
+    segment_descriptors,
+    verdict_consistency,
+    verdict_masks,
+)
 from lvlmva_desktop.core.critic import SegmentVerdict, segment_mask
 from lvlmva_desktop.core.settings import AlignSettings
 
@@ -196,3 +201,24 @@ def test_segments_the_model_does_not_rely_on_are_not_held_back():
         reliance,
     )
     assert not asked and {tuple(p) for p in torch.nonzero(check0.held).tolist()} == {(n, 0) for n in WRONG}
+
+
+def test_the_descriptor_tells_a_compact_mark_from_a_thin_line_of_the_same_grey():
+    """Two dark segments, a 4x4 dot and a 1-pixel line across the image: their colour statistics are
+    equal, their spread along the principal axes is not (so a dark dot need not look like a dark scratch)."""
+    x = torch.full((1, 1, 32, 32), 0.6)
+    x[0, 0, 14:18, 14:18] = 0.1  # the dot
+    x[0, 0, 4, :] = 0.1  # the line
+    seg = torch.full((1, 32, 32), 2)
+    seg[0, 14:18, 14:18] = 0
+    seg[0, 4, :] = 1
+    attr = torch.zeros(1, 32, 32)
+    attr[0, 14:18, 14:18] = 1.0
+    attr[0, 4, :] = 1.0
+    desc, present = segment_descriptors(x, attr, seg, 3)
+    dot, line = desc[0, 0], desc[0, 1]
+    assert torch.allclose(dot[:-2], line[:-2])  # mean, std, chroma, histogram: the same
+    major_dot, minor_dot = dot[-2:].tolist()
+    major_line, minor_line = line[-2:].tolist()
+    assert major_line > 0.25 and minor_line < 0.01  # a line: long and thin
+    assert abs(major_dot - minor_dot) < 1e-6 and major_dot < 0.05  # a dot: small and round
