@@ -334,7 +334,6 @@ def resume(
 ) -> Resumed:
     """Resume an interrupted run (the latest if ``run_id`` is None); see the module docstring."""
     from . import pipeline as pl
-    from .train import AlignSettings
 
     state = ensure_state(state)
     row = pick(project, run_id)
@@ -351,7 +350,8 @@ def resume(
         elif kind == "train":
             result = pl.train_original(project, s["arch"], ps.train, device, state, weights=s.get("weights"))
         elif kind == "align":
-            al = AlignSettings.from_dict(s.get("align", {}))
+            # as recorded; a run from before the penalty could choose its strength keeps the paper's penalty
+            al = ps.align
             result = pl.align_model(project, int(s["model_id"]), int(s["explanation_id"]), al, device, state)
         elif kind == "sample":
             result = pl.sample_alignment_set(project, int(s["model_id"]), ps.sampling, device, state)

@@ -348,6 +348,8 @@ class MainWindow(QMainWindow):
         self.messages.post(
             "info", f"Opened {self.session.project.manifest['name']}{ro}", str(self.session.root)
         )
+        for note in getattr(self.session.project, "notes", []):  # a read-only folder, unsaved log changes
+            self.messages.post("warning", "About this project", note)
         notice = None if self.session.read_only else interrupted_notice(self.session.project)
         if notice:
             self.messages.post("warning", "A step was interrupted", notice)

@@ -69,3 +69,15 @@ def test_rrr_step_records_carry_the_penalty():
     steps = [r for r in records if r["kind"] == "step"]
     assert steps and all(r["penalty"] > 0 for r in steps)
     assert all(r["loss"] == pytest.approx(r["ce"] + 10.0 * r["penalty"], rel=1e-5) for r in steps)
+
+
+def test_an_align_run_recorded_before_the_automatic_strength_keeps_its_penalty():
+    """A run recorded with only a number for λ ran the paper's input-gradient penalty without a floor;
+    read back (resume, the report), it keeps that, not today's defaults."""
+    from lvlmva_desktop.core.settings import PipelineSettings
+
+    old = PipelineSettings.from_record({"align": {"lambda": 30.0, "epochs": 5}}).align
+    assert old.penalty == "gradient" and old.lambda_ == 30.0 and old.reliance_floor == 0.0
+    assert old.consistency_enrichment == 0.0 and old.consistency_min_reliance == 0.0
+    new = PipelineSettings.from_record({"align": PipelineSettings().align.to_dict()}).align
+    assert new.penalty == "counterfactual" and new.strength_is_auto() and new.reliance_floor == 0.1
