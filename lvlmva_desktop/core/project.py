@@ -7,7 +7,8 @@ Layout::
     models/             model versions as safetensors, read-only, sha256 recorded in the database
     artifacts/          attribution and segment maps as safetensors
     runs/               one results JSON per pipeline run
-    cache/              derived data (decoded image tensors); safe to delete
+    ledger/             the rows each import added (import-N.json; its sha256 in the audit log)
+    cache/              derived data (decoded image tensors, their sha256 in the audit log); safe to delete
 
 Paths inside are relative to the project folder, so a project can be moved. Nothing is pickled.
 """

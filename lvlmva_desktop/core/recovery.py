@@ -145,6 +145,17 @@ def remove_leftovers(project: Project) -> list[str]:
                     removed.append(f"{sub}/{f.name}")
                 except OSError as e:
                     log.warning("could not remove the leftover %s: %s", f, e)
+    ledger = project.root / "ledger"
+    if ledger.is_dir():  # the row ledger of an import whose transaction was rolled back
+        imports = {int(r[0]) for r in project.db.execute("SELECT id FROM imports")}
+        for f in ledger.iterdir():
+            m = re.fullmatch(r"import-(\d+)\.json(\.tmp)?", f.name)
+            if f.is_file() and m and (m.group(2) or int(m.group(1)) not in imports):
+                try:
+                    f.unlink()
+                    removed.append(f"ledger/{f.name}")
+                except OSError as e:
+                    log.warning("could not remove the leftover %s: %s", f, e)
     for f in project.root.iterdir():
         if f.is_file() and _ROOT_TMP.fullmatch(f.name):
             try:

@@ -227,3 +227,16 @@ def test_the_safetensors_writers_own_temporary_file_is_removed_on_reopening(proj
     assert not (project / "models" / ".tmpAb3dE9").exists()
     assert not (project / "artifacts" / ".tmpZz81Qx").exists()
     assert found["models"] == [1]
+
+
+def test_the_row_ledger_of_an_import_that_was_rolled_back_is_removed_on_reopening(project):
+    """The ledger file is written inside the import's transaction; when the transaction does not commit
+    (a kill), the file names an import that does not exist and goes on reopening."""
+    (project / "ledger" / "import-0099.json").write_text('{"columns": [], "rows": []}')
+    (project / "ledger" / "import-0001.json.tmp").write_text("{")
+    kept = sorted(f.name for f in (project / "ledger").iterdir() if not f.name.startswith("import-0099"))
+    check_reopened(project)
+    assert sorted(f.name for f in (project / "ledger").iterdir()) == [
+        n for n in kept if not n.endswith(".tmp")
+    ]
+    assert (project / "ledger" / "import-0001.json").is_file()
