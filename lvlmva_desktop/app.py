@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    from .gui import gc_guard
+
+    gc_guard.install(app)  # cyclic garbage is collected on this thread only, never in a job's thread
     if args.measure_startup:  # queued first: its first turn comes before the project opens
         from .gui import startup_probe
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -49,9 +50,20 @@ def is_memory_notice(message: str) -> bool:
     return message.startswith(_NOTICE)
 
 
+def collect_garbage() -> None:
+    """``gc.collect()``, except in a worker thread of a program that turned automatic collection off.
+
+    The desktop program collects on its GUI thread only (gui/gc_guard.py): a collection in a worker would
+    finalise a closed window's widgets off the GUI thread, which crashes Qt. There the GUI thread's timer
+    does the collecting soon after; everywhere else (the command line, tests) this collects at once.
+    """
+    if gc.isenabled() or threading.current_thread() is threading.main_thread():
+        gc.collect()
+
+
 def free_device_memory() -> None:
     """Drop unreachable tensors and return cached blocks, so that a retry starts from a clean allocator."""
-    gc.collect()
+    collect_garbage()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 

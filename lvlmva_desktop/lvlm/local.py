@@ -9,7 +9,6 @@ so an answer does not depend on which batch it was in (in float32; bf16 on a GPU
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import inspect
 import logging
@@ -24,7 +23,7 @@ import torch
 
 from ..core.devices import describe_device, resolve_device
 from ..core.jobs import TaskState, ensure_state
-from ..core.memory import GPUOutOfMemory, is_out_of_memory, run_batched
+from ..core.memory import GPUOutOfMemory, collect_garbage, is_out_of_memory, run_batched
 from .backend import ChatRequest, Generation, GenerationSettings, HealthReport, LVLMError, user_message
 
 log = logging.getLogger(__name__)
@@ -458,7 +457,7 @@ class LocalBackend:
             return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB peak resident"
 
     def _free_cache(self) -> None:
-        gc.collect()
+        collect_garbage()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -31,6 +31,18 @@ def _isolated_qsettings(tmp_path_factory):
     yield folder
 
 
+@pytest.fixture(autouse=True)
+def _collect_on_gui_thread(qapp):
+    """As in the program (app.py): cyclic garbage is collected on the GUI thread only, never in a job's
+    thread, where finalising an earlier test's widgets crashed the suite (a segmentation fault in CI).
+    At the end of the test, the test's garbage is collected here and automatic collection comes back."""
+    from lvlmva_desktop.gui import gc_guard
+
+    gc_guard.install(qapp)
+    yield
+    gc_guard.uninstall()
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     d = (
