@@ -241,7 +241,13 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(ROOT / "bench_out"))
-    ap.add_argument("--json", help="also write all results here")
+    ap.add_argument("--json", help="also write all results here (rewritten after every seed)")
+    ap.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="JSON",
+        help="print the summary of stored results (--json files of separate runs, e.g. one per seed) and stop",
+    )
     ap.add_argument(
         "--set",
         action="append",
@@ -249,6 +255,8 @@ def main() -> int:
         help="change a setting for every set alike, e.g. align.penalty=gradient (experiments only)",
     )
     args = ap.parse_args()
+    if args.summarise:
+        return summarise_files([Path(f) for f in args.summarise])
     unknown = [s for s in args.sets if s not in SETS]
     if unknown:
         ap.error(f"unknown set {', '.join(unknown)}; known sets: {', '.join(SETS)} (or use --manifest CSV)")
@@ -279,11 +287,25 @@ def main() -> int:
             results.append(r)
             everything.append(r)
             print(f"[{name} seed {seed}] " + ", ".join(_cell(k, v) for k, v in r["rows"].items()), flush=True)
+            if args.json:  # after every seed: an interrupted run keeps what it finished
+                Path(args.json).write_text(json.dumps(everything, indent=2))
         summaries.append(summarise(name, arch, results))
         print(summaries[-1], flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(everything, indent=2))
     print("\n".join(["", "# Summary"] + summaries))
+    return 0
+
+
+def summarise_files(paths: list[Path]) -> int:
+    """The summary of results stored by --json, per set and architecture, seeds in order (a seed stored
+    twice counts once: the later file wins)."""
+    by_key: dict[tuple[str, str], dict[int, dict]] = {}
+    for path in paths:
+        for r in json.loads(path.read_text()):
+            by_key.setdefault((r["set"], r["arch"]), {})[r["seed"]] = r
+    summaries = [
+        summarise(name, arch, [seeds[k] for k in sorted(seeds)]) for (name, arch), seeds in by_key.items()
+    ]
+    print("\n".join(["# Summary"] + summaries))
     return 0
 
 

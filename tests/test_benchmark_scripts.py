@@ -55,3 +55,10 @@ def test_any_labelled_manifest_runs_the_table_with_the_defaults(tmp_path):
 
     (result,) = json.loads((tmp_path / "r.json").read_text())
     assert result["set"] == "manifest" and result["n_train"] == 80
+    # Separate runs (one per seed, e.g. in parallel) are summed up from their --json files.
+    other = dict(result, seed=1)
+    (tmp_path / "r1.json").write_text(json.dumps([other]))
+    s = _run("--summarise", str(tmp_path / "r.json"), str(tmp_path / "r1.json"))
+    assert s.returncode == 0, s.stderr[-2000:]
+    assert "## manifest (seeds [0, 1]; small_cnn; program defaults)" in s.stdout
+    assert "check at sim@0.87" in s.stdout
