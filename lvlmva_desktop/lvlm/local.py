@@ -216,7 +216,11 @@ class LocalBackend:
     def _load_model(self):
         from transformers import AutoModelForImageTextToText
 
-        kwargs: dict[str, Any] = dict(dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        # use_kernels=False: transformers >= 5.2x kernelizes a model by default with compute kernels it
+        # fetches from the Hub (the `kernels` package): a network path and code this program never asked for.
+        kwargs: dict[str, Any] = dict(
+            dtype=self.dtype, trust_remote_code=self.trust_remote_code, use_kernels=False
+        )
         if self.device.type == "cuda":
             kwargs["device_map"] = {"": str(self.device)}
         try:

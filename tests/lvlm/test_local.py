@@ -267,6 +267,12 @@ def test_trust_remote_code_is_off_by_default_and_recorded(tiny_lvlm_dirs, monkey
     assert LVLMCritic(on).identity()["model"]["trust_remote_code"] is True
 
 
+def test_no_hub_kernels_are_asked_for(backend):
+    """transformers >= 5.2x kernelizes models with compute kernels from the Hub unless told not to; the
+    program loads every model with use_kernels=False (offline, and only the code the user installed)."""
+    assert backend.model.use_kernels is False
+
+
 def test_pickle_weights_in_a_model_folder_are_read_without_running_code(tiny_lvlm_dirs, tmp_path):
     """A folder with pytorch_model.bin (a pickle) instead of safetensors: transformers reads it with
     weights_only, so an object that would run code on unpickling is refused and never runs."""
