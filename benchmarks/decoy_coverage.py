@@ -11,7 +11,7 @@ attribution and how much of the square the mask of *exactly judged* segments cov
 
 import torch
 from _common import ROOT, project_for
-from alignment import CONFIGS
+from alignment import SETS
 
 from lvlmva_desktop.core.critic import ground_truth_segment_labels
 from lvlmva_desktop.core.explain import ExplainSettings, attribute, reference_images
@@ -21,14 +21,14 @@ from lvlmva_desktop.core.segment import SegmentSettings, evidence_map, ppeps_wgm
 from lvlmva_desktop.core.train import TrainSettings, predict_proba, train_erm
 
 torch.set_num_threads(1)
-cfg = CONFIGS["decoymnist"]
+cfg = SETS["decoymnist"]
 seed = 0
 dev = torch.device("cpu")
 p = project_for("decoymnist", seed, ROOT / "bench_out", cfg["params"], cfg["size"], cfg["channels"])
 train = p.load_split("train")
 torch.manual_seed(seed)
 erm = build_model(ModelSpec("mlp", 10, 1, (28, 28)))
-train_erm(erm, train.x, train.y, TrainSettings(seed=seed, **cfg["train"]), dev)
+train_erm(erm, train.x, train.y, TrainSettings(seed=seed), dev)  # the program's defaults
 probs = predict_proba(erm, train.x, dev)
 aidx = select_alignment_set(probs, train.y, SamplingSettings(n=300, seed=seed))
 ax, ay, agt = train.x[aidx], train.y[aidx], train.masks[aidx]

@@ -62,3 +62,23 @@ def test_any_labelled_manifest_runs_the_table_with_the_defaults(tmp_path):
     assert s.returncode == 0, s.stderr[-2000:]
     assert "## manifest (seeds [0, 1]; small_cnn; program defaults)" in s.stdout
     assert "check at sim@0.87" in s.stdout
+
+
+def test_benchmark_scripts_import_only_names_that_exist():
+    """A script that imports a renamed name from another benchmark script breaks only when someone runs it
+    (decoy_coverage.py imported alignment.CONFIGS after it became SETS)."""
+    import ast
+    import importlib
+
+    bench = ROOT / "benchmarks"
+    local = {p.stem for p in bench.glob("*.py")}
+    sys.path.insert(0, str(bench))
+    try:
+        for script in sorted(bench.glob("*.py")):
+            for node in ast.walk(ast.parse(script.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module in local:
+                    module = importlib.import_module(node.module)
+                    for alias in node.names:
+                        assert hasattr(module, alias.name), f"{script.name}: {node.module}.{alias.name} is gone"
+    finally:
+        sys.path.remove(str(bench))
