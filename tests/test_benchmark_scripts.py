@@ -79,6 +79,8 @@ def test_benchmark_scripts_import_only_names_that_exist():
                 if isinstance(node, ast.ImportFrom) and node.module in local:
                     module = importlib.import_module(node.module)
                     for alias in node.names:
-                        assert hasattr(module, alias.name), f"{script.name}: {node.module}.{alias.name} is gone"
+                        assert hasattr(module, alias.name), (
+                            f"{script.name}: {node.module}.{alias.name} is gone"
+                        )
     finally:
         sys.path.remove(str(bench))
