@@ -39,7 +39,7 @@ from .explain import (
 from .jobs import TaskState, ensure_state
 from .metrics import Evaluation, alignment_score, deltas, evaluate_predictions, verdict_accuracy
 from .models import ModelSpec, build_model, load_pretrained_weights
-from .project import Project, ProjectError, SplitData, read_project_image
+from .project import Project, ProjectError, SplitData
 from .reliance import segment_reliance
 from .sampling import SamplingSettings, predictive_entropy, select_alignment_set
 from .segment import SegmentSettings, evidence_map, ppeps_wgm, recorded_evidence
@@ -671,8 +671,6 @@ class SampleImages:
 
 def load_samples(project: Project, sample_ids: list[int]) -> SampleImages:
     """Decode a few images exactly as ``load_split`` does, without decoding (or loading) a whole split."""
-    from .images import mask_to_tensor, read_image, read_mask, to_tensor
-
     ids = [int(s) for s in sample_ids]
     rows: dict = {}
     for start in range(0, len(ids), 500):  # SQLite limits the number of bound parameters
@@ -687,11 +685,9 @@ def load_samples(project: Project, sample_ids: list[int]) -> SampleImages:
     masks = torch.zeros(len(ids), h, w, dtype=torch.bool)
     has_mask = torch.zeros(len(ids), dtype=torch.bool)
     for i, s in enumerate(ids):
-        r = rows[s]
-        x[i] = to_tensor(read_project_image(project.abs(r["path"]), s, read_image), (h, w), project.channels)
-        if r["mask_path"]:
-            masks[i] = mask_to_tensor(read_project_image(project.abs(r["mask_path"]), s, read_mask), (h, w))
-            has_mask[i] = True
+        x[i], mask = project.decode_sample(rows[s])
+        if mask is not None:
+            masks[i], has_mask[i] = mask, True
     y = torch.tensor([rows[s]["label"] for s in ids], dtype=torch.int64)
     return SampleImages(ids, x, y, masks, has_mask, [rows[s]["split"] for s in ids])
 

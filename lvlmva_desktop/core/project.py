@@ -530,6 +530,15 @@ class Project:
             _VERIFIED_CACHES[key] = logged is not None and logged == sha256_file(cache)
         return _VERIFIED_CACHES[key]
 
+    def decode_sample(self, row) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One samples-table row at the project's image size and channels: the image (C, H, W) and its
+        artefact mask (H, W), None without one; a file that cannot be read is one ProjectError."""
+        h, w = self.image_size
+        x = to_tensor(read_project_image(self.abs(row["path"]), row["id"], read_image), (h, w), self.channels)
+        if not row["mask_path"]:
+            return x, None
+        return x, mask_to_tensor(read_project_image(self.abs(row["mask_path"]), row["id"], read_mask), (h, w))
+
     def load_split(self, split: str, state: TaskState | None = None) -> SplitData:
         """Decode a split at the project's image size and channels, cached as safetensors.
 
@@ -557,14 +566,11 @@ class Project:
 
         for i, r in enumerate(rows):
             state.check()
-            path = self.abs(r["path"])
-            x[i] = to_tensor(read_project_image(path, r["id"], read_image), (h, w), self.channels)
-            if file_sha256(path) != r["sha256"]:
+            x[i], mask = self.decode_sample(r)
+            if file_sha256(self.abs(r["path"])) != r["sha256"]:
                 changed.append(f"{r['id']} ({r['path']})")
-            if r["mask_path"]:
-                mask = read_project_image(self.abs(r["mask_path"]), r["id"], read_mask)
-                masks[i] = mask_to_tensor(mask, (h, w))
-                has_mask[i] = True
+            if mask is not None:
+                masks[i], has_mask[i] = mask, True
             if i % 64 == 0:
                 state.progress(i, len(rows), f"decoding {split} images")
         if changed:
