@@ -309,9 +309,12 @@ def test_the_strength_is_automatic_by_default_and_can_be_set_by_clicks(
     assert saved()["lambda"] == 3.0 and box.value() == 3.0
     qtbot.mouseClick(box.auto, Qt.MouseButton.LeftButton)
     assert saved()["lambda"] == "auto" and not box.number.isEnabled()
-    penalty.setCurrentIndex(penalty.findData("gradient"))
+    pane.settings_area.ensureWidgetVisible(penalty)
+    penalty.setFocus()  # the user's keys on the combo box: one down to the gradient penalty, back up
+    qtbot.keyClick(penalty, Qt.Key.Key_Down)
     assert saved()["penalty"] == "gradient"
-    penalty.setCurrentIndex(penalty.findData("counterfactual"))
+    qtbot.keyClick(penalty, Qt.Key.Key_Up)
+    assert penalty.currentData() == "counterfactual"
 
     pane.widgets[("align", "epochs")].setValue(1)
     notices = []
