@@ -98,7 +98,7 @@ class SpecEditorPane(QWidget):
         self.redo_action.triggered.connect(self.redo)
         self.save_action = QAction("Save", self)
         self.save_action.setShortcut(QKeySequence.StandardKey.Save)
-        self.save_action.triggered.connect(self.save)
+        self.save_action.triggered.connect(lambda _checked=False: self.save())  # not save(checked)
         self.save_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.addAction(self.save_action)
         self.undo_stack.canUndoChanged.connect(self.undo_action.setEnabled)
@@ -119,7 +119,7 @@ class SpecEditorPane(QWidget):
             b.setDefaultAction(a)
             bar.addWidget(b)
         self.save_button = QPushButton("Save")
-        self.save_button.clicked.connect(self.save)
+        self.save_button.clicked.connect(lambda _checked=False: self.save())
         bar.addWidget(self.save_button)
 
         self.problems_label = QLabel()

@@ -211,3 +211,26 @@ def test_checks_are_the_same_outside_the_form():
     ]
     text = examples_json([("notes", '{"1": "spurious"}')])
     assert json.loads(text) == [{"text": "notes", "answer": '{"1": "spurious"}'}]
+
+
+@pytest.mark.parametrize("how", ["button", "ctrl+s"])
+def test_save_by_the_button_and_by_ctrl_s_stores_a_version(qtbot, editor, session, how):
+    """The Save button's clicked(bool) once reached save(parts) as False: every click failed with
+    "argument of type 'bool' is not iterable" while tests called save() directly."""
+    p = session.project
+    v1, _ = p.class_descriptions()
+    first = editor.classes[0]
+    edit = editor._desc_edits[first]
+    edit.setFocus()
+    edit.moveCursor(edit.textCursor().MoveOperation.End)
+    qtbot.keyClicks(edit, " Judged by the lesion only.")
+    errors = []
+    session.error.connect(errors.append)
+    if how == "button":
+        qtbot.mouseClick(editor.save_button, Qt.MouseButton.LeftButton)
+    else:
+        qtbot.keyClick(edit, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert errors == []
+    v2, new = p.class_descriptions()
+    assert v2 == v1 + 1 and new[first].endswith("Judged by the lesion only.")
+    assert not editor.has_unsaved_changes()
