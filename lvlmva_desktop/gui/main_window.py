@@ -37,6 +37,19 @@ from .training_widgets import format_time_left
 log = logging.getLogger(__name__)
 
 
+#: room for the window manager's title bar and frame around the window's own size
+FRAME_ALLOWANCE = (16, 40)
+
+
+def initial_window_size(avail_w: int, avail_h: int) -> tuple[int, int]:
+    """The window's first size on a screen whose free area is avail_w x avail_h: 80% of it, at least
+    1366x768 where that fits, and never more than the free area less the frame."""
+    fit_w, fit_h = avail_w - FRAME_ALLOWANCE[0], avail_h - FRAME_ALLOWANCE[1]
+    w = min(fit_w, max(1366, int(avail_w * 0.8)))
+    h = min(fit_h, max(768, int(avail_h * 0.8)))
+    return max(w, 640), max(h, 480)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, session: Session | None = None, runner: JobRunner | None = None) -> None:
         super().__init__()
@@ -51,10 +64,22 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._connect()
         self._default_state = self.saveState()
-        self.resize(1366, 768)
+        self._fit_to_screen()
         self._restore_window_state()
         self._update_title()
         self._update_actions()
+
+    def _fit_to_screen(self) -> None:
+        """First size: the screen's free area (less the title bar and frame), never more; on a large
+        screen 80% of it. A 1366x768 laptop sees the whole window, status bar included."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            self.resize(1366, 768)
+            return
+        area = screen.availableGeometry()
+        size = initial_window_size(area.width(), area.height())
+        self.resize(size[0], size[1])
+        self.move(area.x() + (area.width() - size[0]) // 2, area.y() + max(0, (area.height() - size[1]) // 3))
 
     # -- panes --------------------------------------------------------------------------------------------
     def _build_panes(self) -> None:

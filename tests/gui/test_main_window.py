@@ -274,3 +274,31 @@ def test_missing_x11_libraries_are_named_instead_of_a_qt_abort(monkeypatch, caps
     assert "sudo apt install libxcb-icccm4" in capsys.readouterr().err
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert app.missing_display_libraries() == []
+
+
+def test_the_first_window_fits_the_screen_and_grows_on_a_large_one(qtbot):
+    """It opened at 1366x768 everywhere: taller than a 1366x768 laptop's free area (the status bar with
+    progress and Cancel off screen), and small on a 2560x1440 screen."""
+    from PySide6.QtCore import QSettings
+
+    from lvlmva_desktop.gui.main_window import FRAME_ALLOWANCE, initial_window_size
+
+    w, h = initial_window_size(1366, 728)  # a 1366x768 laptop with a 40-pixel task bar
+    assert w + FRAME_ALLOWANCE[0] <= 1366 and h + FRAME_ALLOWANCE[1] <= 728
+    w, h = initial_window_size(2560, 1400)
+    assert w >= 2000 and h >= 1100
+    QSettings().clear()
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    # the window's smallest layout fits a 1366x768 laptop's free area with its frame
+    least = win.minimumSizeHint()
+    assert least.width() + FRAME_ALLOWANCE[0] <= 1366 and least.height() + FRAME_ALLOWANCE[1] <= 728
+    area = win.screen().availableGeometry()  # the offscreen platform's screen: 800x800
+    want_w, want_h = initial_window_size(area.width(), area.height())
+    assert win.height() == want_h <= area.height()
+    assert win.width() == max(want_w, least.width())  # no narrower than its panes allow
+    sb = win.statusBar()
+    assert sb.isVisible() and win.rect().contains(sb.geometry())
+    win.shutdown()
