@@ -32,6 +32,7 @@ VERDICT_FILTERS = {
     "relevant": "all segments relevant",
     "undecided": "has an undecided segment",
     "overruled": "overruled by the expert",
+    "needs_review": "needs the expert's review",
 }
 
 
@@ -159,6 +160,15 @@ class VerdictStatus:
     n_expert: int  # segments the expert decided
     overruled: bool  # the expert changed at least one of the critic's verdicts
 
+    @property
+    def n_segments(self) -> int:
+        return self.n_spurious + self.n_relevant + self.n_undecided
+
+    @property
+    def reviewed(self) -> bool:
+        """The expert has given (or confirmed) the verdict of every segment the critic judged."""
+        return self.n_segments > 0 and self.n_expert >= self.n_segments
+
     def summary(self) -> str:
         parts = [
             f"{n} {name}"
@@ -213,6 +223,7 @@ class VerdictFlags:
     relevant: np.ndarray
     undecided: np.ndarray
     overruled: np.ndarray
+    needs_review: np.ndarray  # judged by the critic, not yet every segment by the expert
 
     @classmethod
     def build(cls, table: SampleTable, status: dict[int, VerdictStatus]) -> VerdictFlags:
@@ -228,6 +239,7 @@ class VerdictFlags:
             flags["relevant"][i] = st.n_relevant > 0 and st.n_spurious == 0 and st.n_undecided == 0
             flags["undecided"][i] = st.n_undecided > 0
             flags["overruled"][i] = st.overruled
+            flags["needs_review"][i] = not st.reviewed
         return cls(**flags)
 
 

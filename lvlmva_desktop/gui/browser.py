@@ -117,6 +117,7 @@ VERDICT_LABELS = {
     "relevant": "Verdict: all relevant",
     "undecided": "Verdict: undecided",
     "overruled": "Overruled by the expert",
+    "needs_review": "Needs review",
 }
 SIZES = (("Small", 48), ("Medium", 72), ("Large", 112))
 

@@ -160,6 +160,14 @@ def test_verdict_status_per_image(proj):
     assert shown("undecided") == [ids[2]]
     assert shown("overruled") == [ids[3]]
     assert shown("none") == ids[4:]
+    # the review queue's filter: judged images the expert has not yet decided segment by segment
+    assert shown("needs_review") == ids[:4]
+    for seg in (1, 2):
+        proj.set_expert_verdict(eid, ids[1], seg, "relevant")  # every segment of ids[1] confirmed
+    st = verdict_status(proj, eid)
+    assert st[ids[1]].reviewed and not st[ids[3]].reviewed
+    f = VerdictFlags.build(t, st)
+    assert shown("needs_review") == [ids[0], ids[2], ids[3]]
 
     members = alignment_membership(proj, t, set_id)
     in_set = t.ids[select_rows(t, BrowseFilter(in_alignment_set=True), members=members)].tolist()
