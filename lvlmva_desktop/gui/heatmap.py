@@ -26,7 +26,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .heatmap_view import METHOD_NAMES, Attribution, AttributionView, Display, DisplayControls, group
+from .heatmap_view import (
+    METHOD_NAMES,
+    Attribution,
+    AttributionView,
+    Display,
+    DisplayControls,
+    group,
+    overlay_levels,
+)
 from .jobs import Job
 from .verdicts import VerdictTable
 
@@ -85,6 +93,7 @@ class HeatmapPane(QWidget):
         self._method: str | None = None  # the method the user chose (None: the explanation's)
         self._refreshing = False
         self._generation = 0
+        self._hovered = -1  # the segment of the verdict row under the mouse
         self._build_ui()
         session.changed.connect(self._on_changed)
         session.currentSampleChanged.connect(self._on_sample)
@@ -121,6 +130,7 @@ class HeatmapPane(QWidget):
         self.info.setWordWrap(True)
         self.table = VerdictTable(self.session)
         self.table.segmentSelected.connect(self._on_segment_selected)
+        self.table.segmentHovered.connect(self._on_segment_hovered)
         # what the main window wires (Edit > Undo) and what the S / R / U / C keys trigger in this pane
         self.undo_stack = self.table.undo_stack
         self.verdict_actions = self.table.verdict_actions
@@ -327,6 +337,7 @@ class HeatmapPane(QWidget):
         verdicts = {r.segment: r.effective for r in rows}
         selected = self.table.selected_segment()
         pending = self._pending()
+        levels = self._shared_levels(shown)
         for i, view in enumerate(self.views[: len(shown)]):
             a, mid = shown[i], self.model_ids()[i]
             key = (mid, self._sid, self.method())
@@ -347,7 +358,20 @@ class HeatmapPane(QWidget):
                 image.mask,
                 verdicts if same and a.stored else None,
                 selected if same else -1,
+                levels,
             )
+            view.set_hover(self._hovered if same else -1)
+
+    def _shared_levels(self, shown: list[Attribution | None]) -> tuple[float, float] | None:
+        """One colour scale for both views of a comparison, the larger of their own (a weaker map looks
+        weaker); None with one map, which keeps its own."""
+        maps = [a.map for a in shown if a is not None]
+        if len(maps) < 2:
+            return None
+        d = self.display
+        tops = [overlay_levels(m, d.signed, d.clip) for m in maps]
+        lo, hi = min(t[0] for t in tops), max(t[1] for t in tops)
+        return (-hi, hi) if d.signed else (lo, hi)
 
     def _update_info(self, image: _Image, editable: bool) -> None:
         classes = self.session.project.classes
@@ -497,6 +521,16 @@ class HeatmapPane(QWidget):
         image = self._images.get(self._sid)
         if image is not None:
             self._render(image, [v.attribution for v in self.views[: self._n_visible()]], *self._source())
+
+    def _on_segment_hovered(self, segment: int) -> None:
+        """Outline the segment of the verdict row under the mouse, in the views that show those segments."""
+        self._hovered = segment
+        if self._refreshing:
+            return
+        source = self._source()[1]
+        for view in self.views[: self._n_visible()]:
+            a = view.attribution
+            view.set_hover(segment if a is not None and a.key == source else -1)
 
     def _n_visible(self) -> int:
         return 2 if self.compare_check.isChecked() else 1

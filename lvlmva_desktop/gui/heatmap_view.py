@@ -3,7 +3,9 @@
 Pure display: the pane (heatmap.py) decides what to show. Images are (row, col) arrays, drawn upright
 (y axis down, aspect locked); segment and mask outlines are vector paths along pixel edges, crisp at
 any zoom; segment numbers (from 1, as the LVLM and the command line show them) sit at each segment's
-centre of evidence.
+centre of evidence, or as near to it as they can without covering another number (``place_labels``: a
+ring's centre is its inner disc's, and labels keep their screen size at any zoom, so they are placed anew
+whenever the zoom changes).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 pg.setConfigOptions(imageAxisOrder="row-major")  # arrays are (row, col) like the images and the core
 
 METHOD_NAMES = {"deeplift_shap": "DeepLIFT-SHAP", "input_x_gradient": "Input × gradient"}
+LABEL_GAP = 2.0  # screen pixels kept between two segment numbers
 COLOURMAPS = {  # signed maps need a diverging colour map, positive-only ones a sequential one
     True: (("Blue–white–red", "CET-D1"), ("Blue–black–red", "CET-D4"), ("Blue–yellow (CB safe)", "CET-CBD1")),
     False: (("Fire", "CET-L3"), ("Inferno", "inferno"), ("Viridis", "viridis")),
@@ -121,6 +124,81 @@ def edge_path(labels: np.ndarray, border: bool) -> QPainterPath:
     return pg.arrayToQPath(x, y, connect=connect)
 
 
+def place_labels(
+    segments: np.ndarray,
+    anchors: dict[int, tuple[float, float]],
+    sizes: dict[int, tuple[float, float]],
+    pixel: tuple[float, float],
+    max_candidates: int = 2500,
+) -> dict[int, tuple[float, float]]:
+    """Where each segment's label goes, (x, y) of its centre in image coordinates, so that no two labels
+    overlap: as near to the segment's anchor ((row, col), its centre of evidence) as a free spot inside the
+    segment allows, with the whole label inside the image where it fits; a segment without a free spot
+    gets the nearest free one anywhere around its anchor.
+
+    ``sizes`` are the labels' (width, height) in screen pixels and ``pixel`` the image units per screen
+    pixel (x, y), so distances are weighed as the eye sees them. Small segments are placed first: they
+    have the fewest spots.
+    """
+    h, w = segments.shape
+    px, py = pixel
+    placed: list[tuple[float, float, float, float]] = []  # (x, y, half width, half height), image units
+    out: dict[int, tuple[float, float]] = {}
+    counts = {s: int((segments == s).sum()) for s in anchors}
+    for s in sorted(anchors, key=lambda s: (counts[s], s)):
+        r0, c0 = anchors[s]
+        hw, hh = (sizes[s][0] + LABEL_GAP) * px / 2, (sizes[s][1] + LABEL_GAP) * py / 2
+        ys, xs = np.nonzero(segments == s)
+        if len(ys) > max_candidates:  # a large segment: an even subsample of its pixels is enough
+            keep = np.linspace(0, len(ys) - 1, max_candidates).round().astype(int)
+            ys, xs = ys[keep], xs[keep]
+        cx, cy = xs + 0.5, ys + 0.5
+        # in image: the label's box inside the image; inside: its four corners on the segment's pixels
+        inside_image = (cx - hw >= 0) & (cx + hw <= w) & (cy - hh >= 0) & (cy + hh <= h)
+        corners_in = np.zeros(len(cx))
+        for dx, dy in ((-hw, -hh), (hw, -hh), (-hw, hh), (hw, hh)):
+            r = np.clip(np.floor(cy + dy * 0.999).astype(int), 0, h - 1)
+            c = np.clip(np.floor(cx + dx * 0.999).astype(int), 0, w - 1)
+            corners_in += segments[r, c] == s
+        dist = np.hypot((cx - (c0 + 0.5)) / px, (cy - (r0 + 0.5)) / py)  # screen pixels
+        label = max(sizes[s]) + 1.0
+        cost = dist + (~inside_image) * 4 * label + (4 - corners_in) * 0.5 * label
+        free = _free(cx, cy, hw, hh, placed)
+        if free.any():
+            i = int(np.argmin(np.where(free, cost, np.inf)))
+            x, y = float(cx[i]), float(cy[i])
+        else:
+            x, y = _nearest_free(c0 + 0.5, r0 + 0.5, hw, hh, placed)
+        placed.append((x, y, hw, hh))
+        out[s] = (x, y)
+    return out
+
+
+def _free(cx: np.ndarray, cy: np.ndarray, hw: float, hh: float, placed: list) -> np.ndarray:
+    """Which candidate centres give a label box that overlaps none of the placed ones."""
+    ok = np.ones(len(cx), dtype=bool)
+    for x, y, w2, h2 in placed:
+        ok &= (np.abs(cx - x) >= hw + w2) | (np.abs(cy - y) >= hh + h2)
+    return ok
+
+
+def _nearest_free(x0: float, y0: float, hw: float, hh: float, placed: list) -> tuple[float, float]:
+    """The free spot nearest (x0, y0) on a grid of half-label steps, searched in growing squares (there is
+    always one beyond the placed labels)."""
+    step_x, step_y = hw, hh
+    for radius in range(1, 10_000):
+        k = np.arange(-radius, radius + 1)
+        gx, gy = np.meshgrid(k, k)
+        ring = (np.abs(gx) == radius) | (np.abs(gy) == radius)
+        cx, cy = x0 + gx[ring] * step_x, y0 + gy[ring] * step_y
+        free = _free(cx, cy, hw, hh, placed)
+        if free.any():
+            d = np.where(free, np.hypot(gx[ring] * step_x, gy[ring] * step_y), np.inf)
+            i = int(np.argmin(d))
+            return float(cx[i]), float(cy[i])
+    return x0, y0  # not reached
+
+
 def _path_item(pen: QColor | tuple, width: float, z: float, style=Qt.PenStyle.SolidLine):
     item = pg.QtWidgets.QGraphicsPathItem()
     item.setPen(pg.mkPen(pen, width=width, style=style, cosmetic=True))
@@ -156,13 +234,20 @@ class AttributionView(pg.GraphicsLayoutWidget):
         self.halo_item = _path_item((0, 0, 0, 170), 3.5, 4)
         self.seg_item = _path_item((255, 255, 255), 1.5, 5)
         self.sel_item = _path_item((255, 200, 0), 3.5, 6)
+        self.hover_item = _path_item((255, 200, 0), 3.0, 7, Qt.PenStyle.DashLine)  # the row under the mouse
+        self._hovered = -1
         self.vb.addItem(self.base)
-        for it in (self.overlay, self.mask_item, self.halo_item, self.seg_item, self.sel_item):
+        items = (self.overlay, self.mask_item, self.halo_item, self.seg_item, self.sel_item, self.hover_item)
+        for it in items:
             self.vb.addItem(it, ignoreBounds=True)  # the view fits the image alone
         self.numbers: list[pg.TextItem] = []
+        self._number_segments: list[int] = []  # the segment of each label in ``numbers``
+        self._placed_at: tuple[float, float] | None = None  # the zoom the labels were placed for
         self.attribution: Attribution | None = None
         self._shape: tuple[int, ...] | None = None
         self.scene().sigMouseClicked.connect(self._on_click)
+        self.vb.sigRangeChanged.connect(lambda *_: self._place_numbers())
+        self.vb.sigResized.connect(lambda *_: self._place_numbers())
 
     def show_content(
         self,
@@ -173,10 +258,16 @@ class AttributionView(pg.GraphicsLayoutWidget):
         mask: np.ndarray | None = None,
         verdicts: dict[int, str | None] | None = None,
         selected: int = -1,
+        levels: tuple[float, float] | None = None,
     ) -> None:
-        """Draw everything anew; ``verdicts`` colours the segment numbers (only for the stored segments)."""
-        self.title.setText(status)
+        """Draw everything anew; ``verdicts`` colours the segment numbers (only for the stored segments);
+        ``levels`` is a colour scale shared with another view (None: this map's own, ``overlay_levels``)."""
         self.attribution = attribution
+        if attribution is not None:
+            lo, hi = levels or overlay_levels(attribution.map, display.signed, display.clip)
+            scale = f"±{hi:.2g}" if display.signed else f"0 to {hi:.2g}"
+            status = f"{status} · colour scale {scale}" + (", shared" if levels is not None else "")
+        self.title.setText(status)
         if image is None:
             for it in (self.base, self.overlay):
                 it.clear()
@@ -185,7 +276,6 @@ class AttributionView(pg.GraphicsLayoutWidget):
             return
         self.base.setImage(image, levels=(0, 255), autoLevels=False)
         if attribution is not None:
-            lo, hi = overlay_levels(attribution.map, display.signed, display.clip)
             data = attribution.map if display.signed else np.clip(attribution.map, 0, None)
             lut = overlay_lut(display.cmap, display.signed, display.threshold)
             self.overlay.setImage(data, levels=(lo, hi), lut=lut, autoLevels=False)
@@ -216,11 +306,33 @@ class AttributionView(pg.GraphicsLayoutWidget):
                 item.setPos(c + 0.5, r + 0.5)
                 self.vb.addItem(item, ignoreBounds=True)
                 self.numbers.append(item)
+                self._number_segments.append(s)
         if seg is not None and 0 <= selected and (seg == selected).any():
             self.sel_item.setPath(edge_path(seg == selected, border=True))
         if self._shape != image.shape[:2]:
             self._shape = image.shape[:2]
             self.fit()
+        self._place_numbers(force=True)
+
+    def _place_numbers(self, force: bool = False) -> None:
+        """Move the segment numbers apart (``place_labels``) for the current zoom; a pan keeps them."""
+        a = self.attribution
+        if not self.numbers or a is None or a.segments is None:
+            return
+        size = self.vb.viewPixelSize()
+        pixel = (abs(float(size[0])), abs(float(size[1])))
+        if not all(np.isfinite(pixel)) or min(pixel) <= 0:
+            return  # not laid out yet: placed when the view gets its size
+        if not force and self._placed_at is not None and np.allclose(pixel, self._placed_at, rtol=0.01):
+            return
+        self._placed_at = pixel
+        sizes, anchors = {}, {}
+        for s, item in zip(self._number_segments, self.numbers):
+            rect = item.textItem.boundingRect()
+            sizes[s] = (rect.width(), rect.height())
+            anchors[s] = a.centres[s]
+        for s, (x, y) in place_labels(a.segments, anchors, sizes, pixel).items():
+            self.numbers[self._number_segments.index(s)].setPos(x, y)
 
     def fit(self) -> None:
         """Show the whole image now, and keep fitting it on resizes until the user zooms or pans."""
@@ -235,12 +347,26 @@ class AttributionView(pg.GraphicsLayoutWidget):
     def set_opacity(self, opacity: float) -> None:
         self.overlay.setOpacity(opacity)
 
+    def set_hover(self, segment: int) -> None:
+        """Outline one segment (the verdict row under the mouse); -1 takes the outline away."""
+        a = self.attribution
+        seg = a.segments if a is not None else None
+        if seg is None or segment < 0 or not (seg == segment).any():
+            segment = -1
+        if segment == self._hovered:
+            return
+        self._hovered = segment
+        self.hover_item.setPath(edge_path(seg == segment, border=True) if segment >= 0 else QPainterPath())
+
     def _clear_paths(self) -> None:
-        for it in (self.mask_item, self.halo_item, self.seg_item, self.sel_item):
+        self._hovered = -1
+        for it in (self.mask_item, self.halo_item, self.seg_item, self.sel_item, self.hover_item):
             it.setPath(QPainterPath())
         for t in self.numbers:
             self.vb.removeItem(t)
         self.numbers = []
+        self._number_segments = []
+        self._placed_at = None
 
     def pixel_position(self, row: int, col: int) -> QPoint:
         """Where pixel (row, col) of the image is in this widget (for tests and tooltips)."""

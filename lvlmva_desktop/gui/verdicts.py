@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QPoint, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPoint, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -104,10 +104,12 @@ class VerdictTable(QWidget):
     effective verdict and who decided; the verdict actions (S / R / U / C on the selected segment), the menu
     a click on a segment opens, and the undo stack of the edits.
 
-    ``segmentSelected(segment)`` follows the row selection (-1: none).
+    ``segmentSelected(segment)`` follows the row selection (-1: none); ``segmentHovered(segment)`` the row
+    under the mouse (-1 when the mouse leaves the rows), for the viewer to outline that segment.
     """
 
     segmentSelected = Signal(int)
+    segmentHovered = Signal(int)
 
     def __init__(self, session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -145,6 +147,10 @@ class VerdictTable(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._on_selection)
+        self._hovered = -1
+        self.table.setMouseTracking(True)  # itemEntered as the mouse moves over the rows
+        self.table.itemEntered.connect(lambda item: self._set_hovered(item.row()))
+        self.table.viewport().installEventFilter(self)
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.caption, 1)
@@ -243,6 +249,16 @@ class VerdictTable(QWidget):
     def _on_selection(self) -> None:
         self._update_actions()
         self.segmentSelected.emit(self.selected_segment())
+
+    def _set_hovered(self, segment: int) -> None:
+        if segment != self._hovered:
+            self._hovered = segment
+            self.segmentHovered.emit(segment)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if obj is self.table.viewport() and event.type() == QEvent.Type.Leave:
+            self._set_hovered(-1)
+        return super().eventFilter(obj, event)
 
     def row(self, segment: int) -> SegmentVerdictRow | None:
         return self.rows[segment] if 0 <= segment < len(self.rows) else None
