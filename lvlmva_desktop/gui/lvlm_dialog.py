@@ -2,13 +2,15 @@
 
 The dialog fills the same ``LVLMConfig`` the command line's options fill. "Check" loads the model (or asks
 the server) in a job, exactly as ``lvlmva lvlm-check`` does, and tells the result in words. OK stores the
-settings through the session; the API key itself is never asked for, only the name of the variable that
-holds it.
+settings through the session; settings whose Check failed are refused (OK is off and says why until they
+change or a Check of them passes). The API key itself is never asked for, only the name of the variable
+that holds it.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import os
 import re
@@ -143,6 +145,8 @@ class LVLMDialog(QDialog):
         self.runner = runner
         self.last_report: HealthReport | None = None
         self._check_job: Job | None = None
+        self._checked: dict[str, HealthReport] = {}  # settings (as JSON) -> their latest Check
+        self._checking: str | None = None  # the settings the running Check is checking
         self.setWindowTitle("Vision-language model (LVLM)")
         self.setMinimumWidth(520)
 
@@ -200,6 +204,7 @@ class LVLMDialog(QDialog):
         )
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
 
         lay = QVBoxLayout(self)
         lay.addWidget(intro)
@@ -304,6 +309,37 @@ class LVLMDialog(QDialog):
         else:
             self.key_env_status.setText(f"{name} is not set in this program's environment.")
         self.problem.hide()
+        self._update_ok()
+
+    @staticmethod
+    def _key(config: LVLMConfig) -> str:
+        return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+    def check_failed(self) -> bool:
+        """Whether the settings as shown are ones whose latest Check failed."""
+        if not hasattr(self, "ok_button"):
+            return False  # still being built
+        rep = self._checked.get(self._key(self.config()))
+        return rep is not None and not rep.ok
+
+    def _update_ok(self) -> None:
+        """OK is off for settings whose Check failed, and the reason is shown above the buttons."""
+        if not hasattr(self, "ok_button"):
+            return
+        failed = self.check_failed()
+        self.ok_button.setEnabled(not failed)
+        self.ok_button.setToolTip(
+            "The check of these settings failed: change them, or Check again once the problem is fixed."
+            if failed
+            else ""
+        )
+        if failed:
+            why = self._checked[self._key(self.config())].problem or "The model did not answer."
+            first = re.split(r"(?<=[.!?])\s", why.strip(), maxsplit=1)[0]  # the whole reason is above
+            self._show_problem(
+                f"The check of these settings failed: {first} OK cannot store them: change the settings, "
+                "or fix the problem and Check again; or Cancel."
+            )
 
     # -- the settings ---------------------------------------------------------------------------------
     def config(self) -> LVLMConfig:
@@ -349,6 +385,7 @@ class LVLMDialog(QDialog):
         except LVLMError as e:
             self._show_problem(str(e))
             return
+        self._checking = self._key(config)
         self.check_button.setEnabled(False)
         self.check_progress.show()
         self.check_status.setText("Checking: loading the model and asking a test question…")
@@ -390,8 +427,12 @@ class LVLMDialog(QDialog):
         if job is self._check_job and message:
             self.check_status.setText(f"Checking: {message}…")
 
-    def _end_check(self) -> None:
+    def _end_check(self, rep: HealthReport | None = None) -> None:
+        """The check ended: ``rep`` is its result for the settings it checked (None: it was stopped)."""
         self._check_job = None
+        if rep is not None and self._checking is not None:
+            self._checked[self._checking] = rep
+        self._checking = None
         for sig, slot in (
             (self.runner.progress, self._check_progress),
             (self.runner.cancelled, self._check_cancelled),
@@ -402,11 +443,13 @@ class LVLMDialog(QDialog):
                 pass
         self.check_button.setEnabled(True)
         self.check_progress.hide()
+        self.problem.hide()
+        self._update_ok()
 
     def _check_done(self, rep: HealthReport) -> None:
         if not shiboken6.isValid(self):
             return  # the dialog was closed while the check ran
-        self._end_check()
+        self._end_check(rep)
         self.last_report = rep
         self.check_status.setText("Passed." if rep.ok else "Failed: see why below.")
         self.report_view.setHtml(report_html(rep))
@@ -415,8 +458,9 @@ class LVLMDialog(QDialog):
     def _check_failed(self, error) -> None:
         if not shiboken6.isValid(self):
             return
-        self._end_check()
-        self.last_report = HealthReport(ok=False, identity={}, problem=error.message)
+        rep = HealthReport(ok=False, identity={}, problem=error.message)
+        self._end_check(rep)
+        self.last_report = rep
         self.check_status.setText("Failed: see why below.")
         self.report_view.setHtml(report_html(self.last_report))
         self.report_view.show()
@@ -429,6 +473,9 @@ class LVLMDialog(QDialog):
     # -- closing --------------------------------------------------------------------------------------
     def accept(self) -> None:
         config = self.config()
+        if self.check_failed():
+            self._update_ok()  # says why
+            return
         problem = config_problem(config)
         if problem:
             self._show_problem(problem)
