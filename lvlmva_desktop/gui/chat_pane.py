@@ -1,7 +1,9 @@
 """The critique of the current image and the expert's conversation with the LVLM about it (issue part 5).
 
 Shows, for the image selected anywhere in the window, what the critic wrote, the verdict per segment and
-who decided it, the stored transcript, and a box for follow-up questions. Answers stream in piece by
+who decided it, the stored transcript, and a box for follow-up questions. Any image of the project can be
+discussed: one outside the alignment set (a misclassified test image, say) has no critique, and the LVLM
+gets the model's evidence computed for it and the model's prediction (``lvlm.chat.chat_for_image``). Answers stream in piece by
 piece from a job on the "view" lane and are stored once complete (``lvlm.chat.ask_and_store``, the same
 code path as ``lvlmva ask``); Stop cancels and keeps nothing. "Summarise class" asks the LVLM what the
 model relies on for the image's class (``lvlm.chat.summarise_class``, as ``lvlmva summary``).
@@ -58,6 +60,7 @@ class ChatPane(QWidget):
         self.lvlm_dialog = None
         self._expl_id: int | None = None
         self._sample_id: int = -1
+        self._in_set = False  # the image is in the explanation's alignment set (it has a critique)
         self._class_name = ""
         self._job: Job | None = None  # the running question or summary
         self._pending: dict | None = None  # {"key", "question", "pieces"} while an answer streams
@@ -156,33 +159,33 @@ class ChatPane(QWidget):
         p = self.session.project
         self._expl_id = self.session.explanation_id() if p is not None else None
         self._sample_id = self.session.current_sample
+        self._in_set = False
         if p is None:
             return self._show_message(
                 "Open a project to see the critic's notes and ask the LVLM about an image."
             )
-        if self._expl_id is None:
-            return self._show_message(
-                "No explanation yet: run step 3 (Explain) and step 4 (Critique); then choose an image of the "
-                "alignment set to read its critique and ask about it."
-            )
         if self._sample_id < 0:
+            return self._show_message("Choose an image to read its critique and ask the LVLM about it.")
+        if self._expl_id is None and self.session.original_model_id() is None:
             return self._show_message(
-                "Choose an image of the alignment set to read its critique and ask about it."
+                "No model yet: train or import one (step 1); then choose an image to ask the LVLM about it "
+                "and the model's evidence."
             )
         from ..lvlm import chat as lchat  # here, not at the top: it imports torch (the window comes first)
 
-        if not lchat.in_alignment_set(p, self._expl_id, self._sample_id):
-            return self._show_message(
-                f"Image #{self._sample_id} is not in the alignment set: the critic only looked at the images of "
-                "the alignment set. Choose one of those to read its critique and ask about it."
-            )
-        row = p.db.execute("SELECT label FROM samples WHERE id=?", (self._sample_id,)).fetchone()
+        self._in_set = lchat.chat_explanation(p, self._expl_id, self._sample_id) is not None
+        row = p.db.execute("SELECT label, split FROM samples WHERE id=?", (self._sample_id,)).fetchone()
         self._class_name = p.classes[int(row["label"])] if row is not None else ""
+        split = row["split"] if row is not None else ""
         self.stack.setCurrentIndex(1)
         self.summary_button.setText(f"Summarise class '{self._class_name}'")
-        self.header.setText(
-            f"<b>Image #{self._sample_id}</b> · class <b>{html.escape(self._class_name)}</b> · "
+        where = (
             f"explanation {self._expl_id}"
+            if self._in_set
+            else f"{html.escape(split)} · not in the alignment set (no critique)"
+        )
+        self.header.setText(
+            f"<b>Image #{self._sample_id}</b> · class <b>{html.escape(self._class_name)}</b> · {where}"
         )
         self._render_context()
         self._render_transcript()
@@ -196,6 +199,16 @@ class ChatPane(QWidget):
         from ..lvlm import chat as lchat
 
         p, eid, sid = self.session.project, self._expl_id, self._sample_id
+        if not self._in_set:
+            parts = [
+                "<p><b>Not in the alignment set</b></p><p>No critic looked at this image and it has no "
+                "verdicts. When you ask, the LVLM sees the image with the model's evidence and numbered "
+                "segments computed for it (as the viewer shows them) and is told the model's prediction.</p>"
+            ]
+            if eid is not None:
+                parts.append(self._summary_html(lchat.class_summaries(p, eid, self._class_name)))
+            self.context.setHtml("".join(parts))
+            return
         verdicts = lchat.sample_verdicts(p, eid, sid)
         rows = []
         for v in verdicts:
@@ -218,18 +231,21 @@ class ChatPane(QWidget):
         notes = lchat.critic_text(p, eid, sid)
         parts.append("<p><b>The critic's notes</b></p>")
         parts.append(f"<p>{_esc(notes)}</p>" if notes.strip() else "<p><i>No notes for this image.</i></p>")
-        summaries = lchat.class_summaries(p, eid, self._class_name)
-        if summaries:
-            s = summaries[-1]
-            parts.append(
-                f"<a name='summary'></a><p><b>What the model relies on for '{html.escape(self._class_name)}'</b> "
-                f"<span style='color:#808080'>(LVLM summary, {_when(s['created'])})</span></p><p>{_esc(s['text'])}</p>"
-            )
+        parts.append(self._summary_html(lchat.class_summaries(p, eid, self._class_name)))
         self.context.setHtml("".join(parts))
+
+    def _summary_html(self, summaries: list[dict]) -> str:
+        if not summaries:
+            return ""
+        s = summaries[-1]
+        return (
+            f"<a name='summary'></a><p><b>What the model relies on for '{html.escape(self._class_name)}'</b> "
+            f"<span style='color:#808080'>(LVLM summary, {_when(s['created'])})</span></p><p>{_esc(s['text'])}</p>"
+        )
 
     def _render_transcript(self) -> None:
         p = self.session.project
-        msgs = [(m["role"], m["text"], m["created"]) for m in p.chat_messages(self._expl_id, self._sample_id)]
+        msgs = [(m["role"], m["text"], m["created"]) for m in p.chat_messages(*self._key())]
         pending = self._pending if self._pending and self._pending["key"] == self._key() else None
         if pending:
             msgs.append(("user", pending["question"], time.time()))
@@ -271,11 +287,17 @@ class ChatPane(QWidget):
         busy = self._job is not None
         self.ask_button.setEnabled(ready and not busy and bool(self.input.toPlainText().strip()))
         self.stop_button.setEnabled(busy)
-        self.summary_action.setEnabled(ready and not busy)
-        self.summary_button.setEnabled(ready and not busy)
+        summarise = ready and not busy and self._expl_id is not None  # the critiques of an explanation
+        self.summary_action.setEnabled(summarise)
+        self.summary_button.setEnabled(summarise)
+        self.summary_button.setToolTip(
+            "" if self._expl_id is not None else "Needs critiques: run steps 3 (Explain) and 4 (Critique)."
+        )
 
     def _key(self) -> tuple[int | None, int]:
-        return (self._expl_id, self._sample_id)
+        """Where the current image's transcript is stored: (explanation, image), or (None, image) for an
+        image outside the alignment set."""
+        return (self._expl_id if self._in_set else None, self._sample_id)
 
     # -- asking ---------------------------------------------------------------------------------------
     def ask(self, question: str) -> Job | None:
@@ -285,17 +307,28 @@ class ChatPane(QWidget):
             return None
         eid, sid, settings = self._expl_id, self._sample_id, self.generation_settings
         session = self.session
+        model_id, pipeline = session.original_model_id(), session.pipeline_settings()
+        try:
+            device = session.device()  # the model's evidence of an image outside the set is computed here
+        except Exception as e:  # noqa: BLE001 - e.g. a GPU that is not there, told in words
+            self.session.report(e, "Choosing the device")
+            return None
+        reading = "Reading the image and its critique" if self._in_set else "Computing the model's evidence"
 
         def work(project, state):
             from ..lvlm import chat as lchat
 
             with session.use_lvlm(state) as backend:
-                state.info("Reading the image and its critique")
-                chat = lchat.chat_for_sample(project, eid, sid, backend)
+                state.info(reading)
+                chat = lchat.chat_for_image(
+                    project, sid, backend, device, eid, model_id, pipeline, state=state.child(0.0, 0.0)
+                )
                 state.info("The LVLM is answering")
-                return lchat.ask_and_store(project, eid, sid, chat, question, state.partial, state, settings)
+                return lchat.ask_and_store(
+                    project, chat.explanation_id, sid, chat, question, state.partial, state, settings
+                )
 
-        self._pending = {"key": (eid, sid), "question": question, "pieces": []}
+        self._pending = {"key": self._key(), "question": question, "pieces": []}
         self.input.clear()
         self._render_transcript()
         self._set_status("Waiting for the LVLM (the first question loads the model)…")
@@ -367,6 +400,8 @@ class ChatPane(QWidget):
         """The LVLM's summary of what the model relies on for the current image's class, shown and stored."""
         if self._job is not None or self.stack.currentIndex() != 1 or not self._class_name:
             return None
+        if self._expl_id is None:
+            return None  # nothing critiqued to summarise
         eid, cls, settings = self._expl_id, self._class_name, self.generation_settings
         session = self.session
 
@@ -414,7 +449,16 @@ class ChatPane(QWidget):
         self.status.setVisible(bool(text))
 
     def _on_changed(self, topic: str) -> None:
-        if topic in ("project", "explanation", "alignment", "critique", "verdicts", "chat", "samples"):
+        if topic in (
+            "project",
+            "models",
+            "explanation",
+            "alignment",
+            "critique",
+            "verdicts",
+            "chat",
+            "samples",
+        ):
             self.refresh()
         elif topic == "lvlm":
             self._update_lvlm()

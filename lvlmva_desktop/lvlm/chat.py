@@ -5,6 +5,11 @@ The first user turn carries the image, the segment map and the numbered overlay;
 Later turns are text only. Answers stream piece by piece. ``chat_for_sample``, ``ask_and_store`` and
 ``summarise_class`` tie this to a project (critique, verdicts, stored transcript): the command line's
 ``ask`` and ``summary`` and the GUI's chat pane all go through them.
+
+``chat_for_image`` opens a conversation about any image of the project: an image of the alignment set gets
+its critique and verdicts (``chat_for_sample``); any other image (a misclassified test image, say) gets the
+model's evidence and segments computed on demand by ``core.pipeline.explain_samples`` (as the viewer computes
+them) and the model's prediction, and its transcript is stored with no explanation (``explanation_id`` NULL).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class ChatSession:
         verdicts: Sequence[dict] = (),
         history: Sequence[tuple[str, str]] = (),
         image_min_side: int = 336,
+        note: str = "",
+        explanation_id: int | None = None,
     ) -> None:
         self.backend = backend
         self.request = request
@@ -41,12 +48,15 @@ class ChatSession:
         self.critic_text = critic_text
         self.verdicts = list(verdicts)  # [{"number": 1, "verdict": "spurious", "source": "expert"}, ...]
         self.history: list[tuple[str, str]] = list(history)
+        self.note = note  # what the system prompt adds after the template (an image outside the set)
+        # where the transcript is stored: (explanation, image); None for an image no explanation covers
+        self.explanation_id, self.sample_id = explanation_id, request.sample_id
         self.images = list(render_views(request.image, request.segments, request.evidence(), image_min_side))
 
     def system_prompt(self) -> str:
         r = self.request
         segs = segment_context(r.segments, r.evidence(), r.segment_evidence)
-        return self.templates.render(
+        text = self.templates.render(
             "chat_system.j2",
             class_name=r.class_name,
             class_description=r.class_description,
@@ -54,6 +64,7 @@ class ChatSession:
             verdicts=self.verdicts,
             critic_text=self.critic_text,
         )
+        return f"{text}\n{self.note}" if self.note else text
 
     def messages(self, question: str) -> ChatRequest:
         msgs: ChatRequest = [text_message("system", self.system_prompt())]
@@ -159,6 +170,100 @@ def chat_for_sample(
         critic_text(project, expl_id, sample_id),
         verdicts,
         history,
+        explanation_id=expl_id,
+    )
+
+
+def chat_explanation(project, expl_id: int | None, sample_id: int) -> int | None:
+    """The explanation a conversation about an image belongs to: ``expl_id`` where it covers the image (its
+    alignment set), else None (the image's evidence is computed for the conversation, not stored)."""
+    return expl_id if expl_id is not None and in_alignment_set(project, expl_id, sample_id) else None
+
+
+def image_request(
+    project,
+    sample_id: int,
+    device,
+    expl_id: int | None = None,
+    model_id: int | None = None,
+    settings=None,
+    state: TaskState | None = None,
+) -> tuple[CritiqueRequest, str]:
+    """The image, the model's evidence and segments, computed now (``core.pipeline.explain_samples``, as the
+    viewer computes an image's map), and a note for the system prompt with the model's prediction.
+
+    With an explanation, its model and its recorded settings are used (the evidence agrees with the stored
+    maps); without one, ``model_id`` with ``settings`` (a ``PipelineSettings``; None: the defaults).
+    """
+    import torch
+
+    from ..core.pipeline import explain_samples, load_samples
+    from ..core.settings import PipelineSettings
+    from ..core.train import predict_proba
+
+    if expl_id is not None:
+        row, _ = project.explanation(expl_id)
+        model_id = int(row["model_id"])
+        s = PipelineSettings.from_record(json.loads(row["settings"] or "{}"))  # legacy values included
+    elif model_id is None:
+        raise ValueError("There is no model yet: train or import one to ask about its predictions.")
+    else:
+        s = settings if settings is not None else PipelineSettings()
+    got = explain_samples(project, model_id, [sample_id], s.explain, device, state, segment=s.segment)
+    image = load_samples(project, [sample_id])
+    model, _ = project.load_model(model_id)
+    probs = predict_proba(model, image.x, device)[0]
+    label, predicted = int(image.y[0]), int(torch.argmax(probs))
+    _, descriptions = project.class_descriptions()
+    classes = project.classes
+    name = classes[label]
+    request = CritiqueRequest(
+        sample_id=sample_id,
+        image=image.x[0],
+        label=label,
+        class_name=name,
+        class_description=descriptions.get(name, ""),
+        attribution=got.maps[0],
+        segments=got.segments[0].long(),
+        segment_evidence=got.evidence[0].tolist(),
+        gt_mask=image.masks[0] if bool(image.has_mask[0]) else None,
+        evidence_kind=s.segment.evidence,
+    )
+    verdict = "correct" if predicted == label else "wrong: a misclassification"
+    note = (
+        f"This image ({image.splits[0]} split) is not in the alignment set: no auditor critiqued it and it "
+        f'has no verdicts. The classifier predicts "{classes[predicted]}" with '
+        f"{float(probs[predicted]):.0%} confidence ({verdict}). The evidence map and its numbered segments "
+        f'were computed for this conversation: the evidence for the true class "{name}".'
+    )
+    return request, note
+
+
+def chat_for_image(
+    project,
+    sample_id: int,
+    backend: LVLMBackend,
+    device,
+    expl_id: int | None = None,
+    model_id: int | None = None,
+    settings=None,
+    templates: TemplateSet | None = None,
+    state: TaskState | None = None,
+) -> ChatSession:
+    """A conversation about any image: ``chat_for_sample`` for an image of the explanation's alignment set;
+    for any other, the evidence computed now and the prediction (``image_request``), with the transcript
+    stored without an explanation."""
+    if chat_explanation(project, expl_id, sample_id) is not None:
+        return chat_for_sample(project, expl_id, sample_id, backend, templates)
+    request, note = image_request(project, sample_id, device, expl_id, model_id, settings, state)
+    history = [(m["role"], m["text"]) for m in project.chat_messages(None, sample_id)]
+    return ChatSession(
+        backend,
+        request,
+        templates or TemplateSet.for_project(project),
+        history=history,
+        note=note,
+        explanation_id=None,
     )
 
 
