@@ -29,7 +29,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..core.errors import UserError, describe_error
-from ..core.jobs import Cancelled, TaskState
+from ..core.jobs import Cancelled, TaskState, TimeLeft
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,21 @@ class _Worker(QObject):
     """Lives in the job's thread; runs the function and reports back through queued signals."""
 
     # every signal carries the job, so the runner's slots (GUI thread, queued) know whose report it is
-    progress = Signal(object, float, str)
+    progress = Signal(object, float, str, float)  # ..., seconds left (-1: unknown)
     partial = Signal(object, object)
     message = Signal(object, str)
     done = Signal(object, object)
     failed = Signal(object, object)
     cancelled = Signal(object)
 
-    def __init__(self, job: Job, root: Path | None) -> None:
+    def __init__(self, job: Job, root: Path | None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.job = job
         self.root = root
-        self._last_emit = 0.0
+        self.clock = clock
+        self._last_emit: float | None = None
+        # the time left, estimated here at each report (when it was made) from the pace of the progress
+        self.time_left = TimeLeft(clock)
         self.state = TaskState(
             on_progress=self._on_progress,
             on_partial=lambda r: self.partial.emit(self.job, r),
@@ -79,10 +82,11 @@ class _Worker(QObject):
         job.state = self.state
 
     def _on_progress(self, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last_emit >= 0.05 or fraction >= 1.0:  # at most 20 updates a second
+        left = self.time_left.update(fraction)  # every report counts for the pace, shown or not
+        now = self.clock()
+        if self._last_emit is None or now - self._last_emit >= 0.05 or fraction >= 1.0:  # 20 a second
             self._last_emit = now
-            self.progress.emit(self.job, fraction, message)
+            self.progress.emit(self.job, fraction, message, left)
 
     @Slot()
     def run(self) -> None:
@@ -132,6 +136,7 @@ class JobRunner(QObject):
         self._next_id = 1
         self._live_threads = 0  # job threads started and not yet finished (0 after shutdown: no leaks)
         self._closing = False
+        self.clock: Callable[[], float] = time.monotonic  # seconds, for the time left (tests set their own)
 
     # -- public ---------------------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
@@ -219,7 +224,7 @@ class JobRunner(QObject):
         job = self._queue[lane].pop(0)
         thread = QThread()
         thread.setObjectName(f"job-{job.kind}-{job.id}")
-        worker = _Worker(job, job.root if job.needs_project else None)
+        worker = _Worker(job, job.root if job.needs_project else None, self.clock)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         self._live_threads += 1
@@ -245,10 +250,8 @@ class JobRunner(QObject):
     def _on_thread_finished(self) -> None:
         self._live_threads -= 1
 
-    @Slot(object, float, str)
-    def _on_progress(self, job: Job, fraction: float, message: str) -> None:
-        elapsed = time.monotonic() - job.started
-        left = elapsed * (1 - fraction) / fraction if fraction > 0.02 and elapsed > 1.0 else -1.0
+    @Slot(object, float, str, float)
+    def _on_progress(self, job: Job, fraction: float, message: str, left: float) -> None:
         self.progress.emit(job, fraction, message, left)
 
     @Slot(object, str)
