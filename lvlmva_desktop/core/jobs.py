@@ -85,9 +85,10 @@ class TaskState:
 class TimeLeft:
     """An honest estimate of a job's seconds left, from the pace of its recent progress.
 
-    The average pace since the start misleads whenever a job's parts go at different paces: a training
-    whose images come from the decoded cache reaches 5 % in a second and then goes at 1 % a second, and
-    "elapsed / fraction" said "about 50 s left" from 5 % to 42 % while the truth went from 95 s to 58 s.
+    The average pace since the start misleads whenever a job's parts go at different paces: for a job
+    that reaches 5 % in a second (images read from the decoded cache) and then goes at 1 % a second,
+    "elapsed × (1 − fraction) / fraction" says 54 to 64 s from 10 % to 40 % while the truth falls from
+    90 s to 60 s (tests/gui/test_defects_jobs.py).
     Here the pace is measured over the last ``window`` share of the time (at least ``min_window`` seconds),
     so an early fast (or slow) part is forgotten, and the estimate is smoothed (a steady job's estimate
     falls one second a second). ``update(fraction)`` gives -1 (unknown) until the progress has moved for
