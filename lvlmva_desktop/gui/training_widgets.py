@@ -289,10 +289,13 @@ class Curves(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         self.loss_plot = pg.PlotWidget()
         self.acc_plot = pg.PlotWidget(axisItems={"left": PercentAxis("left")})
-        self.loss_plot.getAxis("left").enableAutoSIPrefix(False)
         for plot, title in ((self.loss_plot, "Loss"), (self.acc_plot, "Training accuracy")):
             plot.setTitle(title, size="10pt")
-            plot.setLabel("bottom", "epoch")
+            # plain numbers: pyqtgraph's automatic SI prefix made a retraining's first epoch read
+            # "epoch (x0.001)" with ticks 40-120
+            for side in ("left", "bottom"):
+                plot.getAxis(side).enableAutoSIPrefix(False)
+            plot.setLabel("bottom", "epochs")
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.setMinimumSize(200, 140)
             plot.setMenuEnabled(False)
