@@ -383,6 +383,12 @@ class HeatmapPane(QWidget):
             text += " · not in the alignment set (no verdicts)"
         if image.mask is not None and self.display.mask:
             text += " · dashed: the known artefact"
+        scales = [v.levels for v in self.views[: self._n_visible()] if v.levels is not None]
+        if scales:
+            hi = max(s[1] for s in scales)
+            text += f" · colour scale {f'±{hi:.2g}' if self.display.signed else f'0 to {hi:.2g}'}"
+            if len(scales) > 1:
+                text += ", shared by both views"
         self.info.setText(text)
 
     def _model_name(self, model_id: int) -> str:

@@ -244,6 +244,7 @@ class AttributionView(pg.GraphicsLayoutWidget):
         self._number_segments: list[int] = []  # the segment of each label in ``numbers``
         self._placed_at: tuple[float, float] | None = None  # the zoom the labels were placed for
         self.attribution: Attribution | None = None
+        self.levels: tuple[float, float] | None = None  # the colour scale drawn
         self._shape: tuple[int, ...] | None = None
         self.scene().sigMouseClicked.connect(self._on_click)
         self.vb.sigRangeChanged.connect(lambda *_: self._place_numbers())
@@ -261,13 +262,14 @@ class AttributionView(pg.GraphicsLayoutWidget):
         levels: tuple[float, float] | None = None,
     ) -> None:
         """Draw everything anew; ``verdicts`` colours the segment numbers (only for the stored segments);
-        ``levels`` is a colour scale shared with another view (None: this map's own, ``overlay_levels``)."""
+        ``levels`` is a colour scale shared with another view (None: this map's own, ``overlay_levels``),
+        kept in ``levels`` (None without a map)."""
+        self.title.setText(status)
         self.attribution = attribution
+        self.levels = None
         if attribution is not None:
             lo, hi = levels or overlay_levels(attribution.map, display.signed, display.clip)
-            scale = f"±{hi:.2g}" if display.signed else f"0 to {hi:.2g}"
-            status = f"{status} · colour scale {scale}" + (", shared" if levels is not None else "")
-        self.title.setText(status)
+            self.levels = (lo, hi)
         if image is None:
             for it in (self.base, self.overlay):
                 it.clear()
