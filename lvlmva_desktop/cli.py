@@ -13,6 +13,7 @@ lvlmva align proj                              # steps 7-8
 lvlmva evaluate proj                           # step 9
 lvlmva run proj                                # all of it, one results JSON
 lvlmva report proj --out audit/                # the audit report: report.html and report.pdf
+lvlmva spot-check proj --n 40                  # check the critic blind: its accuracy, with an interval
 """
 
 from __future__ import annotations
@@ -615,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_lvlm import register as register_lvlm
     from .cli_recovery import register as register_recovery
     from .cli_report import register as register_report
+    from .cli_spotcheck import register as register_spot_check
 
     ap = argparse.ArgumentParser(prog="lvlmva", description="LVLM-aided visual alignment, headless.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -800,6 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_recovery(sub, add)
     register_audit(sub, add)
     register_report(sub, add)
+    register_spot_check(sub, add)
 
     sp = sub.add_parser("settings", help="print the default pipeline settings as JSON")
     sp.set_defaults(func=lambda a: print(json.dumps(_pipeline_settings(a).to_dict(), indent=2)))

@@ -120,6 +120,49 @@ def _qualification(project: Project) -> dict | None:
     }
 
 
+def _spot_check(project: Project, expl_id: int | None) -> dict | None:
+    """The newest blind spot-check of the critic (core/spotcheck.py), recomputed from its stored sample and
+    answers and matched with its audit entry; its figures as the report prints them."""
+    from .spotcheck import STRATA, latest_spot_check
+
+    sc = latest_spot_check(project, expl_id)
+    if sc is None:
+        return None
+    res = sc["result"]
+
+    def iv(r) -> str:
+        return "" if r is None else f"{r[0]:.2f} to {r[1]:.2f}"
+
+    rows = []
+    for v in STRATA:
+        st = res.strata.get(v)
+        if st is None or st.drawn == 0:
+            continue
+        rows.append(
+            {
+                "verdict": v,
+                "population": st.population,
+                "drawn": st.drawn,
+                "counted": st.counted,
+                "agreed": st.agreed,
+                "accuracy": st.accuracy,
+                "interval": iv(st.interval),
+                "expert_undecided": st.expert_undecided,
+            }
+        )
+    return {
+        **{k: v for k, v in sc.items() if k != "result"},
+        "n_drawn": res.n_drawn,
+        "n_answered": res.n_answered,
+        "n_counted": res.n_counted,
+        "n_agreed": res.n_agreed,
+        "n_expert_undecided": res.n_expert_undecided,
+        "accuracy": res.accuracy,
+        "interval": iv(res.interval),
+        "rows": rows,
+    }
+
+
 def _round(project: Project) -> tuple[int | None, int | None, int | None]:
     """(explanation, model before, model after) of the latest alignment round; None where missing."""
     align = project.db.execute(
@@ -413,6 +456,7 @@ def gather_report(
         "data": _data(project),
         "descriptions": _descriptions(project, expl_id),
         "critic": _critic(project, expl_id),
+        "spot_check": _spot_check(project, expl_id),
         "alignment": alignment,
         "training": [r for r in runs if r["kind"] in ("train", "align", "import_model")],
         "runs": runs,
