@@ -84,3 +84,58 @@ def test_benchmark_scripts_import_only_names_that_exist():
                         )
     finally:
         sys.path.remove(str(bench))
+
+
+def test_review_routing_names_the_sets_it_knows():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "review_routing.py"), "--sets", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "unknown set nope; known sets: decoymnist, isic-like, elpv-tags" in r.stderr
+
+
+def _routing_result(seed: int, routed: list[float], random: list[list[float]]) -> dict:
+    points = [0, 10, 20, 40]
+
+    def curve(wgas):
+        return [
+            {"k": k, "wga": w, "accuracy": 0.9, "strength": 1.0, "wrong_fixed": k, "false_spurious_fixed": k // 2,
+             "held_back": 3}
+            for k, w in zip(points, wgas)
+        ]  # fmt: skip
+
+    variant = {"routed": curve(routed), "random": [curve(c) for c in random]}
+    return {
+        "set": "toy", "seed": seed, "arch": "small_cnn", "points": points, "n_align": 40, "n_segments": 4,
+        "verdict_accuracy": 0.87, "wrong_verdicts": 20, "false_spurious": 12, "erm": {"wga": 0.4},
+        "gt": {"wga": 0.8}, "variants": {"check": variant, "no-check": variant}, "n_random": len(random),
+        "alignments": 9, "seconds": 1.0,
+    }  # fmt: skip
+
+
+def test_review_routing_interpolates_the_reviews_to_reach_a_target():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from review_routing import reviews_to_reach, summarise
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import pytest
+
+    points = [0, 10, 20, 40]
+    assert reviews_to_reach(points, [0.5, 0.6, 0.7, 0.8], 0.65) == pytest.approx(15.0)
+    assert reviews_to_reach(points, [0.75, 0.6, 0.7, 0.8], 0.72) == 0.0  # reached before any review
+    assert reviews_to_reach(points, [0.5, 0.6, 0.7, 0.8], 0.9) is None
+    assert reviews_to_reach(points, [0.5, 0.8, 0.6, 0.8], 0.7) == pytest.approx(20 / 3)  # the first crossing
+    # target 90% of the mean RRR-GT WGA (0.8) = 0.72; the mean curves over two seeds, random first averaged
+    # over its permutations: routed 0.6 0.74 ..., random 0.6 0.65 0.7 0.76
+    results = [
+        _routing_result(0, [0.6, 0.74, 0.78, 0.8], [[0.6, 0.64, 0.7, 0.76], [0.6, 0.66, 0.7, 0.76]]),
+        _routing_result(1, [0.6, 0.74, 0.78, 0.8], [[0.6, 0.65, 0.7, 0.76], [0.6, 0.65, 0.7, 0.76]]),
+    ]
+    text, line = summarise(results)
+    assert line == "routing: 9 reviews routed vs 27 random to reach 90% of RRR-GT WGA (set toy)"
+    assert "to reach 98% of RRR-GT WGA (0.784): 24 reviews routed vs not reached by 40 random" in text
+    assert "without the consistency check" in text and "no token probabilities" in text

@@ -117,6 +117,41 @@ def segment_descriptors(
     return torch.cat(feats), torch.cat(present)
 
 
+def standardised(descriptors: torch.Tensor, decided: torch.Tensor) -> torch.Tensor:
+    """(N*J, D) float64: every segment's descriptor standardised with the mean and standard deviation of the
+    decided segments' (a feature that does not vary among them counts as 0)."""
+    n, j, d = descriptors.shape
+    f = descriptors.reshape(n * j, d).double()
+    dec = decided.reshape(-1).bool()
+    mu = f[dec].mean(0)
+    sd = f[dec].std(0, unbiased=False)
+    return torch.where(sd > 1e-9, (f - mu) / sd.clamp_min(1e-9), torch.zeros_like(f))
+
+
+def nearest_decided(
+    z: torch.Tensor, query: torch.Tensor, decided: torch.Tensor, n_segments: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The up to ``k`` nearest decided segments of *other* images for each query segment.
+
+    ``z``: standardised descriptors (N*J, D) (``standardised``); ``query``: flat indices (Q,) of the segments
+    to look around; ``decided``: (N*J,) or (N, J) bool, the segments that may be neighbours; ``n_segments``:
+    J. Returns ``order`` (Q, K) flat indices of the neighbours, nearest first (Euclidean distance, ties
+    broken by index so the result is deterministic), and ``found`` (Q, K) bool, False where a query has
+    fewer than K candidates; K = min(k, the most candidates any query has)."""
+    dec = decided.reshape(-1).bool()
+    q = query.long()
+    if len(q) == 0:
+        empty = torch.zeros(0, 0, dtype=torch.long)
+        return empty, empty.bool()
+    dist = torch.cdist(z[q], z)  # (Q, N*J)
+    img = torch.arange(z.shape[0]) // n_segments
+    bad = (img[q][:, None] == img[None, :]) | ~dec[None, :]
+    dist = dist.masked_fill(bad, float("inf"))
+    kk = min(k, int((~bad).sum(1).max()))
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :kk]
+    return order, torch.gather(dist, 1, order).isfinite()
+
+
 def verdict_consistency(
     descriptors: torch.Tensor,
     spurious: torch.Tensor,
@@ -140,7 +175,7 @@ def verdict_consistency(
         raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
     if enrichment < 0:
         raise ValueError(f"enrichment must not be negative, got {enrichment}.")
-    n, j, d = descriptors.shape
+    n, j, _ = descriptors.shape
     spurious, decided = spurious.bool() & decided.bool(), decided.bool()
     if enrichment > 0 and bool(decided.any()):
         base = float(spurious.sum()) / float(decided.sum())
@@ -150,27 +185,19 @@ def verdict_consistency(
     check = spurious & ~protected.bool()
     if n == 0 or not bool(check.any()):
         return ConsistencyResult(held, share)
-    f = descriptors.reshape(n * j, d).double()
     dec = decided.reshape(-1)
-    mu = f[dec].mean(0)
-    sd = f[dec].std(0, unbiased=False)
-    z = torch.where(sd > 1e-9, (f - mu) / sd.clamp_min(1e-9), torch.zeros_like(f))
+    z = standardised(descriptors, decided)
     q = torch.nonzero(check.reshape(-1)).flatten()  # the segments to check
-    dist = torch.cdist(z[q], z)  # (Q, N*J)
     img = torch.arange(n).repeat_interleave(j)
-    bad = (img[q][:, None] == img[None, :]) | ~dec[None, :]
-    dist = dist.masked_fill(bad, float("inf"))
     # k per checked segment: at most half of the "spurious" verdicts on other images (at least 1), so that
     # a set with few of them can still show that they agree; the nearest decided segments count
     spur_flat = spurious.reshape(-1)
     n_other = int(spur_flat.sum()) - spurious.sum(1)[img[q]]
     k_q = ((n_other + 1) // 2).clamp(1, k)
-    kk = min(k, int((~bad).sum(1).max()))
-    if kk == 0:
+    order, found = nearest_decided(z, q, dec, j, k)
+    if order.shape[1] == 0:
         return ConsistencyResult(held, share)
-    # ties broken by index (stable sort) so the result is deterministic
-    order = torch.sort(dist, dim=1, stable=True).indices[:, :kk]
-    valid = torch.gather(dist, 1, order).isfinite() & (torch.arange(kk)[None, :] < k_q[:, None])
+    valid = found & (torch.arange(order.shape[1])[None, :] < k_q[:, None])
     spur = spur_flat[order] & valid
     s = spur.sum(1).double() / valid.sum(1).clamp_min(1).double()
     s = torch.where(valid.any(1), s, torch.ones_like(s))  # no neighbour at all: nothing to compare, keep it

@@ -48,6 +48,10 @@ class SegmentVerdict:
     segment: int  # 0-based index
     verdict: str  # one of VERDICTS
     rationale: str = ""
+    # the critic's own probability of the verdict it gave, in (0, 1] (an LVLM judge's token probability,
+    # lvlm/critic.py); None where the critic has none (the simulated critic, the expert, a server without
+    # log-probabilities). The review queue asks about the least sure verdicts first (core/review.py).
+    confidence: float | None = None
 
 
 @dataclass

@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS critiques (
 CREATE TABLE IF NOT EXISTS verdicts (
     id INTEGER PRIMARY KEY, explanation_id INTEGER REFERENCES explanations(id),
     sample_id INTEGER REFERENCES samples(id), segment INTEGER, verdict TEXT NOT NULL,
-    source TEXT NOT NULL, author TEXT, critique_id INTEGER REFERENCES critiques(id), created REAL);
+    source TEXT NOT NULL, author TEXT, critique_id INTEGER REFERENCES critiques(id), created REAL,
+    confidence REAL);
 CREATE INDEX IF NOT EXISTS verdicts_by_expl ON verdicts(explanation_id, sample_id, segment);
 CREATE TABLE IF NOT EXISTS metrics (
     id INTEGER PRIMARY KEY, run_id INTEGER REFERENCES runs(id), model_id INTEGER REFERENCES models(id),
@@ -228,6 +229,7 @@ class Project:
         else:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(_SCHEMA + audit_log.SCHEMA)
+            migrate_verdicts(self.db)
             from . import recovery
 
             recovery.prepare(self, first=getattr(lock, "first", True), locked=getattr(lock, "locked", False))
@@ -973,15 +975,27 @@ class Project:
             )
             cid = int(cur.lastrowid)
             db.executemany(
-                "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, critique_id, created)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO verdicts (explanation_id, sample_id, segment, verdict, source, author, critique_id, "
+                "created, confidence) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
-                    (expl_id, critique.sample_id, v.segment, v.verdict, "critic", critique.critic, cid, now)
+                    (
+                        expl_id,
+                        critique.sample_id,
+                        v.segment,
+                        v.verdict,
+                        "critic",
+                        critique.critic,
+                        cid,
+                        now,
+                        _confidence(getattr(v, "confidence", None)),
+                    )
                     for v in critique.verdicts
                 ],
             )
             # each image's critique is chained as it is stored, so a run that stops half-way (cancelled,
-            # failed, killed) leaves no unhashed verdicts behind; the run's own entry hashes them together
+            # failed, killed) leaves no unhashed verdicts behind; the run's own entry hashes them together.
+            # The verdicts' confidences only order the expert's review (core/review.py), never a mask: the
+            # entry hashes what it always hashed, so logs written before they existed still verify.
             self.audit(
                 "critique_image",
                 {
@@ -1046,20 +1060,23 @@ class Project:
         ).fetchone()
 
     def effective_verdicts(self, expl_id: int) -> dict[int, dict[int, dict]]:
-        """Per sample and segment: the latest expert verdict if any, else the latest critic verdict."""
+        """Per sample and segment: the latest expert verdict if any, else the latest critic verdict; each
+        with its source and author, and "confidence" where the critic gave one (its probability of the
+        verdict; the key is left out where there is none, so read it with ``.get("confidence")``: the
+        simulated critic, the expert's verdicts, a project opened read-only from before confidences)."""
         out: dict[int, dict[int, dict]] = {}
         rows = self.db.execute(
             "SELECT * FROM verdicts WHERE explanation_id=? ORDER BY id", (expl_id,)
         ).fetchall()
+        has_conf = bool(rows) and "confidence" in rows[0].keys()
         for r in rows:
             cur = out.setdefault(r["sample_id"], {}).get(r["segment"])
             if cur is not None and cur["source"] == "expert" and r["source"] != "expert":
                 continue
-            out[r["sample_id"]][r["segment"]] = {
-                "verdict": r["verdict"],
-                "source": r["source"],
-                "author": r["author"],
-            }
+            d = {"verdict": r["verdict"], "source": r["source"], "author": r["author"]}
+            if has_conf and r["confidence"] is not None:
+                d["confidence"] = r["confidence"]
+            out[r["sample_id"]][r["segment"]] = d
         return out
 
     def expert_verdicts(self, expl_id: int) -> dict[int, dict[int, str]]:
@@ -1176,6 +1193,32 @@ def _verdict_params(
         "new": new,
         "new_source": new_source,
     }
+
+
+#: columns added to the verdicts table after projects were first made: (name, declaration)
+VERDICT_COLUMNS = (("confidence", "REAL"),)
+
+
+def migrate_verdicts(db: sqlite3.Connection) -> None:
+    """Add the verdict columns a project made before them lacks (as recovery.migrate does for runs)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(verdicts)")}
+    for name, decl in VERDICT_COLUMNS:
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE verdicts ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as e:  # another thread of this process added it just now
+                if "duplicate column" not in str(e):
+                    raise
+
+
+def _confidence(value: object) -> float | None:
+    """A verdict's confidence as stored: a probability in (0, 1], else None (never a made-up number)."""
+    if value is None:
+        return None
+    p = float(value)  # type: ignore[arg-type]
+    if not 0.0 < p <= 1.0:
+        raise ProjectError(f"A verdict's confidence must be a probability in (0, 1], not {p}.")
+    return p
 
 
 def _check_database_file(path: Path) -> None:

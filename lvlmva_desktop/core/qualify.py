@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -30,7 +30,7 @@ from .explain import attribute, reference_images
 from .jobs import TaskState, ensure_state
 from .metrics import evaluate_predictions
 from .models import ModelSpec, build_model
-from .project import Project, ProjectError
+from .project import Project, ProjectError, SplitData
 from .reliance import masked_reliance, segment_reliance
 from .sampling import select_alignment_set
 from .segment import evidence_map, ppeps_wgm
@@ -90,8 +90,147 @@ def qualify(
     return result
 
 
-def _qualify(project, settings, device, state, model_id, accuracies, critic_seed) -> dict:
-    t_start = time.perf_counter()
+@dataclass
+class Setup:
+    """What every alignment of one qualification shares (the data, the original model, the low-entropy
+    alignment set and, after ``explain``, its explanation and segments), with the steps that use it:
+    evaluate a model, measure its reliance on the true artefacts, build masks from verdict flags through
+    the consistency check, align against masks. ``qualify`` runs its table with it;
+    benchmarks/review_routing.py aligns the same set after an expert's review with it."""
+
+    settings: PipelineSettings
+    device: torch.device
+    train: SplitData
+    test: SplitData
+    classes: list[str]
+    erm: torch.nn.Module
+    origin: str
+    shares: dict
+    aidx: torch.Tensor
+    times: dict
+    maps: torch.Tensor | None = None  # (N, H, W) attributions of the alignment set
+    labels: torch.Tensor | None = None  # (N, H, W) segment maps
+    segment_evidence: torch.Tensor | None = None  # (N, J) each segment's share of the evidence
+    evidence: torch.Tensor | None = None  # (N, H, W) the evidence maps the segments were fitted to
+    requests: list[CritiqueRequest] | None = None
+
+    # the alignment set's images, labels and true artefact masks (set from ``aidx``)
+    ax: torch.Tensor = field(init=False)
+    ay: torch.Tensor = field(init=False)
+    agt: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ax, self.ay = self.train.x[self.aidx], self.train.y[self.aidx]
+        self.agt = self.train.masks[self.aidx]
+
+    def evaluate(self, model) -> dict:
+        probs = predict_proba(model, self.test.x, self.device)
+        min_group = self.settings.evaluate.min_group_size
+        ev = evaluate_predictions(probs.argmax(1), self.test.y, self.test.groups, self.classes, min_group)
+        return {"accuracy": ev.accuracy, "wga": ev.worst_group_accuracy, "worst_group": ev.worst_group}
+
+    def true_reliance(self, model) -> float | None:
+        has_gt = self.agt.flatten(1).any(1)
+        r = masked_reliance(
+            model,
+            self.ax[has_gt][:128],
+            self.agt[has_gt][:128],
+            self.train.x,
+            self.device,
+            seed=self.settings.align.seed,
+        )
+        return None if r is None else r.mean
+
+    def align(self, masks: torch.Tensor, state: TaskState | None = None, settings=None) -> dict:
+        """Align the original model against ``masks`` (N, H, W) with the automatic strength; the row of
+        the table (test accuracy, WGA, true reliance, strength). ``settings``: AlignSettings other than the
+        run's."""
+        t = time.perf_counter()
+        tuned, _, choice = align_with_strength(
+            self.erm,
+            self.train.x,
+            self.train.y,
+            self.ax,
+            self.ay,
+            masks,
+            settings or self.settings.align,
+            self.device,
+            ensure_state(state),
+        )
+        return {
+            **self.evaluate(tuned),
+            "reliance": self.true_reliance(tuned),
+            "strength": choice.strength,
+            "strength_reason": choice.reason,
+            "seconds": time.perf_counter() - t,
+        }
+
+    def explain(self, state: TaskState | None = None) -> None:
+        """Attributions and PPEPS-WGM segments of the alignment set, and the critique requests."""
+        state = ensure_state(state)
+        t0 = time.perf_counter()
+        s = self.settings
+        state.progress(0.27, None, "explaining the alignment set")
+        ax, ay, agt = self.ax, self.ay, self.agt
+        expl = attribute(self.erm, ax, ay, reference_images(self.train.x, s.explain), s.explain, self.device)
+        seg = ppeps_wgm(expl.maps.to(self.device), s.segment)
+        self.maps, self.labels = expl.maps, seg.labels.cpu()
+        self.segment_evidence = seg.evidence.cpu()
+        self.times["explain_segment"] = time.perf_counter() - t0
+        self.requests = [
+            CritiqueRequest(
+                int(i),
+                ax[k],
+                int(ay[k]),
+                self.classes[int(ay[k])],
+                "",
+                expl.maps[k],
+                self.labels[k],
+                seg.evidence[k].tolist(),
+                agt[k] if bool(self.train.has_mask[i]) else None,
+                s.segment.evidence,
+            )
+            for k, i in enumerate(self.aidx.tolist())
+        ]
+        self.evidence = evidence_map(expl.maps, s.segment.evidence)
+
+    def reliance(self, flags: torch.Tensor) -> torch.Tensor:
+        """The original model's reliance on the flagged segments (N, J) of the alignment set."""
+        return segment_reliance(
+            self.erm, self.ax, self.labels, flags, self.train.x, self.device, seed=self.settings.align.seed
+        )
+
+    def simulated_verdicts(self, accuracy: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The simulated critic's "spurious" flags (N, J) at verdict accuracy ``accuracy`` and the ground
+        truth it flipped them from."""
+        critic = GroundTruthCritic(error_rate=round(1.0 - accuracy, 6), seed=seed)
+        crits = list(critic.critique(self.requests))
+        truth = torch.tensor([c.raw["truth"] for c in crits], dtype=torch.bool)
+        spurious = torch.tensor(
+            [[v.verdict == SPURIOUS for v in c.verdicts] for c in crits], dtype=torch.bool
+        )
+        return spurious, truth
+
+    def masks(self, spurious: torch.Tensor, protected: torch.Tensor | None = None, settings=None):
+        """Masks (N, H, W) and the consistency result (None when the check did not run) from "spurious"
+        flags of decided verdicts (N, J); ``protected``: the expert's verdicts, never held back."""
+        protected = torch.zeros_like(spurious) if protected is None else protected
+        return verdict_masks(
+            self.ax,
+            self.evidence,
+            self.labels,
+            spurious,
+            torch.ones_like(spurious),
+            protected,
+            settings or self.settings.align,
+            self.reliance,
+        )
+
+
+def prepare(project: Project, settings: PipelineSettings, device: torch.device, state=None, model_id=None):
+    """The data, the original model (the project's, or one trained with the settings, not stored) and the
+    low-entropy alignment set of a qualification (``Setup``)."""
+    state = ensure_state(state)
     train = project.load_split("train", state.child(0.0, 0.03))
     test = project.load_split("test", state.child(0.03, 0.05))
     if len(test.y) == 0 or len(train.y) == 0:
@@ -104,7 +243,6 @@ def _qualify(project, settings, device, state, model_id, accuracies, critic_seed
             "worst-group accuracy."
         )
     classes = project.classes
-    min_group = settings.evaluate.min_group_size
     times: dict[str, float] = {}
 
     # the original model: the project's, or one trained with the project's settings (not stored)
@@ -120,11 +258,6 @@ def _qualify(project, settings, device, state, model_id, accuracies, critic_seed
         origin = f"{settings.arch} trained with cross-entropy (train settings of the run)"
     times["erm"] = time.perf_counter() - t0
 
-    def evaluate(model) -> dict:
-        probs = predict_proba(model, test.x, device)
-        ev = evaluate_predictions(probs.argmax(1), test.y, test.groups, classes, min_group)
-        return {"accuracy": ev.accuracy, "wga": ev.worst_group_accuracy, "worst_group": ev.worst_group}
-
     probs = predict_proba(erm, train.x, device)
     shares = {}
     for strategy in ("low_entropy", "random", "high_entropy"):
@@ -133,29 +266,17 @@ def _qualify(project, settings, device, state, model_id, accuracies, critic_seed
     aidx = select_alignment_set(probs, train.y, settings.sampling)
     if len(aidx) == 0:
         raise ProjectError("The alignment set is empty; check sampling.n.")
-    ax, ay, agt = train.x[aidx], train.y[aidx], train.masks[aidx]
-    has_gt = agt.flatten(1).any(1)
+    return Setup(settings, device, train, test, classes, erm, origin, shares, aidx, times)
 
-    def true_reliance(model) -> float | None:
-        r = masked_reliance(
-            model, ax[has_gt][:128], agt[has_gt][:128], train.x, device, seed=settings.align.seed
-        )
-        return None if r is None else r.mean
 
-    rows: dict[str, dict] = {ERM: {**evaluate(erm), "reliance": true_reliance(erm), "strength": None}}
-
-    def align(masks, sub: TaskState) -> dict:
-        t = time.perf_counter()
-        tuned, _, choice = align_with_strength(
-            erm, train.x, train.y, ax, ay, masks, settings.align, device, sub
-        )
-        return {
-            **evaluate(tuned),
-            "reliance": true_reliance(tuned),
-            "strength": choice.strength,
-            "strength_reason": choice.reason,
-            "seconds": time.perf_counter() - t,
-        }
+def _qualify(project, settings, device, state, model_id, accuracies, critic_seed) -> dict:
+    t_start = time.perf_counter()
+    setup = prepare(project, settings, device, state, model_id)
+    train, times = setup.train, setup.times
+    erm = setup.erm
+    rows: dict[str, dict] = {
+        ERM: {**setup.evaluate(erm), "reliance": setup.true_reliance(erm), "strength": None}
+    }
 
     n_steps = 1 + len(accuracies)
     span = (0.3, 1.0)
@@ -164,54 +285,15 @@ def _qualify(project, settings, device, state, model_id, accuracies, critic_seed
         w = (span[1] - span[0]) / n_steps
         return state.child(span[0] + i * w, span[0] + (i + 1) * w)
 
-    rows[GT] = align(agt, part(0))
+    rows[GT] = setup.align(setup.agt, part(0))
 
     # the LVLM-VA path with the simulated critic: attributions, segments, verdicts, check, masks
-    t0 = time.perf_counter()
-    state.progress(0.27, None, "explaining the alignment set")
-    expl = attribute(erm, ax, ay, reference_images(train.x, settings.explain), settings.explain, device)
-    seg = ppeps_wgm(expl.maps.to(device), settings.segment)
-    labels = seg.labels.cpu()
-    times["explain_segment"] = time.perf_counter() - t0
-    reqs = [
-        CritiqueRequest(
-            int(i),
-            ax[k],
-            int(ay[k]),
-            classes[int(ay[k])],
-            "",
-            expl.maps[k],
-            labels[k],
-            seg.evidence[k].tolist(),
-            agt[k] if bool(train.has_mask[i]) else None,
-            settings.segment.evidence,
-        )
-        for k, i in enumerate(aidx.tolist())
-    ]
-    evidence = evidence_map(expl.maps, settings.segment.evidence)
-
-    def reliance(flags: torch.Tensor) -> torch.Tensor:
-        return segment_reliance(erm, ax, labels, flags, train.x, device, seed=settings.align.seed)
-
+    setup.explain(state)
     checks, verdict_acc = {}, {}
     for i, acc in enumerate(accuracies, start=1):
-        critic = GroundTruthCritic(error_rate=round(1.0 - acc, 6), seed=critic_seed)
-        crits = list(critic.critique(reqs))
-        truth = torch.tensor([c.raw["truth"] for c in crits], dtype=torch.bool)
-        spurious = torch.tensor(
-            [[v.verdict == SPURIOUS for v in c.verdicts] for c in crits], dtype=torch.bool
-        )
+        spurious, truth = setup.simulated_verdicts(acc, critic_seed)
         verdict_acc[f"{acc:.2f}"] = float((spurious == truth).float().mean())
-        masks, check = verdict_masks(
-            ax,
-            evidence,
-            labels,
-            spurious,
-            torch.ones_like(spurious),
-            torch.zeros_like(spurious),
-            settings.align,
-            reliance,
-        )
+        masks, check = setup.masks(spurious)
         held = check.held if check is not None else torch.zeros_like(spurious)
         checks[f"{acc:.2f}"] = {
             "judged_spurious": int(spurious.sum()),
@@ -221,16 +303,16 @@ def _qualify(project, settings, device, state, model_id, accuracies, critic_seed
             "held_back_true_spurious": int((held & truth).sum()),
             "held_back_false_spurious": int((held & ~truth).sum()),
         }
-        rows[sim_row(acc)] = align(masks, part(i))
+        rows[sim_row(acc)] = setup.align(masks, part(i))
     times["total"] = time.perf_counter() - t_start
     result = {
         "rows": rows,
-        "origin": origin,
+        "origin": setup.origin,
         "n_train": len(train.y),
-        "n_test": len(test.y),
-        "n_align": len(aidx),
+        "n_test": len(setup.test.y),
+        "n_align": len(setup.aidx),
         "artefact_share_train": float(train.has_mask.float().mean()),
-        "sampling_artefact_share": shares,
+        "sampling_artefact_share": setup.shares,
         "verdict_accuracy": verdict_acc,
         "consistency": checks,
         "times_s": times,

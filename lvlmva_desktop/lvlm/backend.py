@@ -46,6 +46,9 @@ class GenerationSettings:
     batch_size: int = 8
     seed: int = 0
     ignore_eos: bool = False  # benchmarks only: always generate max_new_tokens (local back-end)
+    # also return each generated token's probability (Generation.token_probs), where the back-end can: the
+    # critic asks for it to know how sure the judge was of each verdict (core/review.py)
+    token_probs: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +63,31 @@ class Generation:
     generated_tokens: int = 0
     finish_reason: str = ""  # "stop", "length", or what the server said
     extra: dict = field(default_factory=dict)
+    # with GenerationSettings.token_probs, where the back-end knows them: one (end, probability) per
+    # generated token, in order: the token ends at character ``end`` of ``text`` (the first token that ends
+    # after a character emitted it); None where the back-end or server gave none
+    token_probs: list[tuple[int, float]] | None = None
+
+
+def prob_at(generation: Generation, position: int) -> float | None:
+    """The probability of the token that emitted character ``position`` of ``generation.text`` (None where
+    the generation carries no token probabilities or the position lies beyond them)."""
+    if not generation.token_probs or position < 0:
+        return None
+    for end, p in generation.token_probs:
+        if end > position:
+            return p
+    return None
+
+
+def token_ends(pieces: Sequence[str], text: str) -> list[int] | None:
+    """The end offsets in ``text`` of consecutive token ``pieces`` whose concatenation is ``text`` (what a
+    server's log-probabilities list), or None when they do not spell it."""
+    ends, at = [], 0
+    for piece in pieces:
+        at += len(piece)
+        ends.append(at)
+    return ends if "".join(pieces) == text else None
 
 
 @dataclass

@@ -6,6 +6,15 @@ examples. One-call mode asks the critic to end its reasoning with the JSON itsel
 Whatever the model writes, parsing never fails a run: missing verdicts get one stricter retry, and what
 is still missing becomes "undecided", which is not spurious, is shown to the expert and is counted.
 
+Each verdict carries the judge's confidence where the back-end gives token probabilities (a local model
+always; a server when it returns log-probabilities): the probability, under the softmax over the whole
+vocabulary at that step, of the first token of the verdict word, at the place in the answer the verdict
+was read from (``verdict_positions``; the critic's own text in one-call mode or where its prose filled a
+gap the judge left). For a judge that follows the answer format this is close to the probability
+renormalised over the verdict words, since the rest of the vocabulary gets almost no mass there; it is
+the model's own number, not a calibrated one. The review queue asks the expert about the least sure
+verdicts first (core/review.py).
+
 Rerunning an unchanged critique costs nothing: results are cached under a key made of the image, the
 attribution and segment maps, the class description, the template hashes, the model identity and the
 generation settings.
@@ -16,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -23,8 +33,16 @@ import torch
 
 from ..core.critic import UNDECIDED, Critique, CritiqueRequest, SegmentVerdict
 from ..core.jobs import TaskState, ensure_state
-from .backend import GenerationSettings, LVLMBackend, text_message, user_message
-from .parsing import ParseResult, judge_answer, parse_verdicts
+from .backend import Generation, GenerationSettings, LVLMBackend, prob_at, text_message, user_message
+from .parsing import (
+    _PROSE,
+    _SYNONYMS,
+    ParseResult,
+    _from_json,
+    judge_answer,
+    normalise_verdict,
+    parse_verdicts,
+)
 from .prompts import TemplateSet
 from .render import render_views, segment_context
 
@@ -162,7 +180,9 @@ class LVLMCritic:
     # -- the job ---------------------------------------------------------------------------------
     def _gen(self, backend: LVLMBackend, reqs: list, max_new: int, state: TaskState) -> list:
         s = self.settings
-        gs = GenerationSettings(max_new_tokens=max_new, temperature=s.temperature, batch_size=s.batch_size)
+        gs = GenerationSettings(
+            max_new_tokens=max_new, temperature=s.temperature, batch_size=s.batch_size, token_probs=True
+        )
         return backend.generate(reqs, gs, state)
 
     def critique(
@@ -208,13 +228,19 @@ class LVLMCritic:
         critic_texts = [o.text for o in outs]
         judge_texts = [""] * len(batch)
         ns = [len(r.segment_evidence) for r in batch]
+        # where each image's verdicts may have been read from, in the order the parsing below prefers them
+        sources: list[list[tuple[str, Generation]]] = [[] for _ in batch]
         if s.one_call:
             parsed = [parse_verdicts(t, k) for t, k in zip(critic_texts, ns)]
+            for i, o in enumerate(outs):
+                sources[i].append((critic_texts[i], o))
         else:
             state.check()
             jreqs = [self.judge_request(t, k) for t, k in zip(critic_texts, ns)]
             jouts = self._gen(self.judge_backend, jreqs, s.judge_max_new_tokens, state)
             judge_texts = [o.text for o in jouts]
+            for i, o in enumerate(jouts):
+                sources[i].append((judge_answer(o.text), o))
             parsed = [parse_verdicts(judge_answer(t), k) for t, k in zip(judge_texts, ns)]
             for i, o in enumerate(jouts):
                 calls[i] += 1
@@ -226,6 +252,7 @@ class LVLMCritic:
             for i, p in enumerate(parsed):
                 if not p.complete and not s.one_call:
                     parsed[i] = _merge(p, parse_verdicts(critic_texts[i], ns[i]))
+                    sources[i].append((critic_texts[i], outs[i]))
             missing = [i for i, p in enumerate(parsed) if not p.complete]
             if missing:
                 state.check()
@@ -234,6 +261,7 @@ class LVLMCritic:
                 for i, o in zip(missing, routs):
                     retry_texts[i] = o.text
                     parsed[i] = _merge(parsed[i], parse_verdicts(judge_answer(o.text), ns[i]))
+                    sources[i].append((judge_answer(o.text), o))
                     calls[i] += 1
                     tokens[i][0] += o.prompt_tokens
                     tokens[i][1] += o.generated_tokens
@@ -241,8 +269,11 @@ class LVLMCritic:
         hashes = self.identity()["templates"]
         for i, r in enumerate(batch):
             p = parsed[i]
+            conf = verdict_confidences(p.verdicts, sources[i])
             verdicts = [
-                SegmentVerdict(seg, v if v is not None else UNDECIDED, p.reasons[seg] if p.reasons else "")
+                SegmentVerdict(
+                    seg, v if v is not None else UNDECIDED, p.reasons[seg] if p.reasons else "", conf[seg]
+                )
                 for seg, v in enumerate(p.verdicts)
             ]
             raw = {
@@ -279,6 +310,120 @@ def _critique_from_cache(sample_id: int, d: dict) -> Critique:
         sample_id,
         d["critic"],
         d["text"],
-        [SegmentVerdict(v["segment"], v["verdict"], v.get("rationale", "")) for v in d["verdicts"]],
+        [
+            SegmentVerdict(v["segment"], v["verdict"], v.get("rationale", ""), v.get("confidence"))
+            for v in d["verdicts"]
+        ],
         raw,
     )
+
+
+def verdict_confidences(
+    verdicts: Sequence[str | None], sources: Sequence[tuple[str, Generation]]
+) -> list[float | None]:
+    """Per segment, the probability of the token that began its verdict word, in the first of ``sources``
+    (text parsed, its generation; in the order the parsing preferred them) that gives the segment a verdict;
+    None where that source's verdict is not the one kept, the generation has no token probabilities, or
+    the segment has no verdict."""
+    out: list[float | None] = [None] * len(verdicts)
+    found = [verdict_positions(text, len(verdicts)) for text, _ in sources]
+    for seg, v in enumerate(verdicts):
+        if v is None:
+            continue
+        for (said, pos), (_, gen) in zip((f[seg] for f in found), sources):
+            if said is None:
+                continue
+            if said == v and pos is not None:
+                p = prob_at(gen, pos)
+                out[seg] = p if p is not None and 0.0 < p <= 1.0 else None
+            break
+    return out
+
+
+def verdict_positions(text: str, n_segments: int) -> list[tuple[str | None, int | None]]:
+    """Per segment (0-based), the verdict ``parsing.parse_verdicts`` reads from ``text`` and the character
+    where its value begins (None, None where there is none), found the way the parser chooses: prose
+    mentions (later ones win), overridden by JSON objects in the order they appear (a later one wins)."""
+    out: list[tuple[str | None, int | None]] = [(None, None)] * n_segments
+    for m in _PROSE.finditer(text or ""):
+        idx = int(m.group(1)) - 1
+        if 0 <= idx < n_segments:
+            out[idx] = (_SYNONYMS[m.group(2).lower()], m.start(2))
+    dec = json.JSONDecoder()
+    for m in re.finditer(r"\{", text or ""):
+        try:
+            obj, end = dec.raw_decode(text, m.start())
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        got = _from_json(obj, n_segments)
+        if got is None:
+            continue
+        spans = _json_value_starts(text, m.start(), end, obj, n_segments)
+        for idx, v in enumerate(got[0]):
+            if v is not None:
+                out[idx] = (v, spans.get(idx))
+    return out
+
+
+_VERDICT_KEYS = ("verdict", "spurious", "label")
+
+
+def _json_value_starts(text: str, start: int, end: int, obj: dict, n: int) -> dict[int, int]:
+    """Where each segment's verdict value begins inside the JSON object ``obj`` at text[start:end]
+    (following ``parsing._from_json``'s reading: a list under "segments" or "verdicts", else numbered keys)."""
+    items = obj["segments"] if isinstance(obj.get("segments"), list) else obj.get("verdicts")
+    found: list[tuple[int, int, str | None]] = []  # (number, value start, verdict)
+    if isinstance(items, list):
+        spans = _item_spans(text, start, end, items)
+        for it, span in zip(items, spans):
+            if not isinstance(it, dict) or span is None:
+                continue
+            try:
+                num = int(str(it.get("segment", it.get("id", it.get("index")))).strip().lstrip("#"))
+            except (TypeError, ValueError):
+                continue
+            key = next((k for k in _VERDICT_KEYS if k in it), None)
+            at = _value_start(text, span[0], span[1], key) if key else None
+            if at is not None:
+                found.append((num, at, normalise_verdict(it[key])))
+    else:
+        for k, v in obj.items():
+            m = re.search(r"\d+", str(k))
+            at = _value_start(text, start, end, str(k)) if m else None
+            if m and at is not None:
+                found.append((int(m.group()), at, normalise_verdict(v)))
+    base = 0 if any(num == 0 for num, _, _ in found) else 1
+    out: dict[int, int] = {}
+    for num, at, verdict in found:
+        if 0 <= num - base < n and verdict is not None:
+            out[num - base] = at
+    return out
+
+
+def _item_spans(text: str, start: int, end: int, items: list) -> list[tuple[int, int] | None]:
+    """The text span of each dict of ``items`` (a JSON list inside text[start:end]), matched in order."""
+    dec = json.JSONDecoder()
+    spans: list[tuple[int, int] | None] = [None] * len(items)
+    want = [k for k, it in enumerate(items) if isinstance(it, dict)]
+    pos = start + 1
+    while want:
+        at = text.find("{", pos, end)
+        if at < 0:
+            break
+        try:
+            obj, stop = dec.raw_decode(text, at)
+        except (json.JSONDecodeError, RecursionError):
+            pos = at + 1
+            continue
+        if obj == items[want[0]]:
+            spans[want.pop(0)] = (at, stop)
+            pos = stop
+        else:
+            pos = at + 1
+    return spans
+
+
+def _value_start(text: str, start: int, end: int, key: str) -> int | None:
+    """Where the value of ``"key":`` begins in text[start:end] (after an opening quote)."""
+    m = re.compile(r'"' + re.escape(key) + r'"\s*:\s*"?').search(text, start, end)
+    return m.end() if m else None

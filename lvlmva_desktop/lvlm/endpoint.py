@@ -10,6 +10,12 @@ Proxies are never used: the opener has an empty ProxyHandler, so ``http_proxy`` 
 ignored. The tool works offline; the only connection it may open is the one to the configured endpoint. For
 the same reason redirects are not followed (urllib would carry the API key to wherever they point).
 
+Token probabilities: when the caller asks for them (``GenerationSettings.token_probs``, the critic does) the
+request carries ``"logprobs": true``, which costs the server nothing it has not computed and adds one short
+entry per token to the answer. A server that returns none gives a Generation without them (the verdicts
+then carry no confidence); one that answers an HTTP error to the field is asked again without it, and not
+asked for it again.
+
 The API key lives in an environment variable whose NAME is configured; it is read at each request and never
 stored, logged or written anywhere.
 """
@@ -39,7 +45,15 @@ from PIL import Image, ImageDraw
 
 from ..core.jobs import TaskState, ensure_state
 from ..core.secrets import check_variable_name, has_credentials, remember, scrub, without_credentials
-from .backend import ChatRequest, Generation, GenerationSettings, HealthReport, LVLMError, user_message
+from .backend import (
+    ChatRequest,
+    Generation,
+    GenerationSettings,
+    HealthReport,
+    LVLMError,
+    token_ends,
+    user_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +136,7 @@ class EndpointBackend:
         # Empty ProxyHandler: environment proxies must never see the images (see the module docstring).
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
         self._closed = threading.Event()
+        self._logprobs_refused = False  # the server answered 400/422 to a request with "logprobs"
 
     # -- LVLMBackend ----------------------------------------------------------------------------------
     def identity(self) -> dict:
@@ -260,7 +275,7 @@ class EndpointBackend:
         return parts
 
     def _payload(self, request: ChatRequest, settings: GenerationSettings, stream: bool = False) -> dict:
-        return {
+        payload = {
             "model": self.model,
             "messages": [{"role": m["role"], "content": self._content(m["content"])} for m in request],
             "max_tokens": int(settings.max_new_tokens),
@@ -269,11 +284,25 @@ class EndpointBackend:
             "seed": int(settings.seed),
             "stream": stream,
         }
+        if settings.token_probs and not stream and not self._logprobs_refused:
+            payload["logprobs"] = True
+        return payload
 
     def _complete(self, request: ChatRequest, settings: GenerationSettings) -> Generation:
         t0 = time.monotonic()
         url = self.base_url + "/chat/completions"
-        obj = self._call("POST", "/chat/completions", self._payload(request, settings))
+        payload = self._payload(request, settings)
+        try:
+            obj = self._call("POST", "/chat/completions", payload)
+        except EndpointError as exc:
+            if "logprobs" not in payload or exc.status is None or not 400 <= exc.status < 600:
+                raise
+            # a server that does not know the field (or breaks on it): the answer matters, the probabilities
+            # do not; if the plain request fails too, that error is the one told
+            log.info("%s refused 'logprobs' (HTTP %s); asking without it", self.base_url, exc.status)
+            self._logprobs_refused = True
+            payload.pop("logprobs")
+            obj = self._call("POST", "/chat/completions", payload)
         try:
             choice = obj["choices"][0]
             text = choice["message"].get("content") or ""
@@ -283,7 +312,14 @@ class EndpointBackend:
         usage = obj.get("usage") or {}
         tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         extra = {"seconds": round(time.monotonic() - t0, 3), "server_model": obj.get("model")}
-        return Generation(text, *tokens, finish_reason=str(choice.get("finish_reason") or ""), extra=extra)
+        probs = _token_probs(choice, text) if "logprobs" in payload else None
+        return Generation(
+            text,
+            *tokens,
+            finish_reason=str(choice.get("finish_reason") or ""),
+            extra=extra,
+            token_probs=probs,
+        )
 
     def _served_models(self) -> list[dict] | None:
         """The entries of GET /models, or None when the server has no such list."""
@@ -389,6 +425,23 @@ class EndpointBackend:
             piece = (choice.get("delta") or {}).get("content")
             if piece:
                 yield piece
+
+
+def _token_probs(choice: dict, text: str) -> list[tuple[int, float]] | None:
+    """(end, probability) per token from an OpenAI-style ``choices[0].logprobs.content`` list, when the
+    tokens spell the answer; None when the server sent none or something else."""
+    import math
+
+    try:
+        content = choice["logprobs"]["content"]
+        pieces = [str(t["token"]) for t in content]
+        probs = [math.exp(float(t["logprob"])) for t in content]
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    ends = token_ends(pieces, text)
+    if ends is None or not probs:
+        return None
+    return [(e, min(p, 1.0)) for e, p in zip(ends, probs)]
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:

@@ -100,6 +100,35 @@ class _StopFlag:
         )
 
 
+class _TokenProbs:
+    """A logits processor that records, for every generated token, its probability under the softmax over
+    the whole vocabulary of that step's scores (the model's logits after any penalty the folder's generation
+    config asks for, before a sampling temperature: for greedy decoding, the distribution the token was the
+    most likely of). A step's distribution is kept only until the next step shows which token was chosen, so
+    the memory is one (batch, vocabulary) array, not one per step (``output_scores`` keeps them all: about a
+    gigabyte for eight 200-token answers of a 150,000-token vocabulary)."""
+
+    def __init__(self) -> None:
+        self._last: torch.Tensor | None = None
+        self._probs: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self._last is not None:  # the token chosen at the previous step is the last one of input_ids
+            self._probs.append(self._last.gather(1, input_ids[:, -1:]).squeeze(1))
+        self._last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, seqs: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        """(batch, generated tokens) probabilities, once generation is over (``seqs``: its output)."""
+        t = prompt_len + len(self._probs)
+        if self._last is not None and seqs.shape[1] > t:
+            self._probs.append(self._last.gather(1, seqs[:, t : t + 1].to(self._last.device)).squeeze(1))
+        self._last = None
+        if not self._probs:
+            return torch.zeros(seqs.shape[0], 0)
+        return torch.stack(self._probs, 1).exp().cpu()
+
+
 def compiler_available() -> bool:
     """Whether torch.compile can build GPU kernels here: triton is installed and this is not a frozen build."""
     import importlib.util
@@ -361,26 +390,56 @@ class LocalBackend:
             if self.model is None:
                 raise LVLMError("The model was closed; load it again to generate.")
             inputs = self._inputs(requests)
-            seqs = self._run(inputs, settings)
+            recorder = _TokenProbs() if settings.token_probs else None
+            extra = {}
+            if recorder is not None:
+                from transformers import LogitsProcessorList
+
+                extra["logits_processor"] = LogitsProcessorList([recorder])
+            seqs = self._run(inputs, settings, **extra)
         except Exception as exc:  # noqa: BLE001 - the user needs words, not a traceback
             if is_out_of_memory(exc):
                 raise  # generate() retries with a smaller batch
             raise self._failed(exc, f"generating for {len(requests)} requests") from exc
         prompt_len = inputs["input_ids"].shape[1]
+        probs = recorder.finish(seqs, prompt_len) if recorder is not None else None
         results = []
-        for row, mask in zip(seqs[:, prompt_len:].tolist(), inputs["attention_mask"]):
+        for b, (row, mask) in enumerate(zip(seqs[:, prompt_len:].tolist(), inputs["attention_mask"])):
             stop = next((i for i, t in enumerate(row) if t in self._eos), None)
             ids = row if stop is None else row[: stop + 1]
             text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+            token_probs = None
+            if probs is not None:
+                ends = self._token_ends(ids, text)
+                token_probs = [(e, float(p)) for e, p in zip(ends, probs[b, : len(ids)].tolist())]
             results.append(
                 Generation(
                     text=text.strip(),
                     prompt_tokens=int(mask.sum()),
                     generated_tokens=len(ids),
                     finish_reason="stop" if stop is not None else "length",
+                    token_probs=token_probs,
                 )
             )
         return results
+
+    def _token_ends(self, ids: list[int], full: str) -> list[int]:
+        """Where each token of ``ids`` ends in the stripped answer (``full``: their decoded text, unstripped):
+        the length of the decoded prefix up to it, as far as it agrees with the whole text (a token that ends
+        inside a multi-byte character ends where the last whole character does)."""
+        import os.path
+
+        prefixes = self.processor.tokenizer.batch_decode(
+            [ids[: i + 1] for i in range(len(ids))], skip_special_tokens=True
+        )
+        lead = len(full) - len(full.lstrip())
+        size = len(full.strip())
+        ends, reach = [], 0
+        for pre in prefixes:
+            n = len(pre) if full.startswith(pre) else len(os.path.commonprefix([pre, full]))
+            reach = max(reach, n)
+            ends.append(min(max(reach - lead, 0), size))
+        return ends
 
     def stream(self, request: ChatRequest, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Pieces of the answer as they are generated; their concatenation is generate()'s text (stripped).
