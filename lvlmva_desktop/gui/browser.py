@@ -16,6 +16,7 @@ from PySide6.QtCore import (
     QItemSelectionModel,
     QModelIndex,
     QSettings,
+    QSize,
     Qt,
     QTimer,
 )
@@ -142,7 +143,7 @@ class BrowserPane(QWidget):
         self._deferred.setInterval(DEFER_PREDICTIONS_MS)
         self._deferred.timeout.connect(self._submit_deferred)
         self.cache.idle.connect(self._submit_deferred)
-        self.setMinimumSize(300, 320)
+        self.setMinimumHeight(320)  # the width: minimumSizeHint
 
         self._build_ui()
 
@@ -190,7 +191,9 @@ class BrowserPane(QWidget):
             combo.currentIndexChanged.connect(self._apply_filter)
 
         self.sort_combo = _combo([("Id", "id"), ("Entropy", "entropy"), ("Confidence", "confidence")])
-        self.sort_combo.setMinimumContentsLength(7)
+        # as wide as its longest choice in any font (7 letter widths cut "Confidence" in a wide one)
+        self.sort_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.sort_combo.setMinimumContentsLength(0)  # 0: the minimum size follows the contents too
         self.sort_combo.currentIndexChanged.connect(self._apply_sort)
         self.order_button = QToolButton()
         self.order_button.setCheckable(True)
@@ -253,6 +256,14 @@ class BrowserPane(QWidget):
         layout.addLayout(legend)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.pred_label)
+        self._sort_row = sort_row
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        """At least 300 px wide and never narrower than the sort row (a fixed 300 px squeezed "Confidence"
+        and "Medium" at 1366x768); the filters reflow into any width."""
+        m = self.layout().contentsMargins()
+        width = max(300, self._sort_row.minimumSize().width() + m.left() + m.right())
+        return QSize(width, super().minimumSizeHint().height())
 
     # -- project data -----------------------------------------------------------------------------------
     def reload(self) -> None:

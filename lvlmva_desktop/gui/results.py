@@ -115,9 +115,14 @@ class ResultsPane(QWidget):
         self.summary.verticalHeaderItem(len(METRICS)).setToolTip(
             "The group of test images (class / attribute) with the lowest accuracy."
         )
+        # the models' columns share the room (a worst group's name takes two lines), the change keeps its own
+        self.summary.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.groups = self._table(["Class / attribute", "n", "Before", "After", "Change"])
-        for col in range(1, 5):
+        # whole group names ("malignant / patch" was cut): every column as wide as its text, the last
+        # shown one takes the rest, and a narrow dock scrolls sideways instead of cutting a name
+        for col in range(0, 5):
             self.groups.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.groups.horizontalHeader().setStretchLastSection(True)
         self.chart = pg.PlotWidget(axisItems={"left": PercentAxis("left")})
         self.chart.setMenuEnabled(False)
         self.chart.setMouseEnabled(x=False, y=False)
@@ -295,8 +300,13 @@ class ResultsPane(QWidget):
         row = len(METRICS)
         for col, side in ((0, d["before"]), (1, d["after"])):
             name = (side or {}).get("worst_group") or ("—" if side else "")
-            self.summary.setItem(row, col, self._item(name))
+            # class and attribute on two lines: whole in a narrow column; the full name on hover too
+            tip = (
+                f"The group of test images where model {side['model_id']} does worst: {name}." if side else ""
+            )
+            self.summary.setItem(row, col, self._item(name.replace(" / ", " /\n"), tip))
         self.summary.setItem(row, 2, self._item(""))
+        self.summary.resizeRowToContents(row)
         h = self.summary.horizontalHeader().sizeHint().height() + sum(
             self.summary.rowHeight(r) for r in range(self.summary.rowCount())
         )
@@ -311,12 +321,12 @@ class ResultsPane(QWidget):
         left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
         for i, r in enumerate(rows):
             name = group_label(r)
-            first = self._item(name, "", left)
+            first = self._item(name, name, left)  # the full name on hover, should the dock be narrow
             if name in worst:
                 font = QFont(first.font())
                 font.setBold(True)
                 first.setFont(font)
-                first.setToolTip("The worst group of one of the models.")
+                first.setToolTip(f"{name}: the worst group of one of the models.")
             self.groups.setItem(i, 0, first)
             self.groups.setItem(i, 1, self._item(str(r["n"])))
             self.groups.setItem(i, 2, self._item(pct(r["before"])))

@@ -107,7 +107,8 @@ def test_retraining_in_the_training_pane_fills_the_comparison(
     assert _cells(pane.summary, 0)[0] == pct(cmp["before"]["accuracy"])
     assert _cells(pane.summary, 1)[2] == pct(cmp["after"]["alignment"])
     assert _cells(pane.summary, 2)[:3] == [points(cmp["deltas"][k]) for k in ("dAGA", "dWGA", "dAlignment")]
-    assert _cells(pane.summary, 1)[4] == cmp["after"]["worst_group"]
+    # the worst group's class and attribute on two lines, so that a narrow column shows it whole (issue 13)
+    assert _cells(pane.summary, 1)[4] == cmp["after"]["worst_group"].replace(" / ", " /\n")
     # the reliance on the masked regions, as measured when the model was retrained (lower is better)
     info = json.loads(session.project.model_row(aligned)["info"])
     assert cmp["before"]["reliance"] == pytest.approx(info["strength"]["reliance_before"]["mean"])
