@@ -372,7 +372,7 @@ class BrowserPane(QWidget):
     def _submit_deferred(self) -> None:
         self._deferred.stop()
         job = self._pred_job
-        if job is not None and not job.id:  # not submitted yet
+        if job is not None and not job.id and not self.runner.is_closing():  # not submitted yet
             self.runner.submit(job)
 
     def _on_predictions(self, job: Job, what: str, probs: np.ndarray) -> None:

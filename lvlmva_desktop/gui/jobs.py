@@ -161,6 +161,10 @@ class JobRunner(QObject):
     def queued(self, lane: str = "main") -> list[Job]:
         return list(self._queue[lane])
 
+    def is_closing(self) -> bool:
+        """The window is closing: no job may be submitted any more."""
+        return self._closing
+
     def is_busy(self, lane: str | None = None) -> bool:
         if lane is None:
             return bool(self._running)

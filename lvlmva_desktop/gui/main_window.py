@@ -37,6 +37,34 @@ from .training_widgets import format_time_left
 log = logging.getLogger(__name__)
 
 
+#: how many projects File > Open recent lists
+RECENT_MAX = 8
+
+
+def recent_projects() -> list[Path]:
+    value = QSettings().value("recent/projects", [])
+    if isinstance(value, str):  # QSettings gives one string for a one-item list in some formats
+        value = [value]
+    return [Path(v) for v in (value or []) if v]
+
+
+def remember_recent(root: Path) -> None:
+    root = Path(root).resolve()
+    folders = [root] + [f for f in recent_projects() if f.resolve() != root]
+    QSettings().setValue("recent/projects", [str(f) for f in folders[:RECENT_MAX]])
+
+
+def dropped_path(mime) -> Path | None:  # noqa: ANN001
+    """The one local folder or CSV file dragged onto the window, if that is what it is."""
+    urls = mime.urls() if mime is not None and mime.hasUrls() else []
+    if len(urls) != 1 or not urls[0].isLocalFile():
+        return None
+    path = Path(urls[0].toLocalFile())
+    if path.is_dir() or (path.is_file() and path.suffix.lower() == ".csv"):
+        return path
+    return None
+
+
 #: room for the window manager's title bar and frame around the window's own size
 FRAME_ALLOWANCE = (16, 40)
 
@@ -64,6 +92,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._connect()
         self._default_state = self.saveState()
+        self.setAcceptDrops(True)  # a project folder, a class-folder tree or a CSV manifest
         self._fit_to_screen()
         self._restore_window_state()
         self._update_title()
@@ -87,6 +116,7 @@ class MainWindow(QMainWindow):
         from .chat_pane import ChatPane
         from .heatmap import HeatmapPane
         from .results import ResultsPane
+        from .review import ReviewPane
         from .spec_editor import SpecEditorPane
         from .training import TrainingPane
 
@@ -99,6 +129,8 @@ class MainWindow(QMainWindow):
         self.training = TrainingPane(s, r)
         self.results = ResultsPane(s, r)
         self.messages = MessagesPane()
+        self.review = ReviewPane(s, r, getattr(self.heatmap, "undo_stack", None))
+        self.review.segmentRequested.connect(self._show_segment)
         self.docks: dict[str, QDockWidget] = {}
         left, right, bottom = (
             Qt.DockWidgetArea.LeftDockWidgetArea,
@@ -106,11 +138,14 @@ class MainWindow(QMainWindow):
             Qt.DockWidgetArea.BottomDockWidgetArea,
         )
         self._dock("browser", "Images", self.browser, left)
+        self._dock("review", "Review", self.review, left)
         self._dock("chat", "Critique && chat", self.chat, right)
         self._dock("spec", "Class descriptions", self.spec_editor, right)
         self._dock("training", "Training", self.training, right)
         self._dock("results", "Results", self.results, right)
         self._dock("messages", "Messages", self.messages, bottom)
+        self.tabifyDockWidget(self.docks["browser"], self.docks["review"])
+        self.docks["browser"].raise_()
         self.tabifyDockWidget(self.docks["chat"], self.docks["spec"])
         self.tabifyDockWidget(self.docks["spec"], self.docks["training"])
         self.tabifyDockWidget(self.docks["training"], self.docks["results"])
@@ -185,6 +220,11 @@ class MainWindow(QMainWindow):
             None,
             "Write the audit report (HTML and PDF): data, descriptions, prompts, verdicts, runs, metrics.",
         )
+        self.last_report: Path | None = None
+        self.act_open_report = A(
+            "Open the last &report", self.open_last_report, None, "Open the audit report written last."
+        )
+        self.act_open_report.setEnabled(False)
         self.act_verify_audit = A(
             "&Verify audit log",
             self.verify_audit_log,
@@ -248,12 +288,17 @@ class MainWindow(QMainWindow):
     def _build_menus_and_toolbar(self) -> None:
         mb = self.menuBar()
         m = mb.addMenu("&File")
-        for a in (self.act_new, self.act_open, self.act_demo):
+        for a in (self.act_new, self.act_open):
             m.addAction(a)
+        self.recent_menu = m.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._fill_recent()
+        m.addAction(self.act_demo)
         m.addAction(self.act_import_model)
         m.addSeparator()
         m.addAction(self.act_export)
         m.addAction(self.act_report)
+        m.addAction(self.act_open_report)
         m.addAction(self.act_verify_audit)
         m.addSeparator()
         m.addAction(self.act_quit)
@@ -266,10 +311,14 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addAction(self.act_resume)
         m.addAction(self.act_cancel)
+        m = mb.addMenu("Re&view")
+        for a in self.review.actions_:
+            m.addAction(a)
+            self.addAction(a)  # N, P and A work anywhere in the window (text boxes keep their letters)
         m = mb.addMenu("&LVLM")
         m.addAction(self.act_lvlm)
         self.view_menu = mb.addMenu("&View")
-        for key in ("browser", "chat", "spec", "training", "results", "messages"):
+        for key in ("browser", "review", "chat", "spec", "training", "results", "messages"):
             self.view_menu.addAction(self.docks[key].toggleViewAction())
         self.view_menu.addSeparator()
         theme_menu = self.view_menu.addMenu("&Theme")
@@ -285,6 +334,16 @@ class MainWindow(QMainWindow):
             theme_menu.addAction(a)
         self.view_menu.addAction(self._action("&Reset layout", self.reset_layout))
         m = mb.addMenu("&Help")
+        from .help import PAGES
+
+        self.help_actions = []
+        for i, (text, page) in enumerate(PAGES):
+            a = self._action(text, lambda t=text, p=page: self.show_help(t, p), "F1" if i == 0 else None)
+            m.addAction(a)
+            self.help_actions.append(a)
+        self.act_shortcuts = self._action("&Keyboard shortcuts", self.show_shortcuts)
+        m.addAction(self.act_shortcuts)
+        m.addSeparator()
         m.addAction(self._action("&About", self.about))
         tb = QToolBar("Method")
         tb.setObjectName("toolbar-method")
@@ -373,15 +432,104 @@ class MainWindow(QMainWindow):
         self.messages.post(
             "info", f"Opened {self.session.project.manifest['name']}{ro}", str(self.session.root)
         )
+        remember_recent(self.session.root)
+        self._fill_recent()
+        self._warn_alignment_size()
         for note in getattr(self.session.project, "notes", []):  # a read-only folder, unsaved log changes
             self.messages.post("warning", "About this project", note)
         notice = None if self.session.read_only else interrupted_notice(self.session.project)
         if notice:
             self.messages.post("warning", "A step was interrupted", notice)
+        from .review import remembered_position
+
         first = self.session.project.db.execute("SELECT id FROM samples ORDER BY id LIMIT 1").fetchone()
-        if first is not None and self.session.current_sample < 0:
+        stopped = remembered_position(self.session.root)
+        if (
+            stopped is not None
+            and self.session.project.db.execute("SELECT 1 FROM samples WHERE id=?", (stopped,)).fetchone()
+        ):
+            self.session.select_sample(stopped)  # where the review stopped last time
+            self.messages.post("info", "Review", f"You stopped the review at image #{stopped}; N goes on.")
+        elif first is not None and self.session.current_sample < 0:
             self.session.select_sample(int(first[0]))  # the viewer shows an image from the start
         return True
+
+    def _show_segment(self, sample_id: int, segment: int) -> None:
+        """Show one segment of an image (from the held-back list): the image, then its row selected."""
+        self.session.select_sample(sample_id)
+        QTimer.singleShot(0, lambda: self.heatmap.table.select_segment(segment))
+
+    def _fill_recent(self) -> None:
+        """File > Open recent: the projects opened last, newest first; a moved folder is greyed out."""
+        self.recent_menu.clear()
+        folders = recent_projects()
+        for folder in folders:
+            a = self.recent_menu.addAction(str(folder))
+            ok = (folder / "project.json").is_file()
+            a.setEnabled(ok)
+            a.setToolTip("" if ok else "Not found: the folder was moved or deleted")
+            a.triggered.connect(lambda _=False, f=folder: self.open_project(f))
+        if not folders:
+            self.recent_menu.addAction("(no project opened yet)").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear the list", self._clear_recent)
+
+    def _clear_recent(self) -> None:
+        QSettings().setValue("recent/projects", [])
+        self._fill_recent()
+
+    def _warn_alignment_size(self) -> None:
+        """The alignment set asked for (200 by default) against the training images the project has."""
+        p = self.session.project
+        if p is None:
+            return
+        n_train = p.db.execute("SELECT COUNT(*) FROM samples WHERE split='train'").fetchone()[0]
+        n = self.session.pipeline_settings().sampling.n
+        if 0 < n_train <= n:
+            self.messages.post(
+                "warning",
+                "The alignment set is as large as the training set",
+                f"Method > Sample asks for {n} images and the project has {n_train} training images, so "
+                "every training image would be in the alignment set and its choice by entropy means "
+                f"nothing. Set a smaller size (about {max(1, n_train // 4)}) in the Training pane's "
+                "Alignment set settings, or import more images.",
+            )
+
+    # -- drag and drop --------------------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
+        if dropped_path(event.mimeData()) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:  # noqa: N802, ANN001
+        path = dropped_path(event.mimeData())
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        # a project folder opens; a folder of class subfolders or a CSV manifest starts a new project
+        if (path / "project.json").is_file():
+            QTimer.singleShot(0, lambda: self.open_project(path))
+        else:
+            QTimer.singleShot(0, lambda: self.new_project(path))
+
+    # -- help -----------------------------------------------------------------------------------------------
+    def show_help(self, title: str, page: str) -> None:
+        from .help import page_window
+
+        dlg = page_window(title.replace("&", ""), page, self)
+        dlg.exec()
+        dlg.deleteLater()
+
+    def show_shortcuts(self) -> None:
+        from .help import HelpWindow, shortcuts_markdown
+
+        actions = [a for menu in self.menuBar().actions() if menu.menu() for a in menu.menu().actions()]
+        dlg = HelpWindow("Keyboard shortcuts", shortcuts_markdown(actions), None, self)
+        dlg.exec()
+        dlg.deleteLater()
 
     def resume_interrupted(self) -> None:
         from .recovery import resume_job
@@ -405,10 +553,10 @@ class MainWindow(QMainWindow):
         )
         self.runner.submit(workflow.demo_job(folder, lambda root: self.open_project(root)))
 
-    def new_project(self) -> None:
+    def new_project(self, source: Path | None = None) -> None:
         from .dialogs import NewProjectDialog
 
-        dlg = NewProjectDialog(self)
+        dlg = NewProjectDialog(self, source)
         accepted = dlg.exec() == NewProjectDialog.DialogCode.Accepted
         v = dlg.values()
         dlg.deleteLater()
@@ -465,7 +613,7 @@ class MainWindow(QMainWindow):
         except Exception as e:  # noqa: BLE001
             self.session.report(e, "Exporting the results")
             return []
-        self.messages.post("info", "Results exported", ", ".join(str(p) for p in written))
+        self.messages.post("info", "Results exported", "\n".join(str(p) for p in written), written)
         return written
 
     def audit_report(self, folder: Path | None = None) -> Job | None:
@@ -476,14 +624,20 @@ class MainWindow(QMainWindow):
             self.show_error(UserError("No report to write", "Open a project first.", "", "project"))
             return None
         if folder is None:
-            d = QFileDialog.getExistingDirectory(self, "Write the audit report into this folder")
-            if not d:
+            folder = self.ask_report_folder()
+            if folder is None:
                 return None
-            folder = Path(d)
         device = self.session.device()
 
         def done(paths: list[Path]) -> None:
-            self.messages.post("info", "Audit report written", "\n".join(str(p) for p in paths))
+            self.last_report = paths[0] if paths else None
+            self.act_open_report.setEnabled(self.last_report is not None)
+            self.messages.post(
+                "info",
+                "Audit report written",
+                "\n".join(str(p) for p in paths) + "\n(double-click to open)",
+                paths,
+            )
 
         return self._submit(
             lambda: Job(
@@ -493,6 +647,29 @@ class MainWindow(QMainWindow):
                 on_done=done,
             )
         )
+
+    def ask_report_folder(self) -> Path | None:
+        """Where the report goes: a folder to type or pick; a new name is created (the folder dialog alone
+        refused one that did not exist yet: "Directory not found")."""
+        import time
+
+        default = self.session.root / "reports" / time.strftime("audit-%Y-%m-%d")
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Write the audit report (report.html and report.pdf) into this folder",
+            str(default),
+            "Folder, created if needed (*)",
+        )
+        return Path(path) if path else None
+
+    def open_last_report(self) -> bool:
+        """Open the report written last in this session with the desktop's program for HTML."""
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        if self.last_report is None:
+            return False
+        return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.last_report))))
 
     def verify_audit_log(self) -> bool:
         """Walk the project's audit hash chain; an altered or deleted entry is told as an error."""
@@ -611,12 +788,53 @@ class MainWindow(QMainWindow):
             f"{p.manifest['name']}{ro} — LVLM-VA Desktop" if p is not None else "LVLM-VA Desktop"
         )
 
+    def step_prerequisites(self) -> dict[QAction, str]:
+        """What each step of the Method menu still needs, in words ("" when it can run)."""
+        s = self.session
+        missing = {a: "" for a in self.method_actions}
+        if s.project is None:
+            return {a: "Open or create a project first (File menu)." for a in self.method_actions}
+        db = s.project.db
+        if db.execute("SELECT 1 FROM samples WHERE split='train' LIMIT 1").fetchone() is None:
+            missing[self.act_train] = "The project has no training images: import images first."
+        if s.original_model_id() is None:
+            need = "Train or import the original model first (Method > Train)."
+            for a in (
+                self.act_sample,
+                self.act_explain,
+                self.act_critique,
+                self.act_align,
+                self.act_evaluate,
+            ):
+                missing[a] = need
+            return missing
+        if s.alignment_set_id() is None:
+            missing[self.act_explain] = "Choose the alignment set first (Method > Sample)."
+        expl = s.explanation_id()
+        if expl is None:
+            need = "Explain the alignment set first (Method > Explain)."
+            missing[self.act_critique] = missing[self.act_align] = missing[self.act_explain] or need
+        elif db.execute("SELECT 1 FROM verdicts WHERE explanation_id=? LIMIT 1", (expl,)).fetchone() is None:
+            missing[self.act_align] = (
+                "No verdicts yet: run the critique (Method > Critique) or give your own."
+            )
+        return missing
+
     def _update_actions(self) -> None:
         has_project = self.session.project is not None
         busy = self.runner.is_busy("main")
         writable = has_project and not self.session.read_only  # read-only: another program writes it
-        for a in [*self.method_actions, self.act_resume]:
-            a.setEnabled(writable and not busy)
+        missing = self.step_prerequisites()
+        for a in self.method_actions:
+            why = missing.get(a, "")
+            a.setEnabled(writable and not busy and not why)
+            if a.property("base_tip") is None:  # what the step does, as _action wrote it
+                a.setProperty("base_tip", a.toolTip())
+                a.setProperty("base_status", a.statusTip())
+            name = a.text().replace("&", "")
+            a.setToolTip(f"{name}: not yet. {why}" if why else a.property("base_tip"))
+            a.setStatusTip(f"Not yet: {why}" if why else a.property("base_status"))
+        self.act_resume.setEnabled(writable and not busy)
         self.act_export.setEnabled(has_project)
         self.act_report.setEnabled(has_project)
         self.act_verify_audit.setEnabled(has_project)
@@ -651,6 +869,8 @@ class MainWindow(QMainWindow):
     def _on_job_finished(self, job: Job, result: object) -> None:
         if job.lane == "main":
             self.statusBar().showMessage(f"{job.title}: done.", 5000)
+        if job.kind == "critique":
+            self.docks["review"].raise_()  # the verdicts are in: the review queue is what comes next
         self._job_ended()
 
     def _on_job_message(self, job: Job, text: str) -> None:
@@ -752,6 +972,7 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._sized and not QSettings().value("window/state"):
             self._sized = True  # first start: share the width sensibly (later starts restore the user's)
+            self._fit_to_screen()  # again: before the first show the tabbed docks counted as stacked
             w = max(self.width(), 800)
             self.resizeDocks(
                 [self.docks["browser"], self.docks["chat"]],

@@ -390,16 +390,17 @@ class TrainingPane(QWidget):
             self.session.tell("Retraining: the penalty strength", choice.summary())
         held = self._held_back(mid)
         if held:
-            text += f" {len(held)} 'spurious' verdict(s) were left out of the masks (see Messages)."
-            listed = ", ".join(f"#{sid} segment {seg + 1}" for sid, seg in held[:40])
-            more = f" and {len(held) - 40} more" if len(held) > 40 else ""
+            text += f" {len(held)} 'spurious' verdict(s) were left out of the masks (see Review > Held back)."
             self.session.tell(
                 f"Consistency check: {len(held)} 'spurious' verdict(s) not used",
-                f"These segments were judged spurious but look like segments judged relevant in other "
-                f"images, so they were left out of the masks: {listed}{more}. Review them in the heatmap "
-                "viewer: a verdict you set yourself is always used (setting align.consistency_check).",
+                "They look like segments judged relevant in other images, so they were left out of the "
+                "masks. Click through them in the Review pane's Held back list: keep each as spurious or "
+                "overrule it (a verdict you set yourself is always used; setting align.consistency_check).",
             )
         self.status.setText(text)
+        kind = self.job.kind if self.job is not None else "train"
+        title = "Retrain: the aligned model is saved" if kind == "align" else "Train: the model is saved"
+        self.session.tell(title, text)
         self._finish()
 
     def _strength_choice(self, model_id: int):
