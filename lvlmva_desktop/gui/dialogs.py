@@ -38,7 +38,7 @@ def _path_row(edit: QLineEdit, pick) -> QWidget:
 class NewProjectDialog(QDialog):
     """Where the project goes, where the images come from (class folders or a CSV manifest), their size."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, source: Path | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("New project")
         self.setMinimumWidth(560)
@@ -78,6 +78,11 @@ class NewProjectDialog(QDialog):
         lay.addLayout(form)
         lay.addWidget(self.problem)
         lay.addWidget(buttons)
+        if source is not None:  # a folder or CSV dropped on the window
+            self.kind.setCurrentIndex(self.kind.findData("csv" if Path(source).is_file() else "folder"))
+            self.source.setText(str(source))
+            if not self.name.text():
+                self.name.setText(Path(source).stem)
 
     def _pick_folder(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Project folder")

@@ -8,9 +8,10 @@ copy into a bug report.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -69,7 +70,7 @@ class MessagesPane(QWidget):
         self.list = QListWidget()
         self.list.setWordWrap(True)
         self.list.setAlternatingRowColors(True)
-        self.list.itemDoubleClicked.connect(lambda _: self.show_details())
+        self.list.itemDoubleClicked.connect(lambda _: self._on_double_click())
         lay.addWidget(self.list, 1)
         row = QVBoxLayout()
         self.details_button = QPushButton("Details…")
@@ -77,8 +78,12 @@ class MessagesPane(QWidget):
             "The technical details of the selected message, to copy into a bug report."
         )
         self.details_button.clicked.connect(self.show_details)
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Open the file the selected message names (the report, the export)")
+        self.open_button.clicked.connect(lambda _=False: self.open_selected())
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.list.clear)
+        row.addWidget(self.open_button)
         row.addWidget(self.details_button)
         row.addWidget(self.clear_button)
         row.addStretch(1)
@@ -90,15 +95,19 @@ class MessagesPane(QWidget):
         item = self.list.currentItem()
         err = item.data(Qt.ItemDataRole.UserRole) if item else None
         self.details_button.setEnabled(bool(err is not None and err.details))
+        self.open_button.setEnabled(bool(self.paths(item)))
 
     def post_error(self, error: UserError) -> None:
         level = "info" if error.kind == "cancelled" else "error"
         self._add(level, error.title, error.message, error)
 
-    def post(self, level: str, title: str, message: str = "") -> None:
-        self._add(level, title, message, None)
+    def post(self, level: str, title: str, message: str = "", paths: list[Path] | None = None) -> None:
+        """A message; ``paths`` (files it names) are opened by a double-click or Open, the first one."""
+        self._add(level, title, message, None, paths)
 
-    def _add(self, level: str, title: str, message: str, error: UserError | None) -> None:
+    def _add(
+        self, level: str, title: str, message: str, error: UserError | None, paths: list[Path] | None = None
+    ) -> None:
         stamp = time.strftime("%H:%M:%S")
         item = QListWidgetItem(
             self.style().standardIcon(LEVEL_ICONS.get(level, LEVEL_ICONS["info"])),
@@ -106,9 +115,15 @@ class MessagesPane(QWidget):
         )
         item.setData(Qt.ItemDataRole.UserRole, error)
         item.setData(Qt.ItemDataRole.UserRole + 1, level)
+        if paths:
+            item.setData(Qt.ItemDataRole.UserRole + 2, [str(p) for p in paths])
+            item.setToolTip("Double-click or Open to open " + Path(paths[0]).name)
+            font = item.font()
+            font.setUnderline(True)
+            item.setFont(font)
         self.list.insertItem(0, item)
-        if level == "error":
-            self.list.setCurrentItem(item)  # ready for "Details…"
+        if level == "error" or paths:
+            self.list.setCurrentItem(item)  # ready for "Details…" or "Open"
         self.list.scrollToTop()
         self.posted.emit(level, title)
 
@@ -118,6 +133,21 @@ class MessagesPane(QWidget):
             (self.list.item(i).data(Qt.ItemDataRole.UserRole + 1), self.list.item(i).text())
             for i in range(self.list.count())
         ]
+
+    @staticmethod
+    def paths(item: QListWidgetItem | None) -> list[str]:
+        return list(item.data(Qt.ItemDataRole.UserRole + 2) or []) if item is not None else []
+
+    def open_selected(self) -> bool:
+        """Open the first file the selected message names with the desktop's program for it."""
+        paths = self.paths(self.list.currentItem())
+        if not paths:
+            return False
+        return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(paths[0])))
+
+    def _on_double_click(self) -> None:
+        if not self.open_selected():
+            self.show_details()
 
     def show_details(self) -> None:
         item = self.list.currentItem()

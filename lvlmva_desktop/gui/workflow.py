@@ -21,6 +21,50 @@ def _need(value: int | None, what: str) -> int:
     return value
 
 
+def _told(session: Session, topics: str | tuple[str, ...], told: tuple[str, str]) -> None:
+    """A finished step: the views redraw, and Messages keeps what it did (title, text)."""
+    session.notify(*((topics,) if isinstance(topics, str) else topics))
+    session.tell(*told)
+
+
+def sampled_text(session: Session, set_id: int, settings: Any) -> tuple[str, str]:
+    n = len(session.project.alignment_members(set_id)) if session.project is not None else 0
+    n_train = 0
+    if session.project is not None:
+        n_train = session.project.db.execute("SELECT COUNT(*) FROM samples WHERE split='train'").fetchone()[0]
+    text = (
+        f"Alignment set #{set_id}: {n} training images chosen by the '{settings.strategy}' strategy "
+        f"(of {n_train}). Next: Method > Explain."
+    )
+    if n < settings.n:
+        text += f" The project has fewer training images than the {settings.n} asked for."
+    return "Sample: the alignment set is chosen", text
+
+
+def explained_text(session: Session, expl_id: int) -> tuple[str, str]:
+    p = session.project
+    n = 0
+    if p is not None:
+        _, t = p.explanation(expl_id)
+        n = int(t["sample_ids"].numel()) if "sample_ids" in t else 0
+    return (
+        "Explain: attributions and segments are ready",
+        f"Explanation #{expl_id}: {n} images with their attribution maps and segments (see the viewer). "
+        "Next: Method > Critique.",
+    )
+
+
+def critiqued_text(results: dict) -> tuple[str, str]:
+    counts = results.get("verdicts", {}) if isinstance(results, dict) else {}
+    n = results.get("n_images", 0) if isinstance(results, dict) else 0
+    parts = ", ".join(f"{counts[k]} {k}" for k in ("spurious", "relevant", "undecided") if counts.get(k))
+    return (
+        "Critique: the critic's verdicts are in",
+        f"{n} images judged ({parts or 'no verdicts'}). Review them in the Review pane: N goes to the next "
+        "image to review, least certain first; A confirms the critic's verdicts on an image.",
+    )
+
+
 def sample_job(session: Session) -> Job:
     from ..core.pipeline import sample_alignment_set
 
@@ -33,7 +77,7 @@ def sample_job(session: Session) -> Job:
         "sample",
         "Choosing the alignment set",
         lambda p, s: sample_alignment_set(p, model_id, settings, device, s),
-        on_done=lambda _: session.notify("alignment"),
+        on_done=lambda set_id: _told(session, "alignment", sampled_text(session, set_id, settings)),
     )
 
 
@@ -50,7 +94,7 @@ def explain_job(session: Session) -> Job:
         "explain",
         "Explaining the alignment set",
         lambda p, s: explain_alignment_set(p, model_id, set_id, ps.explain, ps.segment, device, s),
-        on_done=lambda _: session.notify("explanation"),
+        on_done=lambda expl_id: _told(session, "explanation", explained_text(session, expl_id)),
     )
 
 
@@ -103,7 +147,7 @@ def critique_job(
         "critique",
         "Critiquing the explanations",
         fn,
-        on_done=lambda _: session.notify("critique", "verdicts"),
+        on_done=lambda results: _told(session, ("critique", "verdicts"), critiqued_text(results)),
         on_partial=lambda r: (
             session.notify("verdicts") if isinstance(r, dict) and r.get("kind") == "critique" else None
         ),
@@ -122,7 +166,11 @@ def evaluate_job(session: Session, model_ids: list[int] | None = None) -> Job:
         "evaluate",
         "Evaluating on the test images",
         lambda p, s: evaluate_models(p, ids, settings, device, s),
-        on_done=lambda _: session.notify("metrics"),
+        on_done=lambda _: _told(
+            session,
+            "metrics",
+            ("Evaluate: the test images are measured", f"Model(s) {', '.join(map(str, ids))}: see Results."),
+        ),
     )
 
 

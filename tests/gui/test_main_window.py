@@ -26,7 +26,7 @@ def test_open_project_sets_title_and_device(window, demo_project):
     assert window.open_project(demo_project)
     assert window.windowTitle().startswith("Demo: skin lesions with patches")
     assert window.device_label.text() == "Device: CPU"
-    assert all(a.isEnabled() for a in window.method_actions)
+    assert window.act_train.isEnabled()  # the later steps wait for their prerequisites (greyed out)
     window.session.close_project()
     assert window.windowTitle() == "LVLM-VA Desktop"
     assert not any(a.isEnabled() for a in window.method_actions)
@@ -43,10 +43,23 @@ def test_a_step_that_cannot_run_yet_says_what_to_do_first(window, demo_project, 
     window.open_project(demo_project)
     window.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5000)
+    # the steps whose prerequisites are missing are greyed out, and say what they need
+    assert window.act_train.isEnabled()
+    for a in (window.act_sample, window.act_explain, window.act_critique, window.act_align):
+        assert not a.isEnabled()
+        assert "Train or import the original model first" in a.toolTip()
+        assert not window.toolbar.widgetForAction(a).isEnabled()
     qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)  # sample, before training
-    (level, text), *_ = window.messages.messages()
-    assert level == "error" and "Train or import the original model first" in text
-    assert not window.runner.is_busy()
+    assert not window.runner.is_busy("main")
+    # with a model, Sample opens up; Explain still waits for the alignment set
+    from lvlmva_desktop.core.models import ModelSpec, build_model
+
+    p = window.session.project
+    spec = ModelSpec("small_cnn", len(p.classes), p.channels, p.image_size)
+    p.save_model(build_model(spec), spec, "test model", "erm", None, None)
+    window.session.notify("models")
+    assert window.act_sample.isEnabled() and not window.act_explain.isEnabled()
+    assert "Choose the alignment set first" in window.act_explain.toolTip()
 
 
 def test_job_failure_lands_in_messages_with_details_and_no_dialog(window, qtbot):

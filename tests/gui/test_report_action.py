@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
 from lvlmva_desktop.core import audit
@@ -13,8 +15,14 @@ def test_audit_report_from_the_file_menu(window, qtbot, explained_project, tmp_p
     assert not window.act_report.isEnabled()  # no project yet
     assert window.open_project(explained_project) and window.act_report.isEnabled()
 
-    out = tmp_path / "audit"
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
+    out = tmp_path / "reports" / "audit-new"  # a folder that does not exist yet: it is created
+    asked = []
+
+    def ask(parent, caption, default, filt):
+        asked.append(default)
+        return str(out), filt
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", ask)
     with qtbot.waitSignal(
         window.runner.finished, timeout=180_000, check_params_cb=lambda job, _: job.kind == "report"
     ) as done:  # the browser's predictions run too, in the background lane
@@ -29,10 +37,26 @@ def test_audit_report_from_the_file_menu(window, qtbot, explained_project, tmp_p
     assert "No aligned model yet" in page  # the explained project has not been fine-tuned
     entry = audit.entries(window.session.project.db)[-1]  # logged with the files' hashes
     assert entry["action"] == "report" and set(entry["hashes"]) == {"report.html", "report.pdf"}
+    assert asked[0].startswith(str(explained_project / "reports" / "audit-"))  # a sensible default
+
+    # the paths are not just text: Open (and a double-click) opens the report, as does File > Open…
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    m = window.messages
+    assert m.open_button.isEnabled()  # the report's message is selected
+    qtbot.mouseClick(m.open_button, Qt.MouseButton.LeftButton)
+    assert opened == [str(out / "report.html")]
+    rect = m.list.visualItemRect(m.list.item(0))
+    qtbot.mouseClick(m.list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(m.list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert len(opened) == 2 and opened[-1] == str(out / "report.html")
+    assert window.act_open_report.isEnabled()
+    window.act_open_report.trigger()
+    assert len(opened) == 3 and opened[-1] == str(out / "report.html")
 
 
 def test_cancelling_the_folder_dialog_writes_nothing(window, explained_project, monkeypatch):
     assert window.open_project(explained_project)
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: "")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))
     assert window.audit_report() is None
     assert not window.runner.is_busy("main")
