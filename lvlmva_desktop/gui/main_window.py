@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QUndoGroup
 from PySide6.QtWidgets import (
     QApplication,
@@ -98,6 +98,10 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._update_actions()
 
+    def resize(self, *args) -> None:  # noqa: ANN002 - QWidget.resize(w, h) or resize(QSize)
+        super().resize(*args)
+        self._requested = QSize(*args) if len(args) == 2 else QSize(args[0])
+
     def _fit_to_screen(self) -> None:
         """First size: the screen's free area (less the title bar and frame), never more; on a large
         screen 80% of it. A 1366x768 laptop sees the whole window, status bar included."""
@@ -108,6 +112,7 @@ class MainWindow(QMainWindow):
         area = screen.availableGeometry()
         size = initial_window_size(area.width(), area.height())
         self.resize(size[0], size[1])
+        self._auto_size = self.size()  # a caller's own resize before the first show wins over ours
         self.move(area.x() + (area.width() - size[0]) // 2, area.y() + max(0, (area.height() - size[1]) // 3))
 
     # -- panes --------------------------------------------------------------------------------------------
@@ -251,6 +256,13 @@ class MainWindow(QMainWindow):
             "Ctrl+4",
             "Let a critic judge every segment against your descriptions.",
         )
+        self.act_spot_check = A(
+            "Check the &critic…",
+            self.spot_check,
+            None,
+            "A blind spot-check: judge a random sample of segments yourself, without the critic's answers; "
+            "tells the critic's verdict accuracy and what it means for the alignment.",
+        )
         self.act_align = A(
             "5 &Retrain",
             self.align,
@@ -308,6 +320,8 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Method")
         for a in self.method_actions:
             m.addAction(a)
+            if a is self.act_critique:
+                m.addAction(self.act_spot_check)
         m.addSeparator()
         m.addAction(self.act_resume)
         m.addAction(self.act_cancel)
@@ -753,6 +767,13 @@ class MainWindow(QMainWindow):
                 return
         self._submit(lambda: workflow.critique_job(self.session, kind, accuracy, lvlm_options))
 
+    def spot_check(self) -> None:
+        from .spot_check import SpotCheckDialog
+
+        dlg = SpotCheckDialog(self.session, self)
+        dlg.exec()
+        dlg.deleteLater()
+
     def align(self) -> None:
         self.docks["training"].raise_()
         self.training.start_alignment()
@@ -835,6 +856,13 @@ class MainWindow(QMainWindow):
             a.setToolTip(f"{name}: not yet. {why}" if why else a.property("base_tip"))
             a.setStatusTip(f"Not yet: {why}" if why else a.property("base_status"))
         self.act_resume.setEnabled(writable and not busy)
+        critiqued = not missing.get(self.act_align, "x") and has_project
+        self.act_spot_check.setEnabled(writable and not busy and critiqued)
+        self.act_spot_check.setToolTip(
+            "Check the critic: a blind spot-check of its verdicts"
+            if critiqued
+            else "Check the critic: not yet. Run the critique first (Method > Critique)."
+        )
         self.act_export.setEnabled(has_project)
         self.act_report.setEnabled(has_project)
         self.act_verify_audit.setEnabled(has_project)
@@ -972,7 +1000,12 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._sized and not QSettings().value("window/state"):
             self._sized = True  # first start: share the width sensibly (later starts restore the user's)
-            self._fit_to_screen()  # again: before the first show the tabbed docks counted as stacked
+            # before the first show the tabbed docks count as stacked, which clamps the height: size again
+            requested = getattr(self, "_requested", None)
+            if requested is not None and requested == getattr(self, "_auto_size", None):
+                self._fit_to_screen()
+            elif requested is not None and self.size() != requested:
+                super().resize(requested)
             w = max(self.width(), 800)
             self.resizeDocks(
                 [self.docks["browser"], self.docks["chat"]],
