@@ -1199,16 +1199,21 @@ def _verdict_params(
 VERDICT_COLUMNS = (("confidence", "REAL"),)
 
 
-def migrate_verdicts(db: sqlite3.Connection) -> None:
-    """Add the verdict columns a project made before them lacks (as recovery.migrate does for runs)."""
-    have = {r[1] for r in db.execute("PRAGMA table_info(verdicts)")}
-    for name, decl in VERDICT_COLUMNS:
+def add_missing_columns(db: sqlite3.Connection, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+    """Schema migration: add to ``table`` the (name, declaration) columns a project made before them lacks."""
+    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    for name, decl in columns:
         if name not in have:
             try:
-                db.execute(f"ALTER TABLE verdicts ADD COLUMN {name} {decl}")
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             except sqlite3.OperationalError as e:  # another thread of this process added it just now
                 if "duplicate column" not in str(e):
                     raise
+
+
+def migrate_verdicts(db: sqlite3.Connection) -> None:
+    """Add the verdict columns a project made before them lacks."""
+    add_missing_columns(db, "verdicts", VERDICT_COLUMNS)
 
 
 def _confidence(value: object) -> float | None:

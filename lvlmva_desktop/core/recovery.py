@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .jobs import TaskState, ensure_state
-from .project import Project, ProjectError
+from .project import Project, ProjectError, add_missing_columns
 
 if TYPE_CHECKING:
     import torch
@@ -62,14 +62,7 @@ def prepare(project: Project, first: bool, locked: bool) -> None:
 
 def migrate(db: sqlite3.Connection) -> None:
     """Schema migration of the runs table (works on projects made before these columns existed)."""
-    have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-    for name, decl in RUN_COLUMNS:
-        if name not in have:
-            try:
-                db.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
-            except sqlite3.OperationalError as e:  # another thread of this process added it just now
-                if "duplicate column" not in str(e):
-                    raise
+    add_missing_columns(db, "runs", RUN_COLUMNS)
 
 
 def _alive(pid: int | None) -> bool:

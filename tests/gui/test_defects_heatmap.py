@@ -11,10 +11,7 @@ import torch
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
-from lvlmva_desktop.gui.heatmap import HeatmapPane
 from lvlmva_desktop.gui.heatmap_view import Attribution, AttributionView, Display, edge_path, overlay_levels
-from lvlmva_desktop.gui.jobs import JobRunner
-from lvlmva_desktop.gui.session import Session
 
 SLOW = 120_000  # ms: an attribution job on 2 shared CPU cores
 SHOTS = "/tmp/shots"
@@ -74,22 +71,8 @@ def test_segment_numbers_do_not_overlap(qtbot, size):
 
 
 # -- the pane on a real explained project --------------------------------------------------------------------
-@pytest.fixture
-def env(qtbot, explained_project):
-    session = Session(device="cpu")
-    session.open_project(explained_project)
-    runner = JobRunner(lambda: session.root)
-    errors = []
-    session.error.connect(errors.append)
-    runner.failed.connect(lambda job, err: errors.append(err))
-    pane = HeatmapPane(session, runner)
-    qtbot.addWidget(pane)
-    pane.resize(900, 700)
-    pane.show()
-    qtbot.waitExposed(pane)
-    yield session, runner, pane, errors
-    runner.shutdown(10)
-    session.close_project()
+# the viewer pane on a real explained project, as the viewer's other tests have it
+from test_heatmap import env  # noqa: E402, F401
 
 
 def _weak_model(session) -> int:
@@ -107,6 +90,7 @@ def _weak_model(session) -> int:
 
 def test_compare_views_share_one_colour_scale(qtbot, env):
     session, runner, pane, errors = env
+    pane.resize(900, 700)
     eid = session.explanation_id()
     _, t = session.project.explanation(eid)
     _weak_model(session)
@@ -136,6 +120,7 @@ def _row_centre(table, row: int) -> QPoint:
 
 def test_hovering_a_verdict_row_outlines_its_segment(qtbot, env):
     session, runner, pane, errors = env
+    pane.resize(900, 700)
     eid = session.explanation_id()
     _, t = session.project.explanation(eid)
     k = 2

@@ -4,34 +4,15 @@ Ask. After a failed Check, OK stays off until the settings change (or a Check of
 from __future__ import annotations
 
 import pytest
-from fixtures.tiny_lvlm import make_tiny_lvlm
 from PySide6.QtCore import Qt
 
-from lvlmva_desktop.gui.jobs import JobRunner
 from lvlmva_desktop.gui.lvlm_dialog import LVLMDialog
-from lvlmva_desktop.gui.session import Session
 
 SHOTS = "/tmp/shots"
 
 
-@pytest.fixture(scope="module")
-def tiny_qwen(tmp_path_factory):
-    return make_tiny_lvlm("qwen2_5_vl", tmp_path_factory.mktemp("tiny") / "qwen-tiny")
-
-
-@pytest.fixture
-def session():
-    s = Session()
-    s.set_lvlm_config(None)  # QSettings are shared by the test session: start without an LVLM
-    yield s
-    s.release_lvlm()
-
-
-@pytest.fixture
-def runner():
-    r = JobRunner(lambda: None)
-    yield r
-    r.shutdown(10)
+# the same tiny model, settings-free session and runner as the dialog's other tests
+from test_lvlm_dialog import runner, session, tiny_qwen  # noqa: E402, F401
 
 
 @pytest.fixture
