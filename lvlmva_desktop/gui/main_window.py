@@ -530,20 +530,22 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, lambda: self.new_project(path))
 
     # -- help -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _show_modal(dlg) -> None:  # noqa: ANN001 - any QDialog
+        """A dialog that does its own work: shown until closed, then freed."""
+        dlg.exec()
+        dlg.deleteLater()
+
     def show_help(self, title: str, page: str) -> None:
         from .help import page_window
 
-        dlg = page_window(title.replace("&", ""), page, self)
-        dlg.exec()
-        dlg.deleteLater()
+        self._show_modal(page_window(title.replace("&", ""), page, self))
 
     def show_shortcuts(self) -> None:
         from .help import HelpWindow, shortcuts_markdown
 
         actions = [a for menu in self.menuBar().actions() if menu.menu() for a in menu.menu().actions()]
-        dlg = HelpWindow("Keyboard shortcuts", shortcuts_markdown(actions), None, self)
-        dlg.exec()
-        dlg.deleteLater()
+        self._show_modal(HelpWindow("Keyboard shortcuts", shortcuts_markdown(actions), None, self))
 
     def resume_interrupted(self) -> None:
         from .recovery import resume_job
@@ -678,12 +680,9 @@ class MainWindow(QMainWindow):
 
     def open_last_report(self) -> bool:
         """Open the report written last in this session with the desktop's program for HTML."""
-        from PySide6.QtCore import QUrl
-        from PySide6.QtGui import QDesktopServices
+        from .messages import open_file
 
-        if self.last_report is None:
-            return False
-        return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.last_report))))
+        return self.last_report is not None and open_file(self.last_report)
 
     def verify_audit_log(self) -> bool:
         """Walk the project's audit hash chain; an altered or deleted entry is told as an error."""
@@ -770,9 +769,7 @@ class MainWindow(QMainWindow):
     def spot_check(self) -> None:
         from .spot_check import SpotCheckDialog
 
-        dlg = SpotCheckDialog(self.session, self)
-        dlg.exec()
-        dlg.deleteLater()
+        self._show_modal(SpotCheckDialog(self.session, self))
 
     def align(self) -> None:
         self.docks["training"].raise_()
@@ -790,9 +787,7 @@ class MainWindow(QMainWindow):
     def lvlm_settings(self) -> None:
         from .lvlm_dialog import LVLMDialog
 
-        dlg = LVLMDialog(self.session, self.runner, self)
-        dlg.exec()
-        dlg.deleteLater()
+        self._show_modal(LVLMDialog(self.session, self.runner, self))
 
     # -- reactions ----------------------------------------------------------------------------------------
     def _on_changed(self, topic: str) -> None:

@@ -35,6 +35,11 @@ LEVEL_ICONS = {
 }
 
 
+def open_file(path: str | Path) -> bool:
+    """Open a file the program wrote (a report, an export) with the desktop's program for it."""
+    return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))))
+
+
 class DetailsDialog(QDialog):
     def __init__(self, error: UserError, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -141,9 +146,7 @@ class MessagesPane(QWidget):
     def open_selected(self) -> bool:
         """Open the first file the selected message names with the desktop's program for it."""
         paths = self.paths(self.list.currentItem())
-        if not paths:
-            return False
-        return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(paths[0])))
+        return bool(paths) and open_file(paths[0])
 
     def _on_double_click(self) -> None:
         if not self.open_selected():
