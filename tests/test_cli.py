@@ -21,12 +21,25 @@ FAST = [
 ]
 
 
-def _generate(data) -> None:
-    """A tiny ISIC-like set (48 train / 24 test images at 32 px) through the CLI."""
+def _generate(data, n_train: int = 48, n_test: int = 24) -> None:
+    """A tiny ISIC-like set (48 train / 24 test images at 32 px unless told) through the CLI."""
     args = ["generate", "isic-like", str(data), "--quiet"]
-    for p in ("n_train=48", "n_test=24", "size=32"):
+    for p in (f"n_train={n_train}", f"n_test={n_test}", "size=32"):
         args += ["--param", p]
     assert main(args) == 0
+
+
+def explained_cli_project(root, fast: list[str], n_train: int = 48, n_test: int = 24):
+    """A generated set imported, described, trained, sampled and explained through the CLI: root/proj."""
+    data, proj = root / "data", root / "proj"
+    _generate(data, n_train, n_test)
+    assert (
+        main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet", "--image-size", "32"]) == 0
+    )
+    assert main(["describe", str(proj), "--defaults", "isic-like"]) == 0
+    for step in ("train", "sample", "explain"):
+        assert main([step, str(proj), "--quiet", "--device", "cpu", *fast]) == 0
+    return proj
 
 
 def test_every_step_from_the_command_line(tmp_path, capsys):

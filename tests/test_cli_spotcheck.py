@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import _generate, explained_cli_project
 
 from lvlmva_desktop.cli import main
 from lvlmva_desktop.core import audit
@@ -23,26 +24,10 @@ FAST = ["--set", "train.epochs=1", "--set", "sampling.n=80", "--set", "explain.n
 ACCURACY = re.compile(r"Verdict accuracy: (\d\.\d+) \(95% Wilson interval (\d\.\d+) to (\d\.\d+)\)")
 
 
-def _generate(data: Path) -> None:
-    args = ["generate", "isic-like", str(data), "--quiet"]
-    for p in ("n_train=160", "n_test=40", "size=32"):
-        args += ["--param", p]
-    assert main(args) == 0
-
-
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory) -> Path:
     """A project with artefact masks after steps 1-4 (160 training images, an 80-image alignment set)."""
-    tmp = tmp_path_factory.mktemp("spotcli")
-    data, proj = tmp / "data", tmp / "proj"
-    _generate(data)
-    assert (
-        main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet", "--image-size", "32"]) == 0
-    )
-    assert main(["describe", str(proj), "--defaults", "isic-like"]) == 0
-    for step in ("train", "sample", "explain"):
-        assert main([step, str(proj), "--quiet", "--device", "cpu", *FAST]) == 0
-    return proj
+    return explained_cli_project(tmp_path_factory.mktemp("spotcli"), FAST, n_train=160, n_test=40)
 
 
 @pytest.fixture
@@ -141,7 +126,7 @@ def test_a_person_answers_on_the_terminal(critiqued, monkeypatch, capsys):
 
 def test_simulated_expert_needs_masks(tmp_path, capsys):
     data, proj = tmp_path / "data", tmp_path / "proj"
-    _generate(data)
+    _generate(data, n_train=160, n_test=40)
     with open(data / "manifest.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f)]
     with open(data / "nomask.csv", "w", newline="") as f:

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from fixtures.tiny_lvlm import make_tiny_lvlm, overfit_for_project
-from test_cli import FAST, _generate
+from test_cli import FAST, explained_cli_project
 
 from lvlmva_desktop.cli import main
 from lvlmva_desktop.core.pipeline import critique_requests
@@ -30,16 +30,7 @@ TARGET = json.dumps(
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data, proj = root / "data", root / "proj"
-    _generate(data)
-    assert (
-        main(["import", str(proj), "--csv", str(data / "manifest.csv"), "--quiet", "--image-size", "32"]) == 0
-    )
-    assert main(["describe", str(proj), "--defaults", "isic-like"]) == 0
-    for step in ("train", "sample", "explain"):
-        assert main([step, str(proj), "--quiet", "--device", "cpu", *FAST]) == 0
-    return proj
+    return explained_cli_project(tmp_path_factory.mktemp("e2e"), FAST)
 
 
 @pytest.fixture(scope="module")
