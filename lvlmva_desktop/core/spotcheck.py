@@ -651,7 +651,6 @@ def save_spot_check(
 def latest_spot_check(project: Project, expl_id: int | None = None) -> dict | None:
     """The newest finished spot-check (of ``expl_id`` where it has one, else of any explanation) as the
     report shows it, recomputed from its stored sample and answers and checked against the audit log."""
-    import time
 
     rows = project.db.execute(
         "SELECT * FROM runs WHERE kind=? AND status='finished' ORDER BY id DESC", (SPOT_CHECK,)
@@ -663,20 +662,25 @@ def latest_spot_check(project: Project, expl_id: int | None = None) -> dict | No
         if expl_id is not None and json.loads(r["settings"] or "{}").get("explanation_id") == expl_id:
             chosen = r
             break
+    from .report import when  # the report's time format (report imports this module)
+
     settings = json.loads(chosen["settings"] or "{}")
     results = json.loads(chosen["results"] or "{}")
     items = [SpotItem(**d) for d in settings.get("sample", [])]
     answers = results.get("answers", [])
     recomputed = score(items, answers, settings.get("population") or None)
     stored = SpotCheckResult.from_dict({k: v for k, v in results.items() if k in _RESULT_KEYS})
-    logged = None
-    for e in audit_log.entries(project.db):
-        if (
-            e["action"] == SPOT_CHECK
-            and isinstance(e["params"], dict)
-            and e["params"].get("run_id") == chosen["id"]
-        ):
-            logged = e
+    logged = None  # the newest spot-check entry of this run: only those rows are read, not the whole log
+    for r in project.db.execute(
+        "SELECT id, params, hashes FROM audit_log WHERE action=? ORDER BY id DESC", (SPOT_CHECK,)
+    ):
+        try:
+            params, hashes = json.loads(r["params"]), json.loads(r["hashes"])
+        except (TypeError, ValueError):
+            continue
+        if isinstance(params, dict) and params.get("run_id") == chosen["id"]:
+            logged = {"id": r["id"], "hashes": hashes}
+            break
     proven = (
         logged is not None
         and isinstance(logged["hashes"], dict)
@@ -689,9 +693,7 @@ def latest_spot_check(project: Project, expl_id: int | None = None) -> dict | No
         "run_id": chosen["id"],
         "explanation_id": settings.get("explanation_id"),
         "same_explanation": expl_id is None or settings.get("explanation_id") == expl_id,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(chosen["started"]))
-        if chosen["started"]
-        else "",
+        "started": when(chosen["started"]),
         "user": chosen["user"] or "",
         "expert": settings.get("expert", ""),
         "critics": settings.get("critics", []),
