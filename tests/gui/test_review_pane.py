@@ -146,5 +146,10 @@ def test_held_back_verdicts_are_a_list_to_click_through_and_overrule(
     assert window.session.project.expert_verdicts(eid)[sid][seg] == "relevant"
     assert pane.held.item(0, 3).text() == "relevant"
     assert pane.tabs.tabText(1) == f"Held back ({len(held) - 1})"
-    if len(held) > 1:  # the next one is shown at once
+    if len(held) > 1:  # the next one is shown at once, and kept as spurious by its button
         assert window.session.current_sample == held[1][0]
+        assert pane.held.currentRow() == 1
+        qtbot.mouseClick(pane.keep_button, Qt.MouseButton.LeftButton)
+        sid1, seg1 = held[1]
+        assert window.session.project.expert_verdicts(eid)[sid1][seg1] == "spurious"
+        assert pane.held.item(1, 3).text() == "spurious"
