@@ -701,6 +701,8 @@ class SampleExplanations:
     deltas: torch.Tensor  # (N,)
     segments: torch.Tensor | None = None  # (N, H, W) int64, 0-based segment per pixel
     evidence: torch.Tensor | None = None  # (N, J) share of positive evidence per segment
+    images: SampleImages | None = None  # the decoded images (load_samples), for callers that need them
+    probs: torch.Tensor | None = None  # (N, K) the model's predicted probabilities, with predict=True
 
 
 def explain_samples(
@@ -711,8 +713,10 @@ def explain_samples(
     device: torch.device,
     state: TaskState | None = None,
     segment: SegmentSettings | None = None,
+    predict: bool = False,
 ) -> SampleExplanations:
     """Attributions of any images (train or test) for one model, as step 3 computes them, for the viewer.
+    With ``predict`` the model's probabilities come along (the chat's note), from the model loaded here.
 
     The background is drawn from the training split as in ``explain_alignment_set``, so for the same model
     and settings the maps agree with a stored explanation. Nothing is stored; with ``segment`` the maps are
@@ -725,7 +729,9 @@ def explain_samples(
     state.progress(0.05, None, "attributions")
     end = 0.8 if segment is not None else 1.0
     attr = attribute(model, images.x, images.y, bg, explain, device, state.child(0.05, end))
-    out = SampleExplanations(images.sample_ids, attr.maps, attr.deltas)
+    out = SampleExplanations(images.sample_ids, attr.maps, attr.deltas, images=images)
+    if predict:
+        out.probs = predict_proba(model, images.x, device)
     if segment is not None:
         seg = ppeps_wgm(attr.maps.to(device), segment, state.child(end, 1.0))
         out.segments = seg.labels.cpu()

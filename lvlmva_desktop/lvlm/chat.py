@@ -197,9 +197,8 @@ def image_request(
     """
     import torch
 
-    from ..core.pipeline import explain_samples, load_samples
+    from ..core.pipeline import explain_samples
     from ..core.settings import PipelineSettings
-    from ..core.train import predict_proba
 
     if expl_id is not None:
         row, _ = project.explanation(expl_id)
@@ -209,10 +208,10 @@ def image_request(
         raise ValueError("There is no model yet: train or import one to ask about its predictions.")
     else:
         s = settings if settings is not None else PipelineSettings()
-    got = explain_samples(project, model_id, [sample_id], s.explain, device, state, segment=s.segment)
-    image = load_samples(project, [sample_id])
-    model, _ = project.load_model(model_id)
-    probs = predict_proba(model, image.x, device)[0]
+    got = explain_samples(
+        project, model_id, [sample_id], s.explain, device, state, segment=s.segment, predict=True
+    )
+    image, probs = got.images, got.probs[0]  # decoded and predicted once, with the attribution
     label, predicted = int(image.y[0]), int(torch.argmax(probs))
     _, descriptions = project.class_descriptions()
     classes = project.classes
