@@ -110,20 +110,16 @@ def critic_population(
     ids = [int(s) for s in t["sample_ids"].tolist()]
     row_of = {sid: k for k, sid in enumerate(ids)}
     evidence = t["evidence"]
-    latest: dict[tuple[int, int], tuple[str, str]] = {}
-    expert: set[tuple[int, int]] = set()
-    for r in project.db.execute(
-        "SELECT sample_id, segment, verdict, source, author FROM verdicts WHERE explanation_id=? ORDER BY id",
-        (expl_id,),
-    ):
-        key = (int(r["sample_id"]), int(r["segment"]))
-        if r["source"] == "expert":
-            expert.add(key)
-        else:
-            latest[key] = (r["verdict"], r["author"] or "")
+    # the effective verdicts: an expert's word where given (not checked), else the critic's latest
+    latest = {
+        (int(sid), int(seg)): (v["verdict"], v["author"] or "")
+        for sid, per in project.effective_verdicts(expl_id).items()
+        for seg, v in per.items()
+        if v["source"] != "expert"
+    }
     out: dict[str, list[SpotItem]] = {s: [] for s in STRATA}
     for (sid, seg), (verdict, author) in sorted(latest.items()):
-        if (sid, seg) in expert or sid not in row_of or verdict not in out:
+        if sid not in row_of or verdict not in out:
             continue
         k = row_of[sid]
         if not 0 <= seg < evidence.shape[1]:
