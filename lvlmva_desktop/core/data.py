@@ -30,6 +30,7 @@ from .images import (
     ImageLoadError,
     check_image,
     file_sha256,
+    is_dicom_file,
     read_mask,
 )
 from .jobs import TaskState, ensure_state
@@ -44,6 +45,8 @@ REASONS = (
     "truncated",
     "too_large",
     "unsupported",
+    "unsupported_transfer_syntax",
+    "multi_frame",
     "unknown_label",
     "empty_label",
     "bad_split",
@@ -421,7 +424,8 @@ def _folder_item(
     """Validate one file of a folder import; append a sample or return (reason, detail)."""
     if f.is_symlink() and not f.exists():
         return "unreadable", "a symbolic link that leads nowhere (a loop, or its target was removed)"
-    if f.suffix.lower() not in SUPPORTED_SUFFIXES:
+    if f.suffix.lower() not in SUPPORTED_SUFFIXES and not is_dicom_file(f):
+        # DICOM files often have no suffix or a number as one (1.2.840....7): they are told by their preamble
         return "unsupported", f"file type {f.suffix or '(none)'!r} is not an image type we read"
     if label not in wanted:
         return "unknown_label", f"class folder {label!r} is not among the requested classes"

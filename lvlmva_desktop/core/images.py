@@ -7,7 +7,9 @@ data import can list bad files instead of crashing on the first one. Formats are
 reported as such rather than silently padded with grey.
 
 Pixel values always end up in [0, 1]: 8-bit data is divided by 255, 16-bit data by 65535 (TIFF goes
-through tifffile, which keeps the full 16-bit precision that Pillow drops for RGB TIFF).
+through tifffile, which keeps the full 16-bit precision that Pillow drops for RGB TIFF). DICOM files (the
+"DICM" preamble, or a ``.dcm``/``.dicom`` name) go through ``core/dicom.py`` (pydicom), which applies the
+modality LUT and the window and returns values already in [0, 1].
 """
 
 from __future__ import annotations
@@ -27,10 +29,20 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+SUPPORTED_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"} | DICOM_SUFFIXES
 
 #: Values of ``ImageLoadError.reason``.
-LOAD_REASONS = ("missing", "unreadable", "truncated", "too_large", "unsupported", "mask_size_mismatch")
+LOAD_REASONS = (
+    "missing",
+    "unreadable",
+    "truncated",
+    "too_large",
+    "unsupported",
+    "unsupported_transfer_syntax",  # a DICOM file compressed with a syntax no installed decoder reads
+    "multi_frame",  # a DICOM file with several frames (only single-frame 2-D images are read)
+    "mask_size_mismatch",
+)
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -93,6 +105,30 @@ def _guess_kind(head: bytes) -> str | None:
         if head.startswith(sig):
             return name
     return None
+
+
+def _is_dicom_head(head: bytes) -> bool:
+    """The first 132 bytes of a DICOM Part 10 file: a 128-byte preamble, then "DICM"."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def _is_dicom(path: Path, head: bytes) -> bool:
+    """DICOM by content (the preamble), or by name (.dcm/.dicom) unless the content is another format."""
+    if _is_dicom_head(head):
+        return True
+    return path.suffix.lower() in DICOM_SUFFIXES and _guess_kind(head) is None
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True when a regular file starts with the DICOM preamble (reads 132 bytes; False when it cannot be
+    read; a named pipe or device is never opened)."""
+    try:
+        if not Path(path).is_file():
+            return False
+        with open(path, "rb") as fh:
+            return _is_dicom_head(fh.read(132))
+    except OSError:
+        return False
 
 
 def _check_pixels(h: int, w: int, max_pixels: int | None) -> None:
@@ -363,7 +399,12 @@ def _load_native(path, max_pixels: int | None, palette_index: bool = False) -> t
     p = Path(path)
     _check_file(p)
     try:
-        if _head(p, 4) in _TIFF_MAGIC:
+        head = _head(p, 132)
+        if _is_dicom(p, head):
+            from .dicom import read_dicom
+
+            return read_dicom(p, max_pixels), 1.0
+        if head[:4] in _TIFF_MAGIC:
             return _load_tiff(p, max_pixels, palette_index)
         return _load_pil(p, max_pixels, palette_index)
     except ImageLoadError:
@@ -382,7 +423,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     Alpha is dropped, not composited: RGBA gives its RGB channels and LA its L channel, because artefacts
     and masks live in the colour data and compositing onto any background would invent pixel values.
     Palette images become RGB. 16-bit data keeps its precision (divided by 65535). Only the first frame
-    or page of multi-frame files is read. EXIF orientation is not applied, so pixels match the header size.
+    or page of multi-frame files is read, except DICOM, where a multi-frame file is refused ("multi_frame")
+    unless ``core.dicom.set_multi_frame("first")`` was called. EXIF orientation is not applied, so pixels match the header size.
     Raises ImageLoadError (and nothing else) when the file cannot be used.
     """
     pixels, scale = _load_native(path, max_pixels)
@@ -429,7 +471,12 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     p = Path(path)
     _check_file(p)
     try:
-        if _head(p, 4) in _TIFF_MAGIC:
+        head = _head(p, 132)
+        if _is_dicom(p, head):
+            from .dicom import dicom_size
+
+            return dicom_size(p)
+        if head[:4] in _TIFF_MAGIC:
             try:
                 with tifffile.TiffFile(p) as tf:
                     if tf.pages:
