@@ -263,22 +263,65 @@ def cmd_describe(args):
             print(f"{c}: {desc.get(c) or '(not described)'}")
 
 
+def _arch(name: str) -> str:
+    from .core.architectures import check_architecture
+
+    try:
+        return check_architecture(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _preprocess_args(sp: argparse.ArgumentParser) -> None:
+    g = sp.add_argument_group(
+        "preprocessing (recorded with the model version; default: what the weights were trained with)"
+    )
+    g.add_argument("--input-size", type=int, nargs="+", metavar="PX", help="size H [W] the network takes")
+    g.add_argument(
+        "--resize", choices=["bilinear", "bicubic", "nearest"], help="how images are resized to it"
+    )
+    g.add_argument("--mean", type=float, nargs="+", metavar="V", help="per-channel mean to subtract (1 or 3)")
+    g.add_argument("--std", type=float, nargs="+", metavar="V", help="per-channel std to divide by (1 or 3)")
+
+
+def _preprocess(args) -> dict | None:
+    given: dict = {}
+    if args.input_size:
+        if len(args.input_size) > 2:
+            raise ValueError("--input-size takes one or two numbers (H [W]).")
+        given["input_size"] = (args.input_size[0], args.input_size[-1])
+    for key in ("resize", "mean", "std"):
+        if getattr(args, key):
+            given[key] = getattr(args, key)
+    return given or None
+
+
+def _describe_model(p, mid: int) -> str:
+    from .core.pipeline import describe_preprocessing
+
+    _, spec = p.load_model(mid)
+    return describe_preprocessing(spec)
+
+
 def cmd_train(args):
     from .core.pipeline import train_original
 
     s = _pipeline_settings(args)
     with _open(args) as p:
         with _Bar(args.quiet) as state:
-            mid = train_original(p, s.arch, s.train, _device(args), state, weights=args.weights)
-        print(f"Trained model version {mid} ({s.arch}).")
+            mid = train_original(
+                p, s.arch, s.train, _device(args), state, weights=args.weights, preprocess=_preprocess(args)
+            )
+        print(f"Trained model version {mid} ({s.arch}); preprocessing: {_describe_model(p, mid)}.")
 
 
 def cmd_import_model(args):
     from .core.pipeline import import_model
 
     with _open(args) as p:
-        mid = import_model(p, args.weights, args.arch)
-        print(f"Imported model version {mid} from {args.weights}.")
+        mid = import_model(p, args.weights, args.arch, _preprocess(args))
+        print(f"Imported model version {mid} ({args.arch}) from {args.weights}.")
+        print(f"Preprocessing: {_describe_model(p, mid)} (set it with --input-size, --mean, --std).")
 
 
 def cmd_sample(args):
@@ -312,9 +355,16 @@ def cmd_explain(args):
         )
         with _Bar(args.quiet) as state:
             eid = explain_alignment_set(p, mid, set_id, s.explain, s.segment, _device(args), state)
-        print(
-            f"Explanation {eid}: attributions and {s.segment.n_components} segments per image of set {set_id}."
+        used = json.loads(p.explanation_row(eid)["settings"]).get("attribution", {})
+        method = {"deeplift_shap": "DeepLIFT-SHAP", "input_x_gradient": "input x gradient"}.get(
+            used.get("method"), "integrated gradients"
         )
+        print(
+            f"Explanation {eid}: {method} attributions and {s.segment.n_components} segments per image of set "
+            f"{set_id}."
+        )
+        if used.get("note"):
+            print(used["note"])
 
 
 def cmd_critique(args):
@@ -643,7 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
                 help="override one setting, e.g. align.lambda=100 or sampling.n=300",
             )
             sp.add_argument("--seed", type=int, help="seed for every step")
-            sp.add_argument("--arch", choices=["mlp", "small_cnn", "resnet18", "resnet50"])
+            sp.add_argument(
+                "--arch",
+                type=_arch,
+                help="mlp, small_cnn, or any torchvision classifier (resnet18, densenet121 ...)",
+            )
         sp.set_defaults(func=fn)
         return sp
 
@@ -684,11 +738,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sp = add("train", cmd_train, "step 1: train the original model with cross-entropy", settings=True)
-    sp.add_argument("--weights", help="local weights file to start from (safetensors or .pth)")
+    sp.add_argument(
+        "--weights", help="local weights file to start from, e.g. ImageNet weights (safetensors or .pth)"
+    )
+    _preprocess_args(sp)
 
     sp = add("import-model", cmd_import_model, "step 1: register an existing model's weights")
-    sp.add_argument("weights")
-    sp.add_argument("--arch", required=True, choices=["mlp", "small_cnn", "resnet18", "resnet50"])
+    sp.add_argument("weights", help="the trained classifier's state dict (safetensors, or .pth of tensors)")
+    sp.add_argument(
+        "--arch",
+        required=True,
+        type=_arch,
+        help="mlp, small_cnn, or any torchvision classifier: resnet18/34/50, densenet121, efficientnet_b0, "
+        "convnext_tiny, mobilenet_v3_large, vit_b_16, swin_t, ...",
+    )
+    _preprocess_args(sp)
 
     sp = add("sample", cmd_sample, "step 2: choose the alignment set (low entropy by default)", settings=True)
     sp.add_argument("--model", type=int, help="model version (default: latest)")

@@ -6,6 +6,13 @@ also where it is darker (a faint or missing mark). METHOD.md's default, a small 
 (16), and black images are the other choices (docs/method.md, step 3, says why the default departs). The
 result is summed over colour channels, giving one (H, W) map per image; the convergence delta (DeepLIFT's
 summation-to-delta error) is returned so callers can check and record it.
+
+DeepLIFT has rules for ReLU-like activations, pooling and the linear layers only. For a network with
+attention, GELU, SiLU, Hardswish, squeeze-and-excitation products or layer norm (ViT, Swin, ConvNeXt,
+EfficientNet, MobileNetV3), or one whose summation-to-delta fails on a test image, ``choose_method`` says
+so in words and the attributions are integrated gradients from the same reference image (the path
+integral of the gradient, exact in the limit for any differentiable network); the method used and why
+are recorded with the explanation.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .costs import estimate_passes, warn_if_slow
 from .devices import exact_fp32
 from .jobs import TaskState, ensure_state
 from .memory import run_batched
@@ -37,6 +45,25 @@ class Attributions:
     maps: torch.Tensor  # (N, H, W) summed over channels
     deltas: torch.Tensor  # (N,) mean absolute convergence delta per image (0 for gradient methods)
     target_gap: torch.Tensor  # (N,) |f_y(x) - mean_b f_y(b)|, to put deltas into scale
+    method: str = "deeplift_shap"  # the method the maps were computed with
+    note: str = ""  # why it is not the one the settings asked for ("" when it is)
+
+
+#: steps of integrated gradients (Gauss-Legendre) when DeepLIFT cannot be used
+IG_STEPS = 32
+#: summation-to-delta error, relative to the output change, above which DeepLIFT is not trusted
+DEEPLIFT_TOLERANCE = 0.01
+#: module types DeepLIFT has no rule for; captum would treat them as linear and the attributions be wrong
+_NO_DEEPLIFT_RULE = {
+    nn.GELU: "GELU activations",
+    nn.SiLU: "SiLU (swish) activations",
+    nn.Hardswish: "Hardswish activations",
+    nn.Hardsigmoid: "Hardsigmoid gates",
+    nn.Mish: "Mish activations",
+    nn.Softplus: "Softplus activations",
+    nn.MultiheadAttention: "attention",
+    nn.LayerNorm: "layer normalisation",
+}
 
 
 def _maxpool2d_rule(
@@ -140,6 +167,79 @@ def reference_images(x_train: torch.Tensor, settings: ExplainSettings) -> torch.
     return references_from(x_train[idx] if idx is not None else None, x_train, settings)
 
 
+#: pixels (over all images of a batch, at the network's input size) a CPU batch holds at most: the memory
+#: of DeepLIFT's doubled batch grows with it (a DenseNet-121 at 224x224 needs about 0.2 GB an image)
+CPU_BATCH_PIXELS = 8 * 224 * 224
+
+
+def cpu_batch(batch_size: int, model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
+    """The batch size for ``x`` on ``device``: as set, except that large images on a CPU (which cannot
+    fall back to smaller batches when memory runs out, as a GPU does) get as many as CPU_BATCH_PIXELS
+    allows. Attributions of an image do not depend on the batch it is in."""
+    if device.type != "cpu" or x.ndim < 3:
+        return batch_size
+    pixels = x.shape[-2] * x.shape[-1]
+    size = getattr(getattr(model, "pre", None), "size", None)
+    if size is not None:
+        pixels = max(pixels, size[0] * size[1])
+    return max(1, min(batch_size, CPU_BATCH_PIXELS // pixels))
+
+
+def deeplift_obstacles(
+    model: nn.Module, x1: torch.Tensor, t1: torch.Tensor, background: torch.Tensor
+) -> list[str]:
+    """What keeps DeepLIFT-SHAP from explaining ``model`` correctly, in words ([] when nothing does):
+    operations it has no rule for, modules called twice, and a failed summation-to-delta check on the
+    image ``x1`` (one image, on the model's device) against ``background``."""
+    from captum.attr import DeepLiftShap
+
+    found: dict[str, None] = {}
+    for mod in model.modules():
+        for kind, words in _NO_DEEPLIFT_RULE.items():
+            if isinstance(mod, kind):
+                found[words] = None
+        name = type(mod).__name__
+        if "Attention" in name:
+            found["attention"] = None
+        elif name == "SqueezeExcitation":
+            found["squeeze-and-excitation products"] = None
+    if found:
+        return list(found)
+    reused = check_no_reused_modules(model, x1)
+    if reused:
+        return [f"modules used more than once ({', '.join(reused[:3])})"]
+    try:
+        with _fixed_maxpool_rule():
+            _, delta = DeepLiftShap(model).attribute(
+                x1, baselines=background, target=t1, return_convergence_delta=True
+            )
+        with torch.no_grad():
+            gap = (model(x1)[0, t1[0]] - model(background)[:, t1[0]].mean()).abs().item()
+    except RuntimeError as e:  # typically an in-place operation on a hooked tensor
+        return [f"an operation DeepLIFT's hooks cannot follow ({str(e).splitlines()[0][:120]})"]
+    err = delta.abs().mean().item()
+    if gap > 1e-6 and err / gap > DEEPLIFT_TOLERANCE:
+        return [
+            f"its summation-to-delta check fails by {err / gap:.0%} on a test image (operations it has no rule for)"
+        ]
+    return []
+
+
+def choose_method(
+    model: nn.Module, x1: torch.Tensor, t1: torch.Tensor, background: torch.Tensor, settings: ExplainSettings
+) -> tuple[str, str]:
+    """The method the attributions are computed with, and a note in words when it is not the one asked."""
+    if settings.method != "deeplift_shap":
+        return settings.method, ""
+    obstacles = deeplift_obstacles(model, x1, t1, background)
+    if not obstacles:
+        return "deeplift_shap", ""
+    return "integrated_gradients", (
+        f"DeepLIFT-SHAP cannot explain this network correctly ({'; '.join(obstacles)}): its attributions "
+        "are integrated gradients from the same reference image instead."
+    )
+
+
 def attribute(
     model: nn.Module,
     x: torch.Tensor,
@@ -150,21 +250,40 @@ def attribute(
     state: TaskState | None = None,
 ) -> Attributions:
     """Attributions of ``model`` for ``x`` toward ``targets``, in batches, on ``device``."""
-    from captum.attr import DeepLiftShap, InputXGradient
+    from captum.attr import DeepLiftShap, InputXGradient, IntegratedGradients
 
     state = ensure_state(state)
     if settings.method not in METHODS:
         raise ValueError(f"Unknown attribution method '{settings.method}'; choose one of {METHODS}.")
     model = model.to(device).eval()
-    reused = check_no_reused_modules(model, x[:1].to(device))
-    if reused and settings.method == "deeplift_shap":
-        raise ValueError(f"Model reuses modules {reused}; DeepLIFT would give wrong attributions.")
     bg = background.to(device)
+    method, note = "deeplift_shap", ""
+    if len(x):
+        with exact_fp32(device):
+            method, note = choose_method(model, x[:1].to(device), targets[:1].to(device), bg, settings)
+    if note:
+        log.info("%s", note)
+        state.info(note)
+    batch = cpu_batch(settings.batch_size, model, x, device)
+    if len(x):
+        passes = IG_STEPS if method == "integrated_gradients" else len(bg) if method == "deeplift_shap" else 1
+        warn_if_slow(state, device, estimate_passes(model, x, len(x), passes, device), "attributions")
 
     def one_batch(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         xb = x[start:stop].to(device)
         tb = targets[start:stop].to(device)
-        if settings.method == "deeplift_shap":
+        if method == "integrated_gradients":
+            base = bg.mean(0, keepdim=True).expand_as(xb).contiguous()
+            attr, delta = IntegratedGradients(model).attribute(
+                xb,
+                baselines=base,
+                target=tb,
+                n_steps=IG_STEPS,
+                internal_batch_size=max(len(xb), batch),
+                return_convergence_delta=True,
+            )
+            delta = delta.detach().abs()
+        elif method == "deeplift_shap":
             with _fixed_maxpool_rule():
                 attr, delta = DeepLiftShap(model).attribute(
                     xb, baselines=bg, target=tb, return_convergence_delta=True
@@ -183,13 +302,13 @@ def attribute(
         parts = run_batched(
             one_batch,
             len(x),
-            settings.batch_size,
+            batch,
             state,
             what="computing attributions",
             progress_message=lambda done, n: "attributions",
         )
     if not parts:
         h, w = x.shape[-2:]
-        return Attributions(torch.empty(0, h, w), torch.empty(0), torch.empty(0))
+        return Attributions(torch.empty(0, h, w), torch.empty(0), torch.empty(0), method, note)
     maps, deltas, gaps = (torch.cat(p) for p in zip(*parts))
-    return Attributions(maps, deltas, gaps)
+    return Attributions(maps, deltas, gaps, method, note)

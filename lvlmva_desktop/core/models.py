@@ -1,8 +1,9 @@
-"""Classifier architectures: the paper's two-layer MLP, a small CNN for CPU demos, ResNet-18/50.
+"""Classifier architectures: the paper's two-layer MLP, a small CNN for CPU demos, and every torchvision
+classification network (core/architectures.py), with the preprocessing each model version records.
 
 Every ReLU is its own module, used once: DeepLIFT (captum) hooks modules, and torchvision's ResNet blocks
-reuse one ReLU per block, which silently corrupts the attributions. Nothing is downloaded: ResNets start
-from random weights or from a local weights file the user gives.
+reuse one ReLU per block, which silently corrupts the attributions. Nothing is downloaded: torchvision
+networks start from random weights or from a local weights file the user gives.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from .settings import ARCHITECTURES
+from .architectures import (
+    Preprocess,
+    Preprocessed,
+    Preprocessing,
+    build_torchvision,
+    check_architecture,
+    default_preprocessing,
+    network_channels,
+    network_of,
+)
 
 
 @dataclass
@@ -28,11 +38,19 @@ class ModelSpec:
     in_channels: int
     image_size: tuple[int, int]
     hidden: int = 128
+    #: Preprocessing.to_dict(); None (model versions made before it was recorded): the images as stored
+    preprocess: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
         return d
+
+    def preprocessing(self) -> Preprocessing:
+        """What this model does to the project's images before its first layer."""
+        if self.preprocess is None:
+            return Preprocessing(input_size=tuple(self.image_size))
+        return Preprocessing.from_dict(self.preprocess)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
@@ -130,24 +148,42 @@ class _Bottleneck(tv_resnet.Bottleneck):
         return self.relu_out(out + identity)
 
 
-def _resnet(arch: str, in_channels: int, num_classes: int) -> tv_resnet.ResNet:
-    block, layers = {"resnet18": (_BasicBlock, [2, 2, 2, 2]), "resnet50": (_Bottleneck, [3, 4, 6, 3])}[arch]
-    model = tv_resnet.ResNet(block, layers, num_classes=num_classes)
-    model.relu = nn.Sequential(nn.ReLU(), HookBoundary())  # the stem's ReLU, not in-place, before maxpool
-    if in_channels != 3:
-        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return model
+def spec_for(
+    arch: str,
+    classes: int,
+    channels: int,
+    image_size: tuple[int, int],
+    origin: str = "scratch",
+    preprocess: dict | None = None,
+) -> ModelSpec:
+    """The spec of a new model version of ``arch`` for a project with ``classes``, ``channels`` and
+    ``image_size``; ``origin`` (scratch, finetune, imported): where its weights come from, which decides
+    the default preprocessing (architectures.default_preprocessing); ``preprocess``: what the user set
+    (input_size, resize, mean, std)."""
+    arch = check_architecture(arch)
+    pre = default_preprocessing(arch, image_size, channels, origin, **(preprocess or {}))
+    return ModelSpec(
+        arch=arch,
+        num_classes=classes,
+        in_channels=network_channels(arch, channels, origin),
+        image_size=tuple(image_size),
+        preprocess=pre.to_dict(),
+    )
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
+    """The network of ``spec``, with its preprocessing in front when that is not the identity."""
     if spec.arch == "mlp":
         h, w = spec.image_size
-        return MLP(spec.in_channels * h * w, spec.num_classes, spec.hidden)
-    if spec.arch == "small_cnn":
-        return SmallCNN(spec.in_channels, spec.num_classes)
-    if spec.arch in ("resnet18", "resnet50"):
-        return _resnet(spec.arch, spec.in_channels, spec.num_classes)
-    raise ValueError(f"Unknown architecture '{spec.arch}'; choose one of {', '.join(ARCHITECTURES)}.")
+        net: nn.Module = MLP(spec.in_channels * h * w, spec.num_classes, spec.hidden)
+    elif spec.arch == "small_cnn":
+        net = SmallCNN(spec.in_channels, spec.num_classes)
+    else:
+        net = build_torchvision(check_architecture(spec.arch), spec.num_classes, spec.in_channels)
+    pre = spec.preprocessing()
+    if pre.is_identity(spec.image_size):
+        return net
+    return Preprocessed(Preprocess(pre, spec.in_channels), net)
 
 
 def check_no_reused_modules(model: nn.Module, x: torch.Tensor) -> list[str]:
@@ -229,44 +265,92 @@ def load_pretrained_weights(
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors.")
+    model = network_of(model)  # a file from elsewhere holds the network's weights, not the preprocessing
     own = model.state_dict()
-    skipped = []
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    skipped, unexpected, misshapen = [], [], []
     fitted = {}
     for k, v in state.items():
-        k = k.removeprefix("module.")
         if k not in own:
             skipped.append(k)
+            if not k.endswith("num_batches_tracked"):  # a counter, not a weight
+                unexpected.append(k)
             continue
-        if k == "conv1.weight" and v.ndim == 4 and v.shape[1] == 3 and own[k].shape[1] == 1:
-            v = v.sum(dim=1, keepdim=True)
+        if (
+            v.ndim == 4
+            and v.shape[1] == 3
+            and own[k].ndim == 4
+            and own[k].shape[1] == 1
+            and k == _first_conv(own)
+        ):
+            v = v.sum(dim=1, keepdim=True)  # an RGB network's first convolution, for grey images
         if own[k].shape != v.shape:
             skipped.append(k)
+            misshapen.append(f"{k} (the file has {tuple(v.shape)}, a {spec.arch} here {tuple(own[k].shape)})")
             continue
         fitted[k] = v
-    if not fitted:
-        raise ValueError(f"No tensor in {path} fits a {spec.arch} model.")
+    needed = [k for k in own if not k.endswith("num_batches_tracked")]
+    missing = [k for k in needed if k not in state]
+    if len(fitted) < len(needed) / 2:  # not this architecture at all (a head of another size is fine)
+        raise ValueError(_mismatch_text(path, spec, state, len(needed), missing, unexpected, misshapen))
     bad = [k for k, v in fitted.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise ValueError(
             f"{path} holds weights that are not finite numbers (NaN or infinity) in {_first(bad)}; such a "
             "model cannot classify anything, so it was refused."
         )
-    if complete:
-        missing = [k for k in own if k not in fitted and not k.endswith("num_batches_tracked")]
-        if missing:
-            shapes = [
-                f"{k} (expected {tuple(own[k].shape)}"
-                + (f", the file has {tuple(state[k].shape)})" if k in state else ", not in the file)")
-                for k in missing
-            ]
-            raise ValueError(
-                f"{path} is not a complete {spec.arch} for this project ({classes_hint(spec)}): "
-                f"{len(missing)} of its {len(own)} tensors are missing or of another shape, first "
-                f"{_first(shapes, 3)}. Export the whole state dict of the trained model "
-                "(torch.save(model.state_dict(), path), or safetensors), batch-norm statistics included."
-            )
+    if complete and (missing or unexpected or misshapen):
+        raise ValueError(_mismatch_text(path, spec, state, len(needed), missing, unexpected, misshapen))
     model.load_state_dict(fitted, strict=False)
     return skipped
+
+
+def _first_conv(own: dict[str, torch.Tensor]) -> str | None:
+    return next((k for k, v in own.items() if v.ndim == 4), None)
+
+
+def _mismatch_text(
+    path: Path,
+    spec: ModelSpec,
+    state: dict[str, torch.Tensor],
+    n_needed: int,
+    missing: list[str],
+    unexpected: list[str],
+    misshapen: list[str],
+) -> str:
+    """Why the weights in ``path`` do not make a ``spec.arch`` for this project, naming the first
+    mismatches of each kind and the architectures the file does fit."""
+    from .architectures import guess_architectures
+
+    parts = []
+    if missing:
+        parts.append(
+            f"{len(missing)} of the model's {n_needed} tensors are not in the file (first {_first(missing, 3)})"
+        )
+    if unexpected:
+        parts.append(
+            f"{len(unexpected)} tensors in the file are not in a {spec.arch} (first {_first(unexpected, 3)})"
+        )
+    if misshapen:
+        parts.append(f"{len(misshapen)} are of another shape (first {_first(misshapen, 2)})")
+    text = (
+        f"The weights in {path} do not fit a {spec.arch} for this project ({classes_hint(spec)}): "
+        + "; ".join(parts)
+        + "."
+    )
+    guesses = [a for a in guess_architectures(state) if a != spec.arch]
+    if guesses:
+        text += f" They look like a {' or a '.join(guesses[:3])} (--arch {guesses[0]})."
+    elif misshapen and not missing and not unexpected:
+        text += (
+            " Were they trained for another number of classes? This project has " + classes_hint(spec) + "."
+        )
+    else:
+        text += (
+            " Export the whole state dict of the trained model (torch.save(model.state_dict(), path), or "
+            "safetensors), batch-norm statistics included."
+        )
+    return text
 
 
 def classes_hint(spec: ModelSpec) -> str:

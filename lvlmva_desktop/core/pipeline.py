@@ -21,6 +21,7 @@ import torch
 
 from . import audit
 from .consistency import check_applies, verdict_masks
+from .costs import estimate_training, warn_if_slow
 from .critic import (
     UNDECIDED,
     Critic,
@@ -38,7 +39,7 @@ from .explain import (
 )
 from .jobs import TaskState, ensure_state
 from .metrics import Evaluation, alignment_score, deltas, evaluate_predictions, verdict_accuracy
-from .models import ModelSpec, build_model, load_pretrained_weights
+from .models import ModelSpec, build_model, load_pretrained_weights, spec_for
 from .project import Project, ProjectError, SplitData
 from .reliance import segment_reliance
 from .sampling import SamplingSettings, predictive_entropy, select_alignment_set
@@ -76,16 +77,22 @@ def train_original(
     device: torch.device,
     state: TaskState | None = None,
     weights: str | None = None,
+    preprocess: dict | None = None,
 ) -> int:
-    """Train f with cross-entropy on the training split; store it as a new model version."""
+    """Train f with cross-entropy on the training split; store it as a new model version.
+
+    ``weights``: a local file to start from (e.g. ImageNet weights of a torchvision network; never a
+    download); ``preprocess``: the user's input size, resize, mean or std (else ``spec_for``'s defaults).
+    """
     state = ensure_state(state)
-    spec = ModelSpec(
-        arch=arch,
-        num_classes=len(project.classes),
-        in_channels=project.channels,
-        image_size=project.image_size,
-    )
-    run_settings = {"arch": arch, "train": settings.to_dict(), "weights": weights, "device": str(device)}
+    spec = _new_spec(project, arch, "finetune" if weights else "scratch", preprocess)
+    run_settings = {
+        "arch": spec.arch,
+        "train": settings.to_dict(),
+        "weights": weights,
+        "device": str(device),
+        "preprocess": spec.preprocess,
+    }
     with project.run("train", run_settings) as run:
         data = project.load_split("train", state.child(0.0, 0.1))
         if len(data.y) == 0:
@@ -93,6 +100,8 @@ def train_original(
         torch.manual_seed(settings.seed)
         model = build_model(spec)
         skipped = load_pretrained_weights(model, spec, weights) if weights else []
+        cost = estimate_training(model, data.x, settings.batch_size, settings.epochs, device)
+        warn_if_slow(state, device, cost, "training")
         hist = train_erm(model, data.x, data.y, settings, device, state.child(0.1, 1.0))
         info = {
             "history": [asdict(h) for h in hist],
@@ -108,27 +117,33 @@ def train_original(
     return model_id
 
 
-def import_model(project: Project, path: str, arch: str) -> int:
-    """Register an existing classifier (weights file of a supported architecture) as the original model."""
-    spec = ModelSpec(
-        arch=arch,
-        num_classes=len(project.classes),
-        in_channels=project.channels,
-        image_size=project.image_size,
-    )
-    with project.run("import_model", {"path": path, "arch": arch}) as run:
-        model = build_model(spec)
-        skipped = load_pretrained_weights(model, spec, path, complete=True)
-        if skipped:
-            raise ProjectError(
-                f"The weights in {path} do not fully fit a {arch} for this project: the file holds tensors "
-                f"this model does not have or of another shape, first {', '.join(skipped[:5])}."
-            )
-        model_id = project.save_model(
-            model, spec, f"{arch} (imported)", "imported", None, run.id, {"source": path}
+def _new_spec(project: Project, arch: str, pretrained: bool, preprocess: dict | None) -> ModelSpec:
+    try:
+        return spec_for(
+            arch, len(project.classes), project.channels, project.image_size, pretrained, preprocess
         )
-        run.results = {"model_id": model_id}
+    except ValueError as e:
+        raise ProjectError(str(e)) from None
+
+
+def import_model(project: Project, path: str, arch: str, preprocess: dict | None = None) -> int:
+    """Register an existing classifier (a weights file of any architecture ``build_model`` builds) as the
+    original model, with the preprocessing it was trained with (``preprocess``; else the defaults of
+    weights from elsewhere: ImageNet's mean and std at the network's usual input size)."""
+    spec = _new_spec(project, arch, "imported", preprocess)
+    with project.run("import_model", {"path": path, "arch": spec.arch, "preprocess": spec.preprocess}) as run:
+        model = build_model(spec)
+        load_pretrained_weights(model, spec, path, complete=True)
+        model_id = project.save_model(
+            model, spec, f"{spec.arch} (imported)", "imported", None, run.id, {"source": path}
+        )
+        run.results = {"model_id": model_id, "preprocessing": describe_preprocessing(spec)}
     return model_id
+
+
+def describe_preprocessing(spec: ModelSpec) -> str:
+    """The preprocessing of a model version in words (shown by the CLI, the window and the report)."""
+    return spec.preprocessing().describe(tuple(spec.image_size))
 
 
 # -- step 2: alignment set --------------------------------------------------------------------------
@@ -201,9 +216,16 @@ def explain_alignment_set(
             "weights": seg.weights.cpu(),
             "means": seg.means.cpu(),
         }
+        settings["attribution"] = {"method": attr.method, "note": attr.note}  # what was used, and why
         expl_id = project.save_explanation(run.id, model_id, set_id, settings, tensors)
         rel_delta = (attr.deltas / attr.target_gap.clamp_min(1e-6)).median().item() if len(ids) else 0.0
-        run.results = {"explanation_id": expl_id, "n": len(ids), "median_relative_delta": rel_delta}
+        run.results = {
+            "explanation_id": expl_id,
+            "n": len(ids),
+            "median_relative_delta": rel_delta,
+            "method": attr.method,
+            "method_note": attr.note,
+        }
     return expl_id
 
 
@@ -424,6 +446,12 @@ def align_model(
         state.progress(0.05, None, "masks from the verdicts")
         ids, masks, stats = alignment_masks(project, expl_id, settings, data, model, device)
         rows = _rows(data, ids)
+        warn_if_slow(
+            state,
+            device,
+            estimate_training(model, data.x, settings.batch_size, settings.epochs, device, factor=2.0),
+            "fine-tuning with the alignment penalty",
+        )
         tuned, hist, choice = align_with_strength(
             model, data.x, data.y, data.x[rows], data.y[rows], masks, settings, device, state.child(0.1, 1.0)
         )

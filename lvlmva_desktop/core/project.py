@@ -917,6 +917,13 @@ class Project:
             self.audit("explanation", params, {"explanation": digest})
         return expl_id
 
+    def explanation_row(self, expl_id: int) -> sqlite3.Row:
+        """The explanation's row (settings, the attribution method used) without reading its tensors."""
+        row = self.db.execute("SELECT * FROM explanations WHERE id=?", (expl_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"No explanation {expl_id} in this project.")
+        return row
+
     def explanation(self, expl_id: int) -> tuple[sqlite3.Row, dict[str, torch.Tensor]]:
         row = self.db.execute("SELECT * FROM explanations WHERE id=?", (expl_id,)).fetchone()
         if row is None:

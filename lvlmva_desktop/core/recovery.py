@@ -352,7 +352,15 @@ def resume(
                 project, expl_id, critic, state, skip_samples=critiqued_samples(project, rid)
             )
         elif kind == "train":
-            result = pl.train_original(project, s["arch"], ps.train, device, state, weights=s.get("weights"))
+            result = pl.train_original(
+                project,
+                s["arch"],
+                ps.train,
+                device,
+                state,
+                weights=s.get("weights"),
+                preprocess=s.get("preprocess"),
+            )
         elif kind == "align":
             # as recorded; a run from before the penalty could choose its strength keeps the paper's penalty
             al = ps.align
@@ -366,7 +374,7 @@ def resume(
         elif kind == "evaluate":
             result = pl.evaluate_models(project, [int(m) for m in s["model_ids"]], ps.evaluate, device, state)
         elif kind == "import_model":
-            result = pl.import_model(project, s["path"], s["arch"])
+            result = pl.import_model(project, s["path"], s["arch"], s.get("preprocess"))
         else:  # pipeline
             critic = critic_for(project, recorded_critic(project, row) or {}, None, lvlm_critic)
             result = pl.run_pipeline(project, ps, critic, device, state, model_id=s.get("model_id"))

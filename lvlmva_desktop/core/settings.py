@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-#: The classifiers ``models.build_model`` builds.
+#: The classifiers the Training pane offers; ``models.build_model`` also builds every torchvision one.
 ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "resnet50")
 #: How ``sampling.select_alignment_set`` picks the alignment set.
 STRATEGIES = ("low_entropy", "random", "high_entropy")
 #: The attribution methods of ``explain.attribute``.
-METHODS = ("deeplift_shap", "input_x_gradient")
+METHODS = ("deeplift_shap", "input_x_gradient", "integrated_gradients")
 #: PPEPS-WGM's covariance types (``segment``).
 COVARIANCE_TYPES = ("full", "diag", "spherical")
 # which attribution PPEPS-WGM segments: the paper's positive part, or the absolute value (evidence for and

@@ -29,21 +29,6 @@ def test_deeplift_shap_satisfies_summation_to_delta(arch, size):
     assert (res.deltas < 1e-3 + 1e-3 * res.target_gap.max()).all()
 
 
-def test_model_with_reused_relu_is_refused():
-    from torchvision.models import resnet18
-
-    model = resnet18(weights=None, num_classes=2)
-    with pytest.raises(ValueError, match="reuses modules"):
-        attribute(
-            model,
-            torch.rand(2, 3, 32, 32),
-            torch.tensor([0, 1]),
-            torch.rand(2, 3, 32, 32),
-            ExplainSettings(),
-            torch.device("cpu"),
-        )
-
-
 def one_pixel_model(n_pixels: int, pixel: int, weight: float) -> torch.nn.Module:
     """A linear two-class model whose class 1 reads one pixel with ``weight``; nothing else counts."""
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_pixels, 2))

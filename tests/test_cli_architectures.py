@@ -1,0 +1,66 @@
+"""A site's classifier saved outside the program (torchvision, random weights, safetensors) imports through
+the command line and runs sample, explain, critique (simulated) and align on a 224-pixel project."""
+
+import json
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from lvlmva_desktop.cli import main
+from lvlmva_desktop.core.project import Project
+
+
+@pytest.fixture(scope="module")
+def data_224(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data224")
+    assert main(["generate", "isic-like", str(data), "--quiet", "--param", "n_train=16", "--param", "n_test=8",
+                 "--param", "size=224"]) == 0  # fmt: skip
+    return data
+
+
+def _site_model(arch: str, path):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=2)
+    for m in model.modules():  # torchvision starts some heads at zero; a trained model's are not
+        if isinstance(m, torch.nn.Linear) and not m.weight.abs().sum():
+            torch.nn.init.normal_(m.weight, std=0.05)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "arch,method", [("densenet121", "deeplift_shap"), ("efficientnet_b0", "integrated_gradients"),
+                    ("vit_b_16", "integrated_gradients")]
+)  # fmt: skip
+def test_a_site_classifier_runs_every_step_from_the_command_line(arch, method, data_224, tmp_path, capsys):
+    proj = tmp_path / "p"
+    assert main(["import", str(proj), "--csv", str(data_224 / "manifest.csv"), "--image-size", "224",
+                 "--channels", "3", "--name", "site"]) == 0  # fmt: skip
+    weights = _site_model(arch, tmp_path / f"{arch}.safetensors")
+    assert main(["import-model", str(proj), str(weights), "--arch", arch, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Preprocessing: input 224x224, normalised by mean (0.485, 0.456, 0.406)" in out
+    fast = ["--quiet", "--set", "sampling.n=3"]
+    assert main(["sample", str(proj), *fast]) == 0
+    assert main(["explain", str(proj), *fast, "--set", "explain.batch_size=3"]) == 0
+    assert main(["critique", str(proj), "--critic", "simulated", "--quiet"]) == 0
+    assert main(["align", str(proj), "--quiet", "--set", "align.epochs=1", "--set", "align.lambda=1",
+                 "--set", "align.batch_size=8"]) == 0  # fmt: skip
+    capsys.readouterr()
+    with Project.open(proj) as p:
+        models = p.models()
+        assert [m["kind"] for m in models] == ["imported", "rrr"]
+        tuned, spec = p.load_model(models[-1]["id"])
+        original, spec0 = p.load_model(models[0]["id"])
+        assert spec.preprocess == spec0.preprocess  # the retrained version keeps the preprocessing
+        assert spec.arch == arch
+        x = p.load_split("train").x[:2]
+        with torch.no_grad():
+            assert not torch.equal(tuned(x), original(x))  # RRR changed the weights
+        row = p.db.execute("SELECT settings FROM explanations ORDER BY id DESC").fetchone()
+        recorded = json.loads(row["settings"])["attribution"]
+        assert recorded["method"] == method
+        assert (recorded["note"] == "") == (method == "deeplift_shap")
