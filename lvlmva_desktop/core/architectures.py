@@ -353,10 +353,13 @@ def default_preprocessing(
     return Preprocessing(**d)
 
 
-def guess_architectures(state: dict[str, torch.Tensor], names: tuple[str, ...] | None = None) -> list[str]:
+def guess_architectures(state: dict, names: tuple[str, ...] | None = None) -> list[str]:
     """Architectures whose every tensor name (and every shape but the classifier head's) matches ``state``:
     what a weights file of unknown origin most likely is. Built on the meta device (no memory, no time)."""
-    keys = {k.removeprefix("module.").removeprefix("net."): tuple(v.shape) for k, v in state.items()}
+    keys = {  # tensors, or their shapes (a safetensors header)
+        k.removeprefix("module.").removeprefix("net."): tuple(v.shape if hasattr(v, "shape") else v)
+        for k, v in state.items()
+    }
     found = []
     for arch in names or COMMON_ARCHITECTURES:
         try:

@@ -214,7 +214,9 @@ class HeatmapPane(QWidget):
                     if not {"sample_ids", "maps", "segments", "evidence"} <= set(t):
                         return None  # not made by step 3-4 (no maps to show)
                     recorded = json.loads(row["settings"] or "{}")
-                    method = recorded.get("explain", {}).get("method", "deeplift_shap")
+                    method = recorded.get("attribution", {}).get("method") or recorded.get("explain", {}).get(
+                        "method", "deeplift_shap"
+                    )  # the method used (recorded since issue 14), else asked
                     index = {int(s): k for k, s in enumerate(t["sample_ids"].tolist())}
                     self._expl = _Explanation(eid, int(row["model_id"]), method, index, t, recorded)
                 except Exception as e:  # noqa: BLE001

@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 
 pg.setConfigOptions(imageAxisOrder="row-major")  # arrays are (row, col) like the images and the core
 
-METHOD_NAMES = {"deeplift_shap": "DeepLIFT-SHAP", "input_x_gradient": "Input × gradient"}
+METHOD_NAMES = {
+    "deeplift_shap": "DeepLIFT-SHAP",
+    "input_x_gradient": "Input × gradient",
+    "integrated_gradients": "Integrated gradients",
+}
 LABEL_GAP = 2.0  # screen pixels kept between two segment numbers
 COLOURMAPS = {  # signed maps need a diverging colour map, positive-only ones a sequential one
     True: (("Blue–white–red", "CET-D1"), ("Blue–black–red", "CET-D4"), ("Blue–yellow (CB safe)", "CET-CBD1")),

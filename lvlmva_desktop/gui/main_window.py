@@ -590,28 +590,26 @@ class MainWindow(QMainWindow):
         )
 
     def import_classifier(self, path: str | None = None, arch: str | None = None) -> None:
-        from PySide6.QtWidgets import QInputDialog
+        """File > Import a trained classifier: the dialog (file, architecture guessed from the file,
+        preprocessing); with ``path`` and ``arch`` given, imported with the default preprocessing."""
+        from .import_model import ImportClassifierDialog
 
-        from ..core.models import ARCHITECTURES
-
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(
-                self, "Trained classifier weights", "", "Weights (*.safetensors *.pth *.pt);;All files (*)"
-            )
-            if not path:
+        p = self.session.project
+        if p is None:
+            self.show_error(UserError("Nothing to import into", "Open a project first.", "", "project"))
+            return
+        preprocess = None
+        if path is None or arch is None:
+            dlg = ImportClassifierDialog(p.image_size, p.channels, self, path)
+            if arch:
+                dlg.arch.setCurrentText(arch)
+            accepted = dlg.exec() == ImportClassifierDialog.DialogCode.Accepted
+            v = dlg.values()
+            dlg.deleteLater()
+            if not accepted:
                 return
-        if arch is None:
-            arch, ok = QInputDialog.getItem(
-                self,
-                "Architecture",
-                "Which architecture are these weights for?",
-                list(ARCHITECTURES),
-                1,
-                False,
-            )
-            if not ok:
-                return
-        self._submit(lambda: workflow.import_model_job(self.session, Path(path), arch))
+            path, arch, preprocess = str(v["path"]), v["arch"], v["preprocess"]
+        self._submit(lambda: workflow.import_model_job(self.session, Path(path), arch, preprocess))
 
     def export_results(self) -> None:
         if self.session.project is None:
@@ -897,11 +895,17 @@ class MainWindow(QMainWindow):
         self._job_ended()
 
     def _on_job_message(self, job: Job, text: str) -> None:
-        """A job's notice worth keeping: the GPU ran short and the job went on with smaller batches."""
+        """A job's notice worth keeping: the GPU ran short and the job went on with smaller batches; the step
+        will take long on the CPU; the attribution method had to change."""
+        from ..core.costs import is_slow_notice
         from ..core.memory import is_memory_notice
 
         if is_memory_notice(text):
             self.messages.post("warning", f"{job.title}: smaller batches", text)
+        elif is_slow_notice(text):
+            self.messages.post("warning", f"{job.title}: slow on this computer", text)
+        elif text.startswith("DeepLIFT-SHAP cannot explain"):
+            self.messages.post("info", f"{job.title}: integrated gradients instead of DeepLIFT-SHAP", text)
 
     def _on_job_cancelled(self, job: Job) -> None:
         self.messages.post(

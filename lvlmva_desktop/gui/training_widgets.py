@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.settings import (
-    ARCHITECTURES,
     BACKGROUND_KINDS,
     EVIDENCE_KINDS,
     METHODS,
@@ -35,13 +34,21 @@ ARCH_NAMES = {
     "small_cnn": "Small CNN",
     "resnet18": "ResNet-18",
     "resnet50": "ResNet-50",
+    "densenet121": "DenseNet-121",
+    "efficientnet_b0": "EfficientNet-B0",
+    "convnext_tiny": "ConvNeXt-T",
+    "vit_b_16": "ViT-B/16",
 }
 STRATEGY_NAMES = {
     "low_entropy": "Most confident first (low entropy)",
     "random": "Random",
     "high_entropy": "Least confident first (high entropy)",
 }
-METHOD_NAMES = {"deeplift_shap": "DeepLIFT-SHAP", "input_x_gradient": "Input × gradient"}
+METHOD_NAMES = {
+    "deeplift_shap": "DeepLIFT-SHAP",
+    "input_x_gradient": "Input × gradient",
+    "integrated_gradients": "Integrated gradients",
+}
 BACKGROUND_NAMES = {
     "train": "Random training images",
     "median": "The typical training image (median)",
@@ -93,7 +100,7 @@ GROUPS: list[tuple[str, list[Field]]] = [
         [
             Field("arch", None, "Architecture", "The classifier to train. The small CNN trains in seconds on a "
                   "CPU; the ResNets need a GPU for real images.", "choice",
-                  choices=_choices(ARCHITECTURES, ARCH_NAMES)),
+                  choices=_choices(tuple(ARCH_NAMES), ARCH_NAMES)),
             Field("train", "epochs", "Epochs", "How many times training goes through all training images.",
                   "int", 1, 1000),
             Field("train", "lr", "Learning rate", "Step size of the optimiser (Adam). Too high makes training "

@@ -42,15 +42,19 @@ def sampled_text(session: Session, set_id: int, settings: Any) -> tuple[str, str
 
 
 def explained_text(session: Session, expl_id: int) -> tuple[str, str]:
+    import json
+
     p = session.project
-    n = 0
+    n, note = 0, ""
     if p is not None:
-        _, t = p.explanation(expl_id)
+        row, t = p.explanation(expl_id)
         n = int(t["sample_ids"].numel()) if "sample_ids" in t else 0
+        note = json.loads(row["settings"]).get("attribution", {}).get("note", "")
     return (
         "Explain: attributions and segments are ready",
         f"Explanation #{expl_id}: {n} images with their attribution maps and segments (see the viewer). "
-        "Next: Method > Critique.",
+        + (f"{note} " if note else "")
+        + "Next: Method > Critique.",
     )
 
 
@@ -174,15 +178,27 @@ def evaluate_job(session: Session, model_ids: list[int] | None = None) -> Job:
     )
 
 
-def import_model_job(session: Session, path: Path, arch: str) -> Job:
-    """Register the user's own trained classifier (safetensors, or a weights-only .pth) as the original."""
-    from ..core.pipeline import import_model
+def import_model_job(session: Session, path: Path, arch: str, preprocess: dict | None = None) -> Job:
+    """Register the user's own trained classifier (safetensors, or a weights-only .pth) as the original,
+    with the preprocessing it was trained with (None: the defaults for imported weights)."""
+    from ..core.pipeline import describe_preprocessing, import_model
+
+    def run(p, s):
+        mid = import_model(p, str(path), arch, preprocess)
+        return mid, describe_preprocessing(p.load_model(mid)[1])
 
     return Job(
         "import_model",
         "Importing the classifier",
-        lambda p, s: import_model(p, str(path), arch),
-        on_done=lambda _: session.notify("models"),
+        run,
+        on_done=lambda r: _told(
+            session,
+            "models",
+            (
+                f"Import: model version {r[0]} ({arch}) is the original",
+                f"Preprocessing: {r[1]}. Next: Method > Sample chooses the images to critique.",
+            ),
+        ),
     )
 
 

@@ -178,7 +178,7 @@ def test_import_of_weights_that_do_not_fit_is_told(window, qtbot, demo_project, 
     window.open_project(demo_project)
     with qtbot.waitSignal(window.runner.failed, timeout=30_000):
         window.import_classifier(str(bad), "small_cnn")
-    assert "fits" in window.messages.messages()[0][1]
+    assert "do not fit a small_cnn" in window.messages.messages()[0][1]
     assert window.session.original_model_id() is None
 
 
