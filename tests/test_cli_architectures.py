@@ -64,3 +64,31 @@ def test_a_site_classifier_runs_every_step_from_the_command_line(arch, method, d
         recorded = json.loads(row["settings"])["attribution"]
         assert recorded["method"] == method
         assert (recorded["note"] == "") == (method == "deeplift_shap")
+
+
+def test_train_fine_tunes_from_local_imagenet_weights(data_224, tmp_path, capsys):
+    """`train --arch NAME --weights FILE`: a 1000-class ImageNet file (as torchvision saves it; here random)
+    gives the backbone, the head is new, and the model version records ImageNet's normalisation."""
+    proj = tmp_path / "p"
+    assert main(["import", str(proj), "--csv", str(data_224 / "manifest.csv"), "--image-size", "64",
+                 "--channels", "1", "--name", "grey"]) == 0  # fmt: skip
+    torch.manual_seed(1)
+    src = torchvision.models.mobilenet_v2(weights=None)  # 1000 classes
+    weights = tmp_path / "mobilenet_v2_imagenet.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(weights))
+    capsys.readouterr()
+    assert main(["train", str(proj), "--arch", "mobilenet_v2", "--weights", str(weights), "--quiet",
+                 "--set", "train.epochs=1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "preprocessing: input 64x64, grey repeated into 3 channels, normalised by mean (0.485" in out
+    with Project.open(proj) as p:
+        model, spec = p.load_model(p.models()[0]["id"])
+        info = json.loads(p.model_row(p.models()[0]["id"])["info"])
+    assert spec.arch == "mobilenet_v2" and spec.preprocessing().grey_to_colour
+    assert set(info["skipped_keys"]) == {"classifier.1.weight", "classifier.1.bias"}  # the 1000-class head
+    assert model(torch.rand(2, 1, 64, 64)).shape == (2, 2)
+    # a typo in the architecture is told with the close names, before anything runs
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(proj), "--arch", "mobilenetv2", "--quiet"])
+    assert e.value.code == 2
+    assert "Did you mean mobilenet_v2" in capsys.readouterr().err

@@ -275,6 +275,24 @@ def _critic(project: Project, expl_id: int | None) -> dict:
     return out
 
 
+def model_input_text(row: sqlite3.Row) -> str:
+    """A model version's architecture and preprocessing in words (recorded with it)."""
+    from .models import ModelSpec
+
+    spec = ModelSpec.from_dict(json.loads(row["spec"]))
+    return f"{spec.arch}; {spec.preprocessing().describe(tuple(spec.image_size))}"
+
+
+def attribution_text(settings: dict) -> str:
+    """The attribution method an explanation used, and why when it is not the one asked for."""
+    used = settings.get("attribution", {})
+    method = used.get("method") or settings.get("explain", {}).get("method", "deeplift_shap")
+    name = {"deeplift_shap": "DeepLIFT-SHAP", "input_x_gradient": "input x gradient"}.get(
+        method, "integrated gradients"
+    )
+    return name + (f" ({used['note']})" if used.get("note") else "")
+
+
 def _alignment(project: Project, expl_id: int | None) -> dict | None:
     if expl_id is None:
         return None
@@ -340,6 +358,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
         )
     return {
         "explanation_id": expl_id,
+        "method": attribution_text(json.loads(row["settings"] or "{}")),
         "set_id": row["set_id"],
         "model_id": row["model_id"],
         "settings": json.loads(row["settings"] or "{}"),
@@ -410,6 +429,7 @@ def gather_report(
             "id": m["id"],
             "name": m["name"],
             "kind": m["kind"],
+            "input": model_input_text(m),
             "parent_id": m["parent_id"],
             "run_id": m["run_id"],
             "sha256": m["sha256"],

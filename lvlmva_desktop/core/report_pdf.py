@@ -253,7 +253,8 @@ def _critiques(pdf: ReportPDF, r: dict) -> None:
         return
     pdf.para(
         f"Explanation {a['explanation_id']} of model version {a['model_id']} on alignment set {a['set_id']}: "
-        f"{len(a['images'])} images, {a['n_segments']} segments; {a['spurious']} judged spurious, {a['undecided']} "
+        f"{len(a['images'])} images, {a['n_segments']} segments; attributions by {a['method']}; "
+        f"{a['spurious']} judged spurious, {a['undecided']} "
         f"undecided; {a['by_expert']} decided by the expert. Segments are numbered from 1, as the critic and the "
         "expert saw them; the verdict used is the expert's where given, else the critic's (judge's)."
     )
@@ -309,6 +310,9 @@ def _training(pdf: ReportPDF, r: dict) -> None:
     rows += [[m["id"], m["name"], m["kind"], m["parent_id"] or "", m["run_id"] or "", m["sha256"]]
              for m in r["models"]]  # fmt: skip
     pdf.table_of(rows, (9, 20, 7, 7, 5, 52), size=7.5, mono_cols=(5,), right_cols=(0, 3, 4))
+    rows = [["Version", "Architecture and input (recorded with the version, used by every step)"]]
+    rows += [[m["id"], m.get("input", "")] for m in r["models"]]
+    pdf.table_of(rows, (9, 91), size=7.5, right_cols=(0,))
     pdf.subheading(f"Every recorded run ({len(r['runs'])})")
     rows = [["Run", "Step", "Status", "User", "Started", "Duration", "Seeds"]]
     rows += [
@@ -376,7 +380,7 @@ def _heatmaps(pdf: ReportPDF, r: dict) -> None:
         pdf.para(hm["note"] or "No heatmap.")
         return
     pdf.para(
-        f"DeepLIFT-SHAP attributions toward the true class of model version {hm['before']} ({hm['before_name']}) and "
+        f"Attributions (the explanation's method, section 4) toward the true class of model version {hm['before']} ({hm['before_name']}) and "
         f"of the aligned version {hm['after']} ({hm['after_name']}), with the explanation's settings, for the images "
         "with an expert override and those whose evidence moved most out of the segments judged spurious (outlined "
         "in amber). Each map is scaled to its own 99th percentile of |attribution|."
