@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from lvlmva_desktop.cli import main
 from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.report import attribution_text
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,8 @@ def test_a_site_classifier_runs_every_step_from_the_command_line(arch, method, d
         recorded = json.loads(row["settings"])["attribution"]
         assert recorded["method"] == method
         assert (recorded["note"] == "") == (method == "deeplift_shap")
+    name = "DeepLIFT-SHAP" if method == "deeplift_shap" else "integrated gradients (DeepLIFT-SHAP cannot"
+    assert attribution_text(json.loads(row["settings"])).startswith(name)  # as the report says it
 
 
 def test_train_fine_tunes_from_local_imagenet_weights(data_224, tmp_path, capsys):
@@ -87,6 +90,14 @@ def test_train_fine_tunes_from_local_imagenet_weights(data_224, tmp_path, capsys
     assert spec.arch == "mobilenet_v2" and spec.preprocessing().grey_to_colour
     assert set(info["skipped_keys"]) == {"classifier.1.weight", "classifier.1.bias"}  # the 1000-class head
     assert model(torch.rand(2, 1, 64, 64)).shape == (2, 2)
+    # explained and reported: the report names the architecture, its input and the attribution method
+    assert main(["sample", str(proj), "--quiet", "--set", "sampling.n=6"]) == 0
+    assert main(["explain", str(proj), "--quiet"]) == 0
+    assert main(["critique", str(proj), "--critic", "simulated", "--quiet"]) == 0
+    assert main(["report", str(proj), "--out", str(tmp_path / "report"), "--no-pdf", "--quiet"]) == 0
+    html = next((tmp_path / "report").glob("*.html")).read_text()
+    assert "mobilenet_v2; input 64x64, grey repeated into 3 channels, normalised by mean (0.485" in html
+    assert "attributions by DeepLIFT-SHAP;" in html
     # a typo in the architecture is told with the close names, before anything runs
     with pytest.raises(SystemExit) as e:
         main(["train", str(proj), "--arch", "mobilenetv2", "--quiet"])

@@ -39,8 +39,8 @@ def seconds_per_image(
         return 0.0
     was_training = model.training
     model.eval()  # no batch-norm statistics are updated by the trial
-    xb = x[:TRIAL_IMAGES].to(device)
     try:
+        xb = x[:TRIAL_IMAGES].to(device)
 
         def one() -> None:
             inp = xb.clone().requires_grad_(backward)
@@ -56,8 +56,12 @@ def seconds_per_image(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return (time.perf_counter() - t0) / len(xb)
+    except RuntimeError as e:  # out of memory, or anything else: no estimate; the step itself will tell
+        log.info("no time estimate (%s)", str(e).splitlines()[0][:200])
+        return 0.0
     finally:
         model.train(was_training)
+        model.zero_grad(set_to_none=True)
 
 
 def estimate_training(

@@ -162,7 +162,7 @@ def _check_header(ds, max_pixels: int | None, mode: str) -> tuple[int, int, int]
         raise ImageLoadError(
             "multi_frame",
             f"DICOM file has {frames} frames; only single-frame 2-D images are imported "
-            "(the first frame can be taken instead: multi_frame='first')",
+            "(export the frame to use as a single-frame file)",
         )
     bits_alloc, bits_stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
     if bits_alloc is not None and bits_alloc not in (1, 8, 16):

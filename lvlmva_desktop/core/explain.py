@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .costs import estimate_passes, warn_if_slow
-from .devices import exact_fp32
+from .devices import channels_last, exact_fp32, in_layout
 from .jobs import TaskState, ensure_state
 from .memory import run_batched
 from .models import check_no_reused_modules
@@ -256,7 +256,8 @@ def attribute(
     if settings.method not in METHODS:
         raise ValueError(f"Unknown attribution method '{settings.method}'; choose one of {METHODS}.")
     model = model.to(device).eval()
-    bg = background.to(device)
+    last = channels_last(model)
+    bg = in_layout(background.to(device), last)
     method, note = "deeplift_shap", ""
     if len(x):
         with exact_fp32(device):
@@ -270,7 +271,7 @@ def attribute(
         warn_if_slow(state, device, estimate_passes(model, x, len(x), passes, device), "attributions")
 
     def one_batch(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        xb = x[start:stop].to(device)
+        xb = in_layout(x[start:stop].to(device), last)
         tb = targets[start:stop].to(device)
         if method == "integrated_gradients":
             base = bg.mean(0, keepdim=True).expand_as(xb).contiguous()

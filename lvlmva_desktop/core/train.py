@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .align import rrr_penalty
+from .devices import channels_last, in_layout
 from .jobs import TaskState, ensure_state
 from .memory import run_batched, stop_training_on_oom
 from .reliance import counterfactual_batch
@@ -93,6 +94,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.to(device).train()
+    last = channels_last(model)  # before the optimiser: the parameters change layout in place
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     use_align = align_x is not None and len(align_x) > 0 and align_ratio > 0
     n_align_per_batch = max(1, round(batch_size * align_ratio)) if use_align else 0
@@ -118,7 +120,7 @@ def fit(
                 xb = torch.cat([xb, align_x[a_idx]])
                 yb = torch.cat([yb, align_y[a_idx]])
                 mb = align_masks[a_idx].to(device)
-            xb, yb = xb.to(device), yb.to(device)
+            xb, yb = in_layout(xb.to(device), last), yb.to(device)
             pen = torch.zeros((), device=device)
             if mb is None:
                 logits = model(xb)
@@ -353,8 +355,9 @@ def predict_proba(
     """Softmax probabilities (N, K) on the CPU, computed in eval mode in batches (halved on GPU
     out-of-memory, finished batches kept; ``state`` gets progress, cancel checks and that message)."""
     model.eval().to(device)
+    last = channels_last(model)
     out = run_batched(
-        lambda a, b: torch.softmax(model(x[a:b].to(device)), dim=1).cpu(),
+        lambda a, b: torch.softmax(model(in_layout(x[a:b].to(device), last)), dim=1).cpu(),
         len(x),
         batch_size,
         state,

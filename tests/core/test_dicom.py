@@ -363,4 +363,4 @@ def test_the_packaged_build_bundles_pydicom_without_its_test_files():
     spec = (REPO / "packaging" / "lvlmva-desktop.spec").read_text()
     assert 'collect_submodules("pydicom")' in spec
     assert "pydicom/data/test_files" in spec and "a.datas = [" in spec
-    assert '"pydicom>=2.4"' in (REPO / "pyproject.toml").read_text()
+    assert '"pydicom>=3.0"' in (REPO / "pyproject.toml").read_text()
