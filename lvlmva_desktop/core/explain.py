@@ -167,12 +167,15 @@ def reference_images(x_train: torch.Tensor, settings: ExplainSettings) -> torch.
     return references_from(x_train[idx] if idx is not None else None, x_train, settings)
 
 
-#: pixels (over all images of a batch, at the network's input size) a CPU batch holds at most: the memory
-#: of DeepLIFT's doubled batch grows with it (a DenseNet-121 at 224x224 needs about 0.2 GB an image)
-CPU_BATCH_PIXELS = 8 * 224 * 224
+#: pixels a CPU batch of attributions runs through the network at most (rows: images times references
+#: for DeepLIFT-SHAP, at the network's input size): DeepLIFT keeps every row's activations for its
+#: backward pass, about 0.1 GB a row for a ResNet-18 at 224x224 and 0.2 GB for a DenseNet-121
+CPU_BATCH_PIXELS = 16 * 224 * 224
 
 
-def cpu_batch(batch_size: int, model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
+def cpu_batch(
+    batch_size: int, model: nn.Module, x: torch.Tensor, device: torch.device, rows_per_image: int = 1
+) -> int:
     """The batch size for ``x`` on ``device``: as set, except that large images on a CPU (which cannot
     fall back to smaller batches when memory runs out, as a GPU does) get as many as CPU_BATCH_PIXELS
     allows. Attributions of an image do not depend on the batch it is in."""
@@ -182,7 +185,7 @@ def cpu_batch(batch_size: int, model: nn.Module, x: torch.Tensor, device: torch.
     size = getattr(getattr(model, "pre", None), "size", None)
     if size is not None:
         pixels = max(pixels, size[0] * size[1])
-    return max(1, min(batch_size, CPU_BATCH_PIXELS // pixels))
+    return max(1, min(batch_size, CPU_BATCH_PIXELS // (pixels * max(1, rows_per_image))))
 
 
 def deeplift_obstacles(
@@ -265,7 +268,7 @@ def attribute(
     if note:
         log.info("%s", note)
         state.info(note)
-    batch = cpu_batch(settings.batch_size, model, x, device)
+    batch = cpu_batch(settings.batch_size, model, x, device, len(bg) if method == "deeplift_shap" else 1)
     if len(x):
         passes = IG_STEPS if method == "integrated_gradients" else len(bg) if method == "deeplift_shap" else 1
         warn_if_slow(state, device, estimate_passes(model, x, len(x), passes, device), "attributions")

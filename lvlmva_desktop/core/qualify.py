@@ -25,11 +25,12 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .consistency import verdict_masks
+from .costs import estimate_training, warn_if_slow
 from .critic import SPURIOUS, CritiqueRequest, GroundTruthCritic
 from .explain import attribute, reference_images
 from .jobs import TaskState, ensure_state
 from .metrics import evaluate_predictions
-from .models import ModelSpec, build_model
+from .models import build_model, spec_for
 from .project import Project, ProjectError, SplitData
 from .reliance import masked_reliance, segment_reliance
 from .sampling import select_alignment_set
@@ -251,9 +252,11 @@ def prepare(project: Project, settings: PipelineSettings, device: torch.device, 
         erm, spec = project.load_model(model_id)
         origin = f"model {model_id} of the project"
     else:
-        spec = ModelSpec(settings.arch, len(classes), project.channels, project.image_size)
+        spec = spec_for(settings.arch, len(classes), project.channels, project.image_size)
         torch.manual_seed(settings.train.seed)
         erm = build_model(spec)
+        cost = estimate_training(erm, train.x, settings.train.batch_size, settings.train.epochs, device)
+        warn_if_slow(state, device, cost, "training the original model for the qualification")
         train_erm(erm, train.x, train.y, settings.train, device, state.child(0.05, 0.25))
         origin = f"{settings.arch} trained with cross-entropy (train settings of the run)"
     times["erm"] = time.perf_counter() - t0
@@ -285,6 +288,9 @@ def _qualify(project, settings, device, state, model_id, accuracies, critic_seed
         w = (span[1] - span[0]) / n_steps
         return state.child(span[0] + i * w, span[0] + (i + 1) * w)
 
+    al = settings.align
+    cost = estimate_training(erm, train.x, al.batch_size, al.epochs, device, factor=2.0) * n_steps
+    warn_if_slow(state, device, cost, f"{n_steps} fine-tunings with the alignment penalty")
     rows[GT] = setup.align(setup.agt, part(0))
 
     # the LVLM-VA path with the simulated critic: attributions, segments, verdicts, check, masks
