@@ -60,7 +60,6 @@ _NO_DEEPLIFT_RULE = {
     nn.Hardswish: "Hardswish activations",
     nn.Hardsigmoid: "Hardsigmoid gates",
     nn.Mish: "Mish activations",
-    nn.Softplus: "Softplus activations",
     nn.MultiheadAttention: "attention",
     nn.LayerNorm: "layer normalisation",
 }
@@ -103,14 +102,21 @@ def _maxpool2d_rule(
 
 @contextlib.contextmanager
 def _fixed_maxpool_rule() -> Iterator[None]:
+    """captum's DeepLIFT rules while attributing: the max-pool rule above, and the rescale rule for ReLU6
+    and Hardtanh (MobileNetV2's activations: elementwise, so the rule captum uses for ReLU is exact for
+    them; captum 0.9 has no entry and would treat them as linear)."""
     from captum.attr._core import deep_lift
 
-    old = deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d]
-    deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d] = _maxpool2d_rule
+    table = deep_lift.SUPPORTED_NON_LINEAR
+    saved = dict(table)
+    table[nn.MaxPool2d] = _maxpool2d_rule
+    table.setdefault(nn.ReLU6, deep_lift.nonlinear)
+    table.setdefault(nn.Hardtanh, deep_lift.nonlinear)
     try:
         yield
     finally:
-        deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d] = old
+        table.clear()
+        table.update(saved)
 
 
 def background_set(x_train: torch.Tensor, n: int, seed: int) -> torch.Tensor:

@@ -180,3 +180,24 @@ def test_a_file_of_another_architecture_is_named_in_the_message(tmp_path):
     assert "tensors in the file are not in a resnet50 (first classifier.bias, classifier.weight" in text
     assert "They look like a densenet121 (--arch densenet121)" in text
     assert guess_architectures(src.state_dict()) == ["densenet121"]
+
+
+def test_relu6_gets_deeplifts_rescale_rule_where_it_saturates():
+    """MobileNetV2's ReLU6: captum has no rule for it; without one the summation-to-delta fails once
+    activations pass 6 (as in a trained network)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU6(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    ).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(40)  # most activations saturate
+    x = torch.rand(3, 1, 8, 8)
+    attr = attribute(
+        model, x, torch.tensor([0, 1, 0]), torch.zeros(2, 1, 8, 8), ExplainSettings(), torch.device("cpu")
+    )
+    assert attr.method == "deeplift_shap"
+    assert (attr.deltas / attr.target_gap.clamp_min(1e-6)).max() < 1e-3
