@@ -77,18 +77,32 @@ def make_lvlm_critic(args: argparse.Namespace, project):
 
 
 def cmd_lvlm_check(args):
+    """The back-end's health check, then one request of each kind the critique, the chat and the summary
+    send (lvlm/check.py): a model that cannot take one of them is refused here, before any work."""
+    from .lvlm.check import CALL_KINDS, check_backend
+
     backend = open_lvlm(args)
     try:
-        rep = backend.health_check()
+        rep = check_backend(backend)
     finally:
         backend.close()
     ident = rep.identity
     print(f"LVLM: {json.dumps(ident, default=str)}")
     print(f"device: {rep.device}   memory: {rep.memory}   {rep.seconds:.1f} s")
     print(f"test generation: {rep.test_output!r}")
+    what = dict(CALL_KINDS)
+    for c in rep.calls:
+        result = f"{c['output']!r}" if c["ok"] else f"FAILED: {c['problem']}"
+        print(
+            f"{c['kind']:8s} {'ok' if c['ok'] else '--'}  {c['seconds']:5.1f} s  {what[c['kind']]}: {result}"
+        )
+    for w in rep.warnings:
+        print(f"warning: {w}")
     if not rep.ok:
         raise RuntimeError(f"health check failed: {rep.problem}")
-    print("health check passed")
+    print(
+        "health check passed" + (" with warnings" if rep.warnings else "") + ": every kind of request works"
+    )
 
 
 def cmd_ask(args):
@@ -164,7 +178,7 @@ def register(sub, add) -> None:
     sp = add(
         "lvlm-check",
         cmd_lvlm_check,
-        "load the LVLM and check it: identity, device, a test generation",
+        "load the LVLM and check it: identity, device, one request of each kind the critique sends",
         project=False,
     )
     add_lvlm_args(sp)

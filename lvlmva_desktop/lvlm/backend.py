@@ -92,7 +92,10 @@ def token_ends(pieces: Sequence[str], text: str) -> list[int] | None:
 
 @dataclass
 class HealthReport:
-    """The result of a health check: who the model is, where it runs, and a test generation."""
+    """The result of a health check: who the model is, where it runs, and a test generation.
+
+    ``check.check_backend`` adds ``calls``: one ``CallCheck.to_dict()`` per kind of request the critique,
+    the chat and the summary send; ``warnings``: what works but deserves a word (an empty answer, say)."""
 
     ok: bool
     identity: dict
@@ -102,6 +105,8 @@ class HealthReport:
     test_output: str = ""
     seconds: float = 0.0
     problem: str = ""  # set when ok is False: what went wrong, in words
+    calls: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

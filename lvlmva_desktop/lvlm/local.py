@@ -24,22 +24,37 @@ import torch
 from ..core.devices import describe_device, resolve_device
 from ..core.jobs import TaskState, ensure_state
 from ..core.memory import GPUOutOfMemory, collect_garbage, is_out_of_memory, run_batched
-from .backend import ChatRequest, Generation, GenerationSettings, HealthReport, LVLMError, user_message
+from .backend import (
+    ChatRequest,
+    Generation,
+    GenerationSettings,
+    HealthReport,
+    LVLMError,
+    request_images,
+    text_message,
+    user_message,
+)
 
 log = logging.getLogger(__name__)
 
 # model_type -> family name: the families the test suite builds and runs (others may work but are untested).
 TESTED_FAMILIES = {
+    "qwen2_vl": "Qwen2-VL",
     "qwen2_5_vl": "Qwen2.5-VL",
     "qwen3_vl": "Qwen3-VL",
     "idefics3": "Idefics3 / SmolVLM",
+    "smolvlm": "SmolVLM2",
     "llava": "LLaVA",
     "gemma3": "Gemma 3",
+    "paligemma": "PaliGemma",
 }
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }  # fmt: skip
+# What a text-only request carries to a model whose processor demands an image with every prompt (PaliGemma):
+# a plain mid-grey picture, the same every time (so answers stay reproducible and cacheable).
+BLANK_IMAGE_SIZE = 64
 _SMALL_FILE = 8 * 2**20  # hashed whole; larger (weight) files are sampled, see folder_hash()
 _SAMPLE = 2**20
 
@@ -67,6 +82,13 @@ def folder_hash(folder: Path) -> str:
                     fh.update(f.read(_SAMPLE if off in (0, size - _SAMPLE) else 2**16))
         h.update(f"{rel}\0{size}\0{fh.hexdigest()}\n".encode())
     return h.hexdigest()
+
+
+def blank_image():
+    """The picture a text-only request carries to a model that needs an image with every prompt."""
+    from PIL import Image
+
+    return Image.new("RGB", (BLANK_IMAGE_SIZE, BLANK_IMAGE_SIZE), (128, 128, 128))
 
 
 def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -177,6 +199,9 @@ class LocalBackend:
         self.model = self._load_model()
         self.architecture = archs[0] if archs else type(self.model).__name__
         self._prepare_tokenizer()
+        # True when the processor refuses a prompt without an image: text-only requests (the judge, the
+        # strict retry, the class summary) then get a blank picture (see _with_images)
+        self.image_required = self._needs_image()
         self._lock = threading.Lock()
         self._hash = folder_hash(self.folder)
         state.progress(3, 3, "Model loaded")
@@ -287,6 +312,41 @@ class LocalBackend:
         self._eos = set(eos)
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
 
+    def _needs_image(self) -> bool:
+        """Whether the processor refuses a text-only prompt that it accepts with an image (PaliGemma's
+        "images are expected"): a dry run of the chat template and processor, no model call."""
+        text_only = [[text_message("user", "Hello.")]]
+        try:
+            self._encode(text_only)
+            return False
+        except Exception:  # noqa: BLE001 - whatever refuses it; the same prompt with an image decides
+            pass
+        try:
+            self._encode([[user_message("Hello.", [blank_image()])]])
+        except Exception:  # noqa: BLE001 - broken either way: generation will say why, in words
+            return False
+        log.info("The processor of %s needs an image with every prompt: text-only requests get a blank one",
+                 self.folder)  # fmt: skip
+        return True
+
+    def _with_images(self, requests: Sequence[ChatRequest]) -> list[ChatRequest]:
+        """The requests as the model can take them: for a model that needs an image with every prompt, a
+        request without one gets a blank picture at the start of its first user turn (the text unchanged)."""
+        out = [list(r) for r in requests]
+        if not getattr(self, "image_required", False):
+            return out
+        for r in out:
+            if request_images(r):
+                continue
+            at = next((i for i, m in enumerate(r) if m.get("role") == "user"), None)
+            if at is None:
+                r.append(user_message("", [blank_image()]))
+                continue
+            content = r[at]["content"]
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+            r[at] = {**r[at], "content": [{"type": "image", "image": blank_image()}, *parts]}
+        return out
+
     def _oom_words(self, what: str) -> str:
         return (
             f"Out of memory on {describe_device(self.device)} while {what}. Use a smaller model, a smaller "
@@ -295,7 +355,7 @@ class LocalBackend:
 
     # -- LVLMBackend ----------------------------------------------------------------------------------
     def identity(self) -> dict:
-        return {
+        ident = {
             "kind": "local",
             "folder": str(self.folder),
             "model_type": self.model_type,
@@ -306,9 +366,19 @@ class LocalBackend:
             "trust_remote_code": self.trust_remote_code,
             "transformers": _transformers_version(),
         }
+        if getattr(self, "image_required", False):  # what its text-only answers were given (keys the cache)
+            ident["text_requests"] = f"with a blank {BLANK_IMAGE_SIZE} px grey image"
+        return ident
 
     def _inputs(self, requests: Sequence[ChatRequest]) -> dict:
-        """The requests through the model's own chat template and processor, padded on the left."""
+        """The requests through the model's own chat template and processor, padded on the left (a blank
+        image added where the model needs one), as tensors on the model's device."""
+        enc = self._encode(self._with_images(requests))
+        return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                for k, v in enc.items() if isinstance(v, torch.Tensor) and k != "labels"}  # fmt: skip
+
+    def _encode(self, requests: Sequence[ChatRequest]):
+        """The processor's output for the requests (chat template applied, left-padded)."""
         template = self.processor.apply_chat_template
         padding = (  # transformers 5 wants processor options in their own dict
             {"processor_kwargs": {"padding": True}}
@@ -323,8 +393,7 @@ class LocalBackend:
             return_tensors="pt",
             **padding,
         )
-        return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                for k, v in enc.items() if isinstance(v, torch.Tensor)}  # fmt: skip
+        return enc
 
     def _gen_kwargs(self, settings: GenerationSettings, prompt_len: int) -> dict:
         kw: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=self._pad)
@@ -500,6 +569,11 @@ class LocalBackend:
             report.ok = gen.generated_tokens > 0
             if not report.ok:
                 report.problem = "The test generation produced no tokens."
+            if self.image_required:
+                report.warnings.append(
+                    f"This model ({self.model_type}) needs an image with every request: the text-only ones "
+                    "(the judge, the strict retry, the class summary) are sent with a blank grey picture."
+                )
         except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
             report.problem = str(exc) if isinstance(exc, LVLMError) else f"{type(exc).__name__}: {exc}"
         report.seconds = time.monotonic() - t0

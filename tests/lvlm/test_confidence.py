@@ -59,7 +59,10 @@ def _forced_probs(backend: LocalBackend, request, answer_ids: list[int]) -> torc
     full["attention_mask"] = torch.ones_like(full["input_ids"])
     for key in ("token_type_ids", "mm_token_type_ids"):
         if key in full:
-            full[key] = torch.cat([full[key], torch.zeros_like(ans, dtype=full[key].dtype)], 1)
+            # PaliGemma's token types mark the prompt (0, attended both ways) and the answer (1, causal);
+            # elsewhere they mark image tokens (1), and the answer is text (0)
+            suffix = 1 if backend.model_type == "paligemma" and key == "token_type_ids" else 0
+            full[key] = torch.cat([full[key], torch.full_like(ans, suffix, dtype=full[key].dtype)], 1)
     with torch.no_grad():
         logits = backend.model(**full).logits[0, n - 1 : -1].float()
     return torch.softmax(logits, -1).gather(1, ans[0][:, None])[:, 0]
