@@ -1,7 +1,8 @@
 """The LVLM settings dialog: where the vision-language model lives, and a health check before using it.
 
 The dialog fills the same ``LVLMConfig`` the command line's options fill. "Check" loads the model (or asks
-the server) in a job, exactly as ``lvlmva lvlm-check`` does, and tells the result in words. OK stores the
+the server) in a job and sends it one request of each kind the critique, the chat and the summary send
+(``lvlm.check.check_backend``, exactly as ``lvlmva lvlm-check`` does), and tells the result in words. OK stores the
 settings through the session; settings whose Check failed are refused (OK is off and says why until they
 change or a Check of them passes). The API key itself is never asked for, only the name of the variable
 that holds it.
@@ -42,6 +43,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..lvlm.backend import HealthReport, LVLMError
+from ..lvlm.check import CALL_KINDS, check_backend
 from ..lvlm.config import LVLMConfig
 from .jobs import Job, JobRunner
 
@@ -95,7 +97,7 @@ def run_health_check(config: LVLMConfig, state=None) -> HealthReport:
     except LVLMError as e:
         return HealthReport(ok=False, identity={}, problem=str(e), seconds=time.monotonic() - t0)
     try:
-        rep = backend.health_check()
+        rep = check_backend(backend, state)
     finally:
         backend.close()
     rep.seconds = time.monotonic() - t0  # loading included: what the user waits for
@@ -106,7 +108,10 @@ def report_html(rep: HealthReport) -> str:
     """The health check in words: pass or fail first, then who the model is and what it answered."""
     e = html.escape
     if rep.ok:
-        head = "<p style='color:#2e8b47'><b>✔ The LVLM works.</b> It loaded and answered a test question.</p>"
+        head = (
+            "<p style='color:#2e8b47'><b>✔ The LVLM works.</b> It loaded and answered a test question and "
+            "one request of each kind the critique sends.</p>"
+        )
     else:
         head = (
             "<p style='color:#d0382b'><b>✘ The check failed.</b></p>"
@@ -133,7 +138,23 @@ def report_html(rep: HealthReport) -> str:
         for k, v in rows
         if v
     )
-    return head + (f"<table>{body}</table>" if body else "")
+    what = dict(CALL_KINDS)
+    calls = "".join(
+        f"<tr><td style='color:#808080;padding-right:10px'>{e(c['kind'])}</td>"
+        + (
+            f"<td>✔ {e(what.get(c['kind'], c['kind']))}: {e(repr(c['output']))}</td></tr>"
+            if c["ok"]
+            else f"<td style='color:#d0382b'>✘ {e(what.get(c['kind'], c['kind']))}: {e(c['problem'])}</td></tr>"
+        )
+        for c in rep.calls
+    )
+    warnings = "".join(f"<p style='color:#b8860b'>⚠ {e(w)}</p>" for w in rep.warnings)
+    return (
+        head
+        + warnings
+        + (f"<table>{body}</table>" if body else "")
+        + (f"<p><b>Requests tried</b></p><table>{calls}</table>" if calls else "")
+    )
 
 
 class LVLMDialog(QDialog):
@@ -174,14 +195,19 @@ class LVLMDialog(QDialog):
         self.local_radio.toggled.connect(self._changed)
 
         self.check_button = QPushButton("Check")
-        self.check_button.setToolTip("Load the model (or ask the server) and let it answer a test question")
+        self.check_button.setToolTip(
+            "Load the model (or ask the server) and send it one request of each kind the critique sends"
+        )
         self.check_button.clicked.connect(self.check)
         self.check_progress = QProgressBar()
         self.check_progress.setRange(0, 0)
         self.check_progress.setMaximumHeight(14)
         self.check_progress.setTextVisible(False)
         self.check_progress.hide()
-        self.check_status = QLabel("Loads the model and asks it a test question (seconds to minutes).")
+        self.check_status = QLabel(
+            "Loads the model and sends it a test question and one request of each kind the critique sends "
+            "(seconds to minutes)."
+        )
         self.check_status.setWordWrap(True)
         self.check_status.setStyleSheet("color:#808080")
         check_row = QHBoxLayout()
@@ -414,7 +440,7 @@ class LVLMDialog(QDialog):
         t0 = time.monotonic()
         try:
             with session.use_lvlm(state) as backend:
-                rep = backend.health_check()
+                rep = check_backend(backend, state)
         except LVLMError as e:
             return HealthReport(ok=False, identity={}, problem=str(e), seconds=time.monotonic() - t0)
         rep.seconds = time.monotonic() - t0

@@ -10,8 +10,9 @@ each kind the program sends later, built by the same code that builds them there
 - summary: the class summary's text-only request;
 - chat: a chat turn (system prompt, the three pictures, an earlier answer, a follow-up question), streamed.
 
-A kind that fails makes the check fail, in words that name the kind: a critique would stop there after the
-critic's work, so the model is refused before any work. Answers are short (a few tokens) and their content
+A kind the critique or the summary sends that fails makes the check fail, in words that name the kind: a
+critique would stop there after the critic's work, so the model is refused before any work. A chat turn that
+fails is a warning instead (the critique never sends one; the chat pane and ``lvlmva ask`` would fail). Answers are short (a few tokens) and their content
 is not judged, with one exception: an empty answer is told as a warning, and a model that answers every
 request with nothing fails (its critiques would hold no text and every verdict would be undecided).
 
@@ -42,6 +43,7 @@ CALL_KINDS: tuple[tuple[str, str], ...] = (
     ),
 )
 _WHAT = dict(CALL_KINDS)
+OPTIONAL_KINDS = frozenset({"chat"})  # a failure is a warning: the critique never sends these
 _MAX_NEW = 12  # tokens per answer: enough to see an answer, short enough for a big model on a CPU
 _SHOWN = 160  # characters of each answer kept in the report
 
@@ -138,7 +140,7 @@ def check_backend(
     backend: LVLMBackend, state: TaskState | None = None, templates: TemplateSet | None = None
 ) -> HealthReport:
     """The back-end's health check, then one request of each kind (``CALL_KINDS``); never raises except
-    ``Cancelled``. ``ok`` only when every kind worked and not every answer was empty."""
+    ``Cancelled``. ``ok`` only when every kind but the optional ones worked and not every answer was empty."""
     state = ensure_state(state)
     t0 = time.monotonic()
     rep = backend.health_check()
@@ -166,7 +168,13 @@ def check_backend(
         rep.calls.append(call.to_dict())
     state.progress(len(calls), len(calls), "Checked every kind of request")
     rep.seconds = time.monotonic() - t0  # the health check's and every kind's
-    failed = [c for c in rep.calls if not c["ok"]]
+    for c in rep.calls:
+        if c["kind"] in OPTIONAL_KINDS and not c["ok"]:
+            rep.warnings.append(
+                f"The model cannot take {_WHAT[c['kind']]}: {c['problem']} The critique does not need it, "
+                "but the chat pane and `lvlmva ask` will fail with this model."
+            )
+    failed = [c for c in rep.calls if not c["ok"] and c["kind"] not in OPTIONAL_KINDS]
     if failed:
         c = failed[0]
         rep.ok = False
@@ -179,10 +187,11 @@ def check_backend(
                 f"{_WHAT[x['kind']]}: {x['problem']}" for x in failed[1:]
             )
         return rep
+    answered = [c for c in rep.calls if c["ok"]]
     empty = ([] if rep.test_output.strip() else ["the test question"]) + [
-        _WHAT[c["kind"]] for c in rep.calls if not c["output"].strip()
+        _WHAT[c["kind"]] for c in answered if not c["output"].strip()
     ]
-    if len(empty) == len(rep.calls) + 1:
+    if len(empty) == len(answered) + 1:
         rep.ok = False
         rep.problem = (
             "The model answered every test request with nothing (an empty answer): its critiques would hold "

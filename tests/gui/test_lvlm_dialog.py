@@ -52,6 +52,9 @@ def test_health_check_passes_with_a_tiny_model_and_ok_stores_it(
     assert rep.ok, rep.problem
     text = d.report_view.toPlainText()
     assert "The LVLM works" in text and "Qwen2_5_VL" in text and "CPU" in text and "Its answer" in text
+    # every kind of request the critique sends was tried, as `lvlmva lvlm-check` tries them
+    assert [c["kind"] for c in rep.calls] == ["critic", "judge", "summary", "chat"]
+    assert "Requests tried" in text and "the judge's and the strict retry's text-only requests" in text
     assert d.check_button.isEnabled() and d.check_status.text() == "Passed."
     d.resize(560, 620)
     d.grab().save(str(artifacts_dir / "lvlm_dialog_check_passed.png"))
@@ -123,3 +126,33 @@ def test_trust_remote_code_warns_and_is_stored(qtbot, session, runner, tiny_qwen
     assert "bold" in d.remote_code_warning.styleSheet()
     d.accept()
     assert session.lvlm_config().trust_remote_code is True
+
+
+def test_a_folder_that_cannot_take_the_critics_request_is_refused_in_words(
+    qtbot, session, runner, tmp_path, artifacts_dir
+):
+    """Its single test question works; the critic's three pictures do not: the check says so and OK refuses."""
+    folder = make_tiny_lvlm("llava", tmp_path / "one-image")
+    template = folder / "chat_template.jinja"
+    template.write_text(
+        "{% set n = namespace(images=0) %}{% for message in messages %}{% if message['content'] is not string %}"
+        "{% for item in message['content'] %}{% if item['type'] == 'image' %}{% set n.images = n.images + 1 %}"
+        "{% endif %}{% endfor %}{% endif %}{% endfor %}{% if n.images > 1 %}"
+        "{{ raise_exception('This model takes at most one image per conversation.') }}{% endif %}"
+        + template.read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    d = _dialog(qtbot, session, runner)
+    d.show()
+    d.folder_edit.setText(str(folder))
+    d.device_combo.setCurrentText("cpu")
+    d.check_button.click()
+    qtbot.waitUntil(lambda: d.last_report is not None, timeout=60000)
+    assert not d.last_report.ok
+    text = d.report_view.toPlainText()
+    assert "The check failed" in text and "cannot take the critic's request" in text
+    assert "at most one image per conversation" in text and "Requests tried" in text
+    d.resize(560, 620)
+    d.grab().save(str(artifacts_dir / "lvlm_dialog_check_refused_kind.png"))
+    d.buttons.button(d.buttons.StandardButton.Ok).click()
+    assert d.isVisible() and session.lvlm_config() is None  # nothing stored
