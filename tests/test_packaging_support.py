@@ -42,6 +42,27 @@ def test_the_spec_ships_resources_and_the_tested_families():
     assert (REPO / "resources" / "prompts").is_dir() and (REPO / "resources" / "report").is_dir()
 
 
+def test_smolvlm_processors_dependency_is_installed_and_bundled():
+    """SmolVLM's processor refuses to load without num2words: a dependency of the program, in the build."""
+    from transformers.utils import is_num2words_available
+
+    pyproject = (REPO / "pyproject.toml").read_text()
+    deps = pyproject[
+        pyproject.index("dependencies = [") : pyproject.index("]", pyproject.index("dependencies = ["))
+    ]
+    assert '"num2words>=' in deps  # installed with the program, not only in the test environment
+    assert is_num2words_available()  # what transformers' SmolVLM processor asks before it loads
+    spec = (REPO / "packaging" / "lvlmva-desktop.spec").read_text()
+    assert 'collect_submodules("num2words")' in spec
+    import num2words
+
+    # pure Python: nothing but modules to bundle (collect_data_files would find nothing to add)
+    files = [
+        p for p in Path(num2words.__file__).parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    ]
+    assert files and all(p.suffix == ".py" for p in files)
+
+
 def test_a_cache_folder_someone_else_made_is_not_used(tmp_path, monkeypatch):
     """The folder's name is predictable: a link or an open folder planted there is not written to."""
     from lvlmva_desktop.core import sandbox
