@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 _TEST_PROMPT = "Describe this image in one short sentence."
 _NO_MODELS_LIST = (404, 405, 501)  # servers without GET /models answer one of these
+#: the health report's memory field: the OpenAI-compatible API tells nothing of the server's memory
+SERVER_MEMORY = "not reported by the server"
 
 
 class EndpointError(LVLMError):
@@ -68,6 +70,10 @@ class EndpointError(LVLMError):
         super().__init__(scrub(message))  # a server may echo what it was sent, the key included
         self.url = url
         self.status = status
+
+
+class _NotSent(EndpointError):
+    """A queued request of a generate() call that had already failed (never shown: that failure is)."""
 
 
 def api_root(base_url: str) -> str:
@@ -136,6 +142,9 @@ class EndpointBackend:
         # Empty ProxyHandler: environment proxies must never see the images (see the module docstring).
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
         self._closed = threading.Event()
+        # generate() gives its requests a "stop" event, set when the call ends (done, failed or cancelled)
+        # so that the requests it leaves running neither retry nor warn afterwards
+        self._stop_lock = threading.Lock()  # a retry warning and the end of its call never interleave
         self._logprobs_refused = False  # the server answered 400/422 to a request with "logprobs"
 
     # -- LVLMBackend ----------------------------------------------------------------------------------
@@ -157,20 +166,37 @@ class EndpointBackend:
             return []
         self._headers()  # a missing API key fails before any request is sent
         results: list[Generation | None] = [None] * n
+        stop = threading.Event()
+
+        def complete(req: ChatRequest) -> Generation:
+            try:
+                return self._complete(req, settings, stop)
+            except BaseException:
+                with self._stop_lock:  # this call has failed: its other requests stop (before this
+                    stop.set()  # worker can take up a queued one)
+                raise
+
         pool = ThreadPoolExecutor(min(self.max_concurrency, n), thread_name_prefix="lvlm-endpoint")
         try:
-            futures = {pool.submit(self._complete, req, settings): i for i, req in enumerate(requests)}
+            futures = {pool.submit(complete, req): i for i, req in enumerate(requests)}
             pending, done_count = set(futures), 0
             while pending:
                 state.check()
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 for fut in done:
+                    if isinstance(fut.exception(), _NotSent):
+                        continue  # another request failed first: its error is raised, not this one
                     results[futures[fut]] = fut.result()
                     done_count += 1
                     state.progress(done_count, n, f"{done_count}/{n} answers from {self.base_url}")
         finally:
-            # Queued requests are dropped; the ones in flight finish in the background and are discarded.
+            # Queued requests are dropped; the ones in flight finish in the background and are discarded,
+            # without retrying or warning: once this call has failed, its error is the last word.
+            with self._stop_lock:
+                stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
+        if any(r is None for r in results):  # cannot happen: a request is only left unsent after a failure
+            raise LVLMError(f"The LVLM server at {self.base_url} left requests unanswered.")
         return [r for r in results if r is not None]
 
     def stream(self, request: ChatRequest, settings: GenerationSettings | None = None) -> Iterator[str]:
@@ -202,7 +228,11 @@ class EndpointBackend:
         """Is the model served, and does a short generation with an image work? Never raises."""
         t0 = time.monotonic()
         rep = HealthReport(
-            ok=False, identity=self.identity(), device=f"remote: {self.base_url}", test_prompt=_TEST_PROMPT
+            ok=False,
+            identity=self.identity(),
+            device=f"remote: {self.base_url}",
+            memory=SERVER_MEMORY,
+            test_prompt=_TEST_PROMPT,
         )
         try:
             served = self._served_models()
@@ -288,21 +318,27 @@ class EndpointBackend:
             payload["logprobs"] = True
         return payload
 
-    def _complete(self, request: ChatRequest, settings: GenerationSettings) -> Generation:
+    def _complete(
+        self, request: ChatRequest, settings: GenerationSettings, stop: threading.Event | None = None
+    ) -> Generation:
         t0 = time.monotonic()
         url = self.base_url + "/chat/completions"
+        if stop is not None and stop.is_set():  # a queued request its call no longer waits for
+            raise _NotSent("Not sent: the call it belonged to has ended.", url)
         payload = self._payload(request, settings)
         try:
-            obj = self._call("POST", "/chat/completions", payload)
+            obj = self._call("POST", "/chat/completions", payload, stop=stop)
         except EndpointError as exc:
             if "logprobs" not in payload or exc.status is None or not 400 <= exc.status < 600:
+                raise
+            if stop is not None and stop.is_set():
                 raise
             # a server that does not know the field (or breaks on it): the answer matters, the probabilities
             # do not; if the plain request fails too, that error is the one told
             log.info("%s refused 'logprobs' (HTTP %s); asking without it", self.base_url, exc.status)
             self._logprobs_refused = True
             payload.pop("logprobs")
-            obj = self._call("POST", "/chat/completions", payload)
+            obj = self._call("POST", "/chat/completions", payload, stop=stop)
         try:
             choice = obj["choices"][0]
             text = choice["message"].get("content") or ""
@@ -333,8 +369,19 @@ class EndpointBackend:
         data = obj.get("data") if isinstance(obj, dict) else None
         return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else None
 
-    def _call(self, method: str, path: str, payload: dict | None = None, stream: bool = False) -> Any:
-        """One HTTP exchange with retries; the parsed JSON answer, or the open response when streaming."""
+    def _call(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        stream: bool = False,
+        stop: threading.Event | None = None,
+    ) -> Any:
+        """One HTTP exchange with retries; the parsed JSON answer, or the open response when streaming.
+
+        ``stop`` (generate's end) and close() end the retries: once set, a failure is raised at once,
+        unannounced, and no retry is waited for."""
+        stop = stop if stop is not None else threading.Event()
         url = self.base_url + path
         headers = self._headers()
         body = json.dumps(payload).encode("utf-8") if payload is not None else None
@@ -358,14 +405,21 @@ class EndpointBackend:
                 raise
             except Exception as exc:
                 err, retry, wait_s = self._explain(exc, url)
-                if not retry or attempt >= self.retries or self._closed.is_set():
+                with self._stop_lock:  # checked and told together: no warning after the call has ended
+                    final = not retry or attempt >= self.retries or stop.is_set() or self._closed.is_set()
+                    if not final:
+                        delay = wait_s if wait_s is not None else self.backoff_s * 2**attempt
+                        attempt += 1
+                        log.warning("%s; retry %d/%d in %.1f s", err, attempt, self.retries, delay)
+                if final:
                     if attempt:
                         err.args = (f"{err} (after {attempt + 1} tries)",)
                     raise err from None
-                delay = wait_s if wait_s is not None else self.backoff_s * 2**attempt
-                attempt += 1
-                log.warning("%s; retry %d/%d in %.1f s", err, attempt, self.retries, delay)
-                self._closed.wait(delay)
+                end = time.monotonic() + delay
+                while not (stop.is_set() or self._closed.is_set()) and time.monotonic() < end:
+                    stop.wait(min(0.05, max(end - time.monotonic(), 0.0)))
+                if stop.is_set():  # the call ended while waiting: its error is told, not this one
+                    raise err from None
 
     def _explain(self, exc: BaseException, url: str) -> tuple[EndpointError, bool, float | None]:
         """The error in words naming the URL, whether a retry may help, and how long the server asked to wait."""
