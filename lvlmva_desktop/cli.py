@@ -30,29 +30,60 @@ log = logging.getLogger("lvlmva")
 
 
 class _Bar:
-    """A TaskState whose progress drives a tqdm bar on stderr."""
+    """A TaskState whose progress drives a tqdm bar on stderr, with an estimate of the time left.
 
-    def __init__(self, quiet: bool) -> None:
-        from .core.jobs import TaskState
+    A job's progress may go back: the LVLM critic reports its critic, judge and strict-retry passes over
+    the same share of the bar, one after the other. Each time the progress goes back a new stage begins:
+    the bar starts over from there and the time left is measured anew on that stage's own pace
+    (core.jobs.TimeLeft forgets the earlier stage), "unknown" until that pace is known. tqdm's own
+    estimate is not shown: it divides by the average pace since the start, so a bar that went back from
+    100 % to 5 % after five minutes said more than an hour. ``clock`` gives seconds (injectable for tests).
+    """
 
+    def __init__(self, quiet: bool, clock=None, file=None) -> None:
+        import time
+
+        from .core.jobs import TaskState, TimeLeft
+
+        self._clock = clock or time.monotonic
+        self._new_estimate = lambda: TimeLeft(clock=self._clock)
+        self._time_left = self._new_estimate()
+        self._last = 0.0
+        self.stage = 1
+        self.seconds_left: float | None = None  # the current stage's estimate; None while unknown
         self.bar = (
             None
             if quiet
             else tqdm(
                 total=1000,
                 unit="‰",
-                file=sys.stderr,
+                file=file or sys.stderr,
                 leave=False,
-                bar_format="{desc:30.30} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+                bar_format="{desc:30.30} {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
             )
         )
         self.state = TaskState(on_progress=self._progress, on_message=self._message)
 
     def _progress(self, frac: float, msg: str) -> None:
+        if frac < self._last - 1e-9:  # went back: a new stage with its own pace
+            self.stage += 1
+            self._time_left = self._new_estimate()
+        self._last = frac
+        left = self._time_left.update(frac)
+        self.seconds_left = None if left < 0 else left
         if self.bar is not None:
             self.bar.n = int(frac * 1000)
             self.bar.set_description_str(msg or "", refresh=False)
+            self.bar.set_postfix_str(self.left_text(), refresh=False)
             self.bar.refresh()
+
+    def left_text(self) -> str:
+        """The time left as the bar shows it: "about 1:05 left", or "time left unknown"."""
+        if self.seconds_left is None:
+            return "time left unknown"
+        m, s = divmod(int(round(self.seconds_left)), 60)
+        h, m = divmod(m, 60)
+        return f"about {h}:{m:02d}:{s:02d} left" if h else f"about {m:d}:{s:02d} left"
 
     def _message(self, msg: str) -> None:
         if self.bar is not None:
@@ -383,8 +414,42 @@ def cmd_critique(args):
                 f"{u['cached']} from the cache, {u['retried']} strict retries, "
                 f"{u['undecided_by_parser']} segments left undecided because the answer could not be read."
             )
-        if res.get("verdict_accuracy") is not None:
-            print(f"Verdict accuracy against the ground truth: {res['verdict_accuracy']:.3f}")
+        told = _verdict_accuracy_text(p, eid, res.get("verdict_accuracy"))
+        if told is not None:
+            print(f"Verdict accuracy against the ground truth: {told}")
+
+
+NO_DECIDED_VERDICT = "n/a (no decided verdicts: every segment is undecided, nothing to compare)"
+
+
+def _verdict_accuracy_text(project, expl_id: int, acc: float | None) -> str | None:
+    """The critic's verdict accuracy in words; None where the data has no ground truth (acc is None).
+
+    The figure counts an undecided verdict as wrong, so with no decided verdict at all it is 0 by
+    construction and says nothing about the critic: then it is "n/a"."""
+    if acc is None:
+        return None
+    eff = project.effective_verdicts(expl_id)
+    decided = sum(d["verdict"] != "undecided" for segs in eff.values() for d in segs.values())
+    if decided == 0:
+        return NO_DECIDED_VERDICT
+    undecided = any(d["verdict"] == "undecided" for segs in eff.values() for d in segs.values())
+    return f"{acc:.3f}" + (" (undecided verdicts count as wrong)" if undecided else "")
+
+
+def _results_table(project, results: dict) -> str:
+    """pipeline.results_table, with the verdict accuracy told as n/a where no verdict was decided."""
+    from .core.pipeline import results_table
+
+    crit = results.get("critique") or {}
+    acc = crit.get("verdict_accuracy")
+    if acc is None or results.get("explanation_id") is None:
+        return results_table(results)
+    told = _verdict_accuracy_text(project, results["explanation_id"], acc)
+    if told != NO_DECIDED_VERDICT:
+        return results_table(results)
+    table = results_table({**results, "critique": {**crit, "verdict_accuracy": None}})
+    return f"{table}\nverdict accuracy of the critic: {told}"
 
 
 def cmd_verdict(args):
@@ -448,13 +513,21 @@ def cmd_show(args):
             print("No critique yet for this image.")
         eff = p.effective_verdicts(eid).get(args.sample, {})
         held = _held_back(p, eid, _pipeline_settings(args).align)
+        raw = json.loads(crit[-1]["raw"] or "{}") if crit else {}
+        unread = set(raw.get("undecided_by_parser") or [])  # segments numbered from 1
         print("--- verdicts ---")
         for s, share in enumerate(t["evidence"][k].tolist()):
             d = eff.get(s, {"verdict": "undecided", "source": "-", "author": "-"})
             if d["source"] == "-":
                 who = "no verdict yet"
+            elif d["verdict"] == "undecided" and d["source"] == "expert":
+                who = f"left undecided by expert {d['author']}"
             elif d["verdict"] == "undecided":
-                who = f"left undecided by {'expert ' + d['author'] if d['source'] == 'expert' else 'the critic'}"
+                who = "the critic gave no verdict"
+                if s + 1 in unread:
+                    who += ": no verdict for this segment could be read from its answer"
+                elif "undecided_by_parser" in raw:  # an LVLM critic whose answer was read
+                    who += ": its answer says it cannot decide"
             elif d["source"] == "expert":
                 who = f"decided by expert {d['author']}"
             else:
@@ -588,14 +661,14 @@ def cmd_qualify(args):
 
 
 def cmd_run(args):
-    from .core.pipeline import results_table, run_pipeline
+    from .core.pipeline import run_pipeline
 
     s = _pipeline_settings(args)
     with _open(args) as p:
         critic = _make_critic(args, p, None)
         with _Bar(args.quiet) as state:
             res = run_pipeline(p, s, critic, _device(args), state, model_id=args.model)
-        print(results_table(res))
+        print(_results_table(p, res))
         print(f"Results: {res['results_file']}  ({res['total_s']:.0f} s)")
 
 
@@ -633,7 +706,7 @@ def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = Fal
     from .core.critic import GroundTruthCritic
     from .core.demo import create_demo_project, default_demo_folder
     from .core.devices import resolve_device
-    from .core.pipeline import PipelineSettings, results_table, run_pipeline
+    from .core.pipeline import PipelineSettings, run_pipeline
     from .core.project import Project
 
     folder = folder or default_demo_folder()
@@ -651,7 +724,7 @@ def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = Fal
         )
         with _Bar(quiet) as state:
             res = run_pipeline(project, PipelineSettings(), critic, resolve_device(device), state)
-        print(results_table(res))
+        print(_results_table(project, res))
         print(f"Results: {res['results_file']}  ({res['total_s']:.0f} s)")
         return res
 
@@ -873,6 +946,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _stdout_closed() -> bool:
+    """Whether our standard output is a pipe whose reader has gone (`lvlmva show ... | head`); if so, it
+    is pointed at the null device so that nothing more (the interpreter's last flush included) fails."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        gone = any(ev & select.POLLERR for _, ev in poll.poll(0))  # the pipe's reader closed it
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a captured stream), no poll
+        return False
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return gone
+
+
 def main(argv: list[str] | None = None) -> int:
     from .core.offline import enforce_offline
 
@@ -888,6 +981,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here at the latest, not in the interpreter's exit
+    except BrokenPipeError as e:
+        if not _stdout_closed():  # some other pipe (not our output): an error like any other
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0  # output piped into e.g. `head`, which had read enough: nothing to tell
     except (ProjectError, ValueError, OSError, RuntimeError) as e:
         from .core.secrets import scrub
 
@@ -902,9 +1001,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         return 2
-    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
-        sys.stderr.close()
-        return 0
     except (Cancelled, KeyboardInterrupt):
         print("cancelled; the project is consistent and the run is marked cancelled.", file=sys.stderr)
         return 130

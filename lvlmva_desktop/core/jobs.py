@@ -109,6 +109,9 @@ class TimeLeft:
         self.min_seconds, self.min_fraction = min_seconds, min_fraction
         self.window, self.min_window, self.smoothing_s = window, min_window, smoothing_s
         self._samples: list[tuple[float, float]] = []  # (time, fraction) since the first report
+        # (time, fraction) where the progress started moving: the samples before the window are dropped,
+        # but the job's age (for min_seconds and the window's length) counts from here
+        self._start: tuple[float, float] | None = None
         self._estimate: tuple[float, float] | None = None  # (time, seconds left) last given
 
     def update(self, fraction: float) -> float:
@@ -119,11 +122,14 @@ class TimeLeft:
         if self._samples and fraction < self._samples[-1][1]:
             self._samples.clear()  # progress went back (a new phase counts anew)
             self._estimate = None
+            self._start = None
         if len(self._samples) == 1 and fraction <= self._samples[0][1]:
             self._samples[0] = (now, fraction)  # not started moving yet (loading): the pace starts later
             return -1.0
         self._samples.append((now, fraction))
-        t0, f0 = self._samples[0]
+        if self._start is None and len(self._samples) >= 2:  # it moves: its age counts from here
+            self._start = self._samples[0]
+        t0, f0 = self._start or self._samples[0]
         if now - t0 < self.min_seconds or fraction - f0 < self.min_fraction:
             return -1.0
         span = max(self.min_window, self.window * (now - t0))
