@@ -418,7 +418,7 @@ class EndpointBackend:
                 end = time.monotonic() + delay
                 while not (stop.is_set() or self._closed.is_set()) and time.monotonic() < end:
                     stop.wait(min(0.05, max(end - time.monotonic(), 0.0)))
-                if stop.is_set():  # the call ended while waiting: its error is told, not this one
+                if stop.is_set() or self._closed.is_set():  # ended while waiting: no further try
                     raise err from None
 
     def _explain(self, exc: BaseException, url: str) -> tuple[EndpointError, bool, float | None]:
