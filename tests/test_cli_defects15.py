@@ -95,8 +95,9 @@ def explained(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def proj(explained, tmp_path) -> Path:
-    """A copy of the explained project for one test."""
-    return Path(shutil.copytree(explained, tmp_path / "proj"))
+    """A copy of the explained project (and of its images, which it finds beside it) for one test."""
+    shutil.copytree(explained.parent, tmp_path / "copy")
+    return tmp_path / "copy" / explained.name
 
 
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -157,6 +158,16 @@ def test_a_decided_critique_still_tells_its_accuracy(proj, capsys):
     out = capsys.readouterr().out
     line = [x for x in out.splitlines() if x.startswith("Verdict accuracy against the ground truth:")]
     assert len(line) == 1 and float(line[0].split(":")[1].split()[0]) > 0.5, out
+
+
+def test_run_tells_no_accuracy_when_the_critic_decided_nothing(proj, capsys):
+    """`run` with the expert's verdicts, none entered: the results table has no 0.000 verdict accuracy."""
+    fast = [*FAST, "--set", "align.epochs=1", "--set", "evaluate.min_group_size=1"]
+    assert main(["run", str(proj), "--critic", "expert", "--quiet", "--device", "cpu", *fast]) == 0
+    out = capsys.readouterr().out
+    line = [x for x in out.splitlines() if x.startswith("verdict accuracy of the critic")]
+    assert line == ["verdict accuracy of the critic: n/a (no decided verdicts: every segment is undecided, "
+                    "nothing to compare)"], out  # fmt: skip
 
 
 # -- 3: the progress estimate across stages ---------------------------------------------------------
