@@ -1,57 +1,67 @@
 """Time of one RRR training step over one ERM step (double back-propagation costs extra).
 
-For each architecture, times forward+backward+Adam on a batch of 64 with plain cross-entropy and with
-the RRR penalty on a quarter of the batch (the default mix), and prints the ratio.
+For each architecture, times the training step of train.fit (train.batch_loss, backward, Adam; the
+parameters channels-last where fit puts them so) on a batch of 64: an ERM batch, and a mixed batch whose
+last quarter are alignment images with masks and the gradient penalty (the default mix, in which
+batch-norm layers normalise with the ordinary rows' statistics). Prints both times and their ratio.
 
-    python benchmarks/rrr_step.py [--device cuda] [--repeats 20]
+    python benchmarks/rrr_step.py [--device cuda] [--repeats 20] [--archs small_cnn resnet18]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 from _common import ROOT  # noqa: F401
-from torch import nn
 
-from lvlmva_desktop.core.align import rrr_penalty
-from lvlmva_desktop.core.devices import describe_device, resolve_device
+from lvlmva_desktop.core.devices import channels_last, describe_device, in_layout, resolve_device
 from lvlmva_desktop.core.models import ModelSpec, build_model
+from lvlmva_desktop.core.train import batch_loss
 
 SHAPES = {"mlp": (1, 28), "small_cnn": (3, 64), "resnet18": (3, 224), "resnet50": (3, 224)}
 
 
-def step_time(arch: str, device: torch.device, repeats: int, rrr: bool, batch: int) -> float:
+def step_times(arch: str, device: torch.device, repeats: int, batch: int) -> tuple[float, float]:
+    """Median seconds of an ERM step and of an RRR step, the two alternating (so that a load that comes
+    and goes on the machine falls on both alike), each on its own copy of the same model."""
     c, s = SHAPES[arch]
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(arch, 2, c, (s, s))).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.rand(batch, c, s, s, device=device)
     y = torch.randint(0, 2, (batch,), device=device)
     n_align = batch // 4
     masks = torch.rand(n_align, s, s, device=device) > 0.9
+    steps = {}
+    for rrr in (False, True):
+        torch.manual_seed(0)
+        model = build_model(ModelSpec(arch, 2, c, (s, s))).to(device).train()
+        last = channels_last(model)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        xb = in_layout(x, last)
 
-    def one():
-        xb = x.clone().requires_grad_(rrr)
-        logits = model(xb)
-        loss = nn.functional.cross_entropy(logits, y)
-        if rrr:
-            loss = loss + rrr_penalty(logits[batch - n_align :], xb, masks, batch - n_align)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        def one(model=model, opt=opt, xb=xb, rrr=rrr):
+            if rrr:
+                loss = batch_loss(model, xb, y, masks, batch - n_align, lambda_=1.0, penalty="gradient")[0]
+            else:
+                loss = batch_loss(model, xb, y, None, batch)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-    for _ in range(3):
-        one()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        one()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / repeats
+        steps[rrr] = one
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(repeats + 2):
+        for rrr in (False, True):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            steps[rrr]()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:  # two warm-up rounds
+                times[rrr].append(time.perf_counter() - t)
+    return statistics.median(times[False]), statistics.median(times[True])
 
 
 def main() -> None:
@@ -66,9 +76,8 @@ def main() -> None:
     print(f"{'arch':10s} {'input':>10s} {'ERM step':>12s} {'RRR step':>12s} {'ratio':>7s}")
     for arch in args.archs:
         c, s = SHAPES[arch]
-        reps = args.repeats if device.type == "cuda" or s < 100 else max(2, args.repeats // 5)
-        erm = step_time(arch, device, reps, False, args.batch)
-        rrr = step_time(arch, device, reps, True, args.batch)
+        reps = args.repeats if device.type == "cuda" or s < 100 else max(3, args.repeats // 3)
+        erm, rrr = step_times(arch, device, reps, args.batch)
         print(f"{arch:10s} {f'{c}x{s}x{s}':>10s} {erm * 1000:10.1f}ms {rrr * 1000:10.1f}ms {rrr / erm:6.2f}x")
 
 
