@@ -12,7 +12,11 @@ throughput  images per minute and generated tokens per second for critiques with
 
     python benchmarks/lvlm.py modes --family qwen2_5_vl
     python benchmarks/lvlm.py modes --model-dir /models/SmolVLM-Instruct
-    python benchmarks/lvlm.py throughput --shape 7b --batches 1 8 32
+    python benchmarks/lvlm.py throughput --shape 7b --batches 1 8 32 [--profile]
+
+throughput prints, per batch size, the warm-up time (the first call, where torch compiles the decoding step
+for the static cache) apart from the timed call; --profile then profiles one more call at the largest batch
+and prints where the GPU time goes (top kernels) and how often the host waited for the device.
 """
 
 from __future__ import annotations
@@ -208,16 +212,18 @@ def throughput(args) -> None:
         bound = lm_bytes / bw
         print(f"language-model weights {lm_bytes / 1e9:.2f} GB; measured bandwidth {bw / 1e12:.2f} TB/s; "
               f"bound {bound * 1e3:.2f} ms per decoding step")  # fmt: skip
-    print(f"{'batch':>5s} {'prompt':>7s} {'new':>4s} {'prefill s':>9s} {'total s':>8s} {'ms/step':>8s} "
-          f"{'tok/s':>8s} {'img/min':>8s} {'of bound':>8s}")  # fmt: skip
+    print(f"{'batch':>5s} {'prompt':>7s} {'new':>4s} {'warm-up s':>9s} {'prefill s':>9s} {'total s':>8s} "
+          f"{'ms/step':>8s} {'tok/s':>8s} {'img/min':>8s} {'of bound':>8s}")  # fmt: skip
     for b in args.batches:
         reqs = requests(b)
         gs_full = GenerationSettings(max_new_tokens=args.new_tokens, batch_size=b, ignore_eos=True)
         gs_pre = GenerationSettings(max_new_tokens=1, batch_size=b)
         try:
+            t = time.perf_counter()
             for _ in range(2):  # warm-up (compilation for the static cache happens here)
                 backend.generate(reqs, gs_full)
             _sync(device)
+            t_warm = time.perf_counter() - t
             t = time.perf_counter()
             backend.generate(reqs, gs_pre)
             _sync(device)
@@ -232,9 +238,37 @@ def throughput(args) -> None:
         new = min(o.generated_tokens for o in outs)
         step = (t_all - t_pre) / max(new - 1, 1)
         ratio = f"{bound / step:8.0%}" if bound else "     n/a"
-        print(f"{b:5d} {outs[0].prompt_tokens:7d} {new:4d} {t_pre:9.2f} {t_all:8.2f} {step * 1e3:8.1f} "
-              f"{b * new / t_all:8.0f} {60 * b / t_all:8.1f} {ratio}")  # fmt: skip
+        print(f"{b:5d} {outs[0].prompt_tokens:7d} {new:4d} {t_warm:9.1f} {t_pre:9.2f} {t_all:8.2f} "
+              f"{step * 1e3:8.1f} {b * new / t_all:8.0f} {60 * b / t_all:8.1f} {ratio}")  # fmt: skip
+    if args.profile:
+        _profile(backend, requests(max(args.batches)), args.new_tokens, device)
     backend.close()
+
+
+def _profile(backend, reqs, new_tokens: int, device: torch.device) -> None:
+    """One more generate call under torch.profiler: the top device kernels and the host-side waits."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from lvlmva_desktop.lvlm.backend import GenerationSettings
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    gs = GenerationSettings(max_new_tokens=new_tokens, batch_size=len(reqs), ignore_eos=True)
+    with profile(activities=acts) as prof:
+        backend.generate(reqs, gs)
+        _sync(device)
+    events = prof.key_averages()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"profile of one call at batch {len(reqs)}, {new_tokens} new tokens; top operations by {key}:")
+    print(events.table(sort_by=key, row_limit=20, max_name_column_width=60))
+    waits = {e.key: e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
+             "cudaMemcpyAsync", "cudaEventSynchronize", "aten::item", "aten::_local_scalar_dense")}  # fmt: skip
+    launches = sum(
+        e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch")
+    )
+    print(
+        f"host waits and copies: {waits}; kernel or graph launches: {launches} "
+        f"({launches / max(new_tokens, 1):.0f} per decoding step)"
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -258,6 +292,7 @@ def main() -> None:
     t.add_argument("--prompt-tokens", type=int, default=1024)
     t.add_argument("--new-tokens", type=int, default=128)
     t.add_argument("--no-static-cache", action="store_true")
+    t.add_argument("--profile", action="store_true", help="profile one more call at the largest batch")
     t.add_argument("--device", default="auto")
     args = ap.parse_args()
     modes(args) if args.what == "modes" else throughput(args)

@@ -58,10 +58,10 @@ def _one_pass(model, xb, yb, mb, n_plain, lambda_, penalty, normalise):
     """The formula as it stood before the two-pass step (train.fit up to December 2026), verbatim."""
     use_gradient = lambda_ > 0 and penalty in ("gradient", "both")
     use_counterfactual = lambda_ > 0 and penalty in ("counterfactual", "both")
-    pen = torch.zeros(())
+    pen = torch.zeros((), device=xb.device)
     extra_x, extra_y = xb[:0], yb[:0]
     if use_counterfactual:
-        d = torch.arange(len(mb)) % max(n_plain, 1)
+        d = torch.arange(len(mb), device=xb.device) % max(n_plain, 1)
         extra_x, extra_y = counterfactual_batch(xb[n_plain:], yb[n_plain:], mb, xb[d], yb[d])
     xb.requires_grad_(use_gradient)
     with _old_reference_batchnorm(model, n_plain):
@@ -132,3 +132,25 @@ def test_replayed_statistics_are_used_in_call_order_and_update_nothing():
     expected = (other - first.mean(0)) / torch.sqrt(first.var(0, unbiased=False) + bn.eps)
     assert torch.allclose(out, expected)
     assert "forward" not in vars(bn)  # the layer's own forward is back
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_two_pass_step_equals_the_one_pass_formula_on_cuda():
+    """cuDNN's double back-propagation and the fused batch-norm kernel on the device: the same numbers."""
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    model = build_model(ModelSpec("resnet18", 2, 3, (64, 64))).double().to(dev)
+    xb = torch.rand(16, 3, 64, 64, dtype=torch.float64, device=dev)
+    yb = torch.randint(0, 2, (16,), device=dev)
+    mb = torch.rand(4, 64, 64, device=dev) > 0.7
+
+    def one_pass(m, x, y, mm, n, **k):
+        return _one_pass(m, x, y, mm, n, k["lambda_"], k["penalty"], k["normalise"])
+
+    kw = dict(lambda_=2.0, penalty="gradient", normalise=False)
+    old = _state(model, one_pass, xb, yb, mb, 12, **kw)
+    new = _state(model, batch_loss, xb, yb, mb, 12, **kw)
+    assert torch.allclose(old[1], new[1], rtol=1e-8)
+    for a, b in zip(old[3], new[3]):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
