@@ -139,3 +139,26 @@ def test_review_routing_interpolates_the_reviews_to_reach_a_target():
     assert line == "routing: 9 reviews routed vs 27 random to reach 90% of RRR-GT WGA (set toy)"
     assert "to reach 98% of RRR-GT WGA (0.784): 24 reviews routed vs not reached by 40 random" in text
     assert "without the consistency check" in text and "no token probabilities" in text
+
+
+def test_gpu_script_fits_in_one_lent_window():
+    """benchmarks/gpu.sh must end within 8 minutes on a lent GPU (15 minutes a window, start included): its
+    steps' time limits, which bound every step, add up to at most 480 s, and it runs the RRR and 7B steps."""
+    import re
+
+    text = (ROOT / "benchmarks" / "gpu.sh").read_text()
+    steps = re.findall(r"^step (\w+) (\d+) ", text, flags=re.M)
+    assert {"tests", "rrr_step", "lvlm_7b"} <= {name for name, _ in steps}
+    assert sum(int(secs) for _, secs in steps) <= 480
+
+
+def test_rrr_step_benchmark_prints_a_ratio_per_architecture():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rrr_step.py"), "--device", "cpu", "--archs", "mlp",
+         "--repeats", "2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = [line for line in r.stdout.splitlines() if line.startswith("mlp")]
+    assert len(row) == 1 and row[0].rstrip().endswith("x"), r.stdout
+    assert float(row[0].split()[-1].rstrip("x")) > 0
