@@ -5,6 +5,9 @@ The folder is loaded exactly as transformers would load it for anyone (``AutoPro
 the families in ``TESTED_FAMILIES`` are the ones the test suite checks. Prompts go through the model's own
 chat template; many requests are generated in left-padded batches, greedy unless a temperature is asked for,
 so an answer does not depend on which batch it was in (in float32; bf16 on a GPU can differ in rare ties).
+A model whose processor refuses a prompt without an image (PaliGemma; found by a dry run of its processor at
+load, whatever the family) gets a blank grey picture with each text-only request (judge, strict retry,
+class summary), which its identity records.
 """
 
 from __future__ import annotations
