@@ -220,8 +220,14 @@ class LVLMCritic:
 
     def _run(self, batch: list[CritiqueRequest], state: TaskState) -> list[Critique]:
         s = self.settings
+        # each pass has its own stretch of the batch's progress, so the bar never goes back between the
+        # critic, the judge and the strict retry (and each pass's time left is measured on its own pace)
+        ends = (0.9, 0.9) if s.one_call else (0.6, 0.9)
         outs = self._gen(
-            self.backend, [self.critic_request(r) for r in batch], s.critic_max_new_tokens, state
+            self.backend,
+            [self.critic_request(r) for r in batch],
+            s.critic_max_new_tokens,
+            state.child(0.0, ends[0]),
         )
         calls = [1] * len(batch)
         tokens = [[o.prompt_tokens, o.generated_tokens] for o in outs]
@@ -237,7 +243,7 @@ class LVLMCritic:
         else:
             state.check()
             jreqs = [self.judge_request(t, k) for t, k in zip(critic_texts, ns)]
-            jouts = self._gen(self.judge_backend, jreqs, s.judge_max_new_tokens, state)
+            jouts = self._gen(self.judge_backend, jreqs, s.judge_max_new_tokens, state.child(*ends))
             judge_texts = [o.text for o in jouts]
             for i, o in enumerate(jouts):
                 sources[i].append((judge_answer(o.text), o))
@@ -257,7 +263,9 @@ class LVLMCritic:
             if missing:
                 state.check()
                 rreqs = [self.judge_request(critic_texts[i], ns[i], strict=True) for i in missing]
-                routs = self._gen(self.judge_backend, rreqs, s.judge_max_new_tokens, state)
+                routs = self._gen(
+                    self.judge_backend, rreqs, s.judge_max_new_tokens, state.child(ends[1], 1.0)
+                )
                 for i, o in zip(missing, routs):
                     retry_texts[i] = o.text
                     parsed[i] = _merge(parsed[i], parse_verdicts(judge_answer(o.text), ns[i]))

@@ -176,3 +176,32 @@ def test_the_prompt_places_a_segment_where_the_evidence_it_follows_lies():
     r.evidence_kind = "absolute"
     assert segment_context(r.segments, r.evidence(), r.segment_evidence)[0]["where"] == "the bottom"
     assert "the top left" in text and "the top left" not in text_abs
+
+
+class _ReportingBackend(ScriptedBackend):
+    """Reports its progress as the local back-end does: request by request within each generate()."""
+
+    def generate(self, requests, settings=None, state=None):
+        out = []
+        for k, req in enumerate(requests):
+            if state is not None:
+                state.progress(k, len(requests), "generating")
+            out.extend(super().generate([req], settings))
+        if state is not None:
+            state.progress(len(requests), len(requests), "generated")
+        return out
+
+
+def test_the_progress_never_goes_back_between_the_critic_the_judge_and_the_retry():
+    from lvlmva_desktop.core.jobs import TaskState
+
+    seen = []
+    state = TaskState(on_progress=lambda frac, msg: seen.append(frac))
+    be = _ReportingBackend(critic="nothing readable", judge="}}}{{", strict="segment 2: relevant")
+    critic = LVLMCritic(be, settings=CriticSettings(use_cache=False, batch_size=3))
+    list(critic.critique([_req(i) for i in range(1, 6)], state))
+    kinds = [k for k, _, _ in be.calls]
+    assert kinds.count("critic") == 5 and kinds.count("judge") == 5 and kinds.count("strict") == 5
+    assert seen[-1] == 1.0
+    assert all(b >= a for a, b in zip(seen, seen[1:])), seen
+    assert len(set(seen)) > 10  # every pass moved the bar forward
