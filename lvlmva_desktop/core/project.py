@@ -3,7 +3,8 @@
 Layout::
 
     project.json        manifest (schema_version, name, classes, image size, channels)
-    project.sqlite      samples, alignment sets, explanations, critiques, verdicts, runs, metrics (WAL)
+    project.sqlite      samples, alignment sets, explanations, critiques, verdicts, runs, metrics (WAL;
+                        its schema version in PRAGMA user_version, migrated by DB_MIGRATIONS)
     models/             model versions as safetensors, read-only, sha256 recorded in the database
     artifacts/          attribution and segment maps as safetensors
     runs/               one results JSON per pipeline run
@@ -46,6 +47,13 @@ DATABASE = "project.sqlite"
 
 # Manifest migrations: MIGRATIONS[v] turns a version-v manifest into version v+1.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+#: The database's schema version, kept in SQLite's header (PRAGMA user_version): no table holds it, so the
+#: audit log's hash chain and the content check (core/integrity.py) are not touched by it. A database
+#: written before versions were recorded reads 0. DB_MIGRATIONS[v] turns a version-v database into v+1
+#: (see _migrate_database: all of them in one transaction, when the project is opened for writing).
+DB_SCHEMA_VERSION = 1
+DB_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}  # filled below _SCHEMA
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -93,6 +101,22 @@ CREATE TABLE IF NOT EXISTS chat_messages (
     id INTEGER PRIMARY KEY, explanation_id INTEGER, sample_id INTEGER, role TEXT NOT NULL,
     text TEXT NOT NULL, model TEXT, created REAL, author TEXT);
 """
+
+
+def _database_version_1(db: sqlite3.Connection) -> None:
+    """0 -> 1: the tables as they were when versions began to be recorded. A database written then (or
+    later, before versions were recorded) has them all, and nothing in it changes; an older one gets the
+    tables and columns it lacks, as every opening added them before there were versions."""
+    from .recovery import RUN_COLUMNS
+
+    for statement in (_SCHEMA + audit_log.SCHEMA).split(";"):
+        if statement.strip():  # one by one: executescript would commit the migrations' transaction
+            db.execute(statement)
+    migrate_verdicts(db)
+    add_missing_columns(db, "runs", RUN_COLUMNS)
+
+
+DB_MIGRATIONS[0] = _database_version_1
 
 
 #: decoded-images files found to be (or not to be) the ones this program wrote: (path, mtime, size) -> bool
@@ -223,12 +247,28 @@ class Project:
         self.db.row_factory = sqlite3.Row
         if getattr(lock, "first", True):  # once per process and folder: a damaged file is refused up front
             _check_integrity(self.db)
+        self.db_version = database_version(self.db)  # after _migrate_database: the version it has now
+        if self.db_version > DB_SCHEMA_VERSION:
+            self.db.close()
+            raise ProjectError(
+                f"The project database {root / DATABASE} was written by a newer version of the program "
+                f"(database schema {self.db_version}); this program reads database schemas up to "
+                f"{DB_SCHEMA_VERSION}. Update the program to open this project."
+            )
         self.db.execute("PRAGMA foreign_keys=ON")
         if read_only:
             self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a damaged file fails here
+            if 0 < self.db_version < DB_SCHEMA_VERSION:
+                self.notes.append(
+                    f"The project database has schema {self.db_version}; this program writes schema "
+                    f"{DB_SCHEMA_VERSION}. Opened read-only it is read as it is, not brought up to date "
+                    "(opening it for writing does that)."
+                )
         else:
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(_SCHEMA + audit_log.SCHEMA)
+            self._migrate_database()
+            # columns added before versions were recorded are added whatever the version says, as
+            # recovery.migrate does for the run columns (idempotent: nothing changes where they are)
             migrate_verdicts(self.db)
             from . import recovery
 
@@ -324,6 +364,36 @@ class Project:
             if lock is not None:
                 lock.release()
             raise
+
+    def _migrate_database(self) -> None:
+        """Bring the database to DB_SCHEMA_VERSION: DB_MIGRATIONS[v] for each v from the version it has,
+        in order, in one transaction with the new version (all or none are kept). Migrating a recorded
+        version is logged in the audit log; recognising a database written before versions were recorded
+        (0 -> 1) changes no table content and is not."""
+        if self.db_version >= DB_SCHEMA_VERSION:
+            return
+        start = self.db_version
+        try:
+            with self.transaction() as db:
+                start = database_version(db)  # another Project of this process may have migrated it now
+                for version in range(start, DB_SCHEMA_VERSION):
+                    DB_MIGRATIONS[version](db)
+                db.execute(f"PRAGMA user_version={int(DB_SCHEMA_VERSION)}")
+                if 0 < start < DB_SCHEMA_VERSION:
+                    self.audit("migrate_database", {"from_version": start, "to_version": DB_SCHEMA_VERSION})
+        except sqlite3.Error as e:
+            self.db.close()
+            raise ProjectError(
+                f"The project database {self.root / DATABASE} could not be brought from schema {start} to "
+                f"{DB_SCHEMA_VERSION} ({e}); nothing in it was changed. Check that the project folder may be "
+                "written and open the project again."
+            ) from e
+        except BaseException:
+            self.db.close()
+            raise
+        if start < DB_SCHEMA_VERSION:
+            log.info("project database %s: schema %d -> %d", self.root / DATABASE, start, DB_SCHEMA_VERSION)
+        self.db_version = DB_SCHEMA_VERSION
 
     def close(self) -> None:
         self.db.close()
@@ -1253,6 +1323,11 @@ def _check_database_file(path: Path) -> None:
             f"The project database {path} is damaged or not a database: it does not start with a SQLite "
             "header."
         )
+
+
+def database_version(db: sqlite3.Connection) -> int:
+    """The schema version recorded in a project database (0: written before versions were recorded)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _check_integrity(db: sqlite3.Connection) -> None:
