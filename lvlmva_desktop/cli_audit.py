@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+
+from .core.timefmt import when
 
 WIDTH = 160  # one line per entry, cut at this width
 
@@ -21,7 +22,7 @@ def _short(value: object) -> str:
 
 def entry_line(e: dict) -> str:
     """One compact line: id, local time, user, action, params, hashes (12 hex digits each)."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
+    stamp = when(e["time"])
     params = e["params"] if isinstance(e["params"], dict) else {"params": e["params"]}
     hashes = e["hashes"] if isinstance(e["hashes"], dict) else {"hashes": e["hashes"]}
     # the hashes first: they are short, and what a long parameter (a path) would push past the width

@@ -14,7 +14,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .cli import _Bar, _device, tell_notes
     from .core.lock import ProjectLocked
     from .core.project import Project
-    from .core.report import write_report
+    from .report.document import write_report
 
     device = _device(args)
     try:

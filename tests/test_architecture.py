@@ -17,8 +17,9 @@ def test_import_linter_contracts_hold():
 def test_core_imports_with_qt_unavailable():
     code = (
         "import sys; sys.modules['PySide6'] = None; sys.modules['pyqtgraph'] = None\n"
-        "import pkgutil, importlib, lvlmva_desktop.core as c, lvlmva_desktop.lvlm as l, lvlmva_desktop.cli\n"
-        "for pkg in (c, l):\n"
+        "import pkgutil, importlib, lvlmva_desktop.cli\n"
+        "import lvlmva_desktop.core as c, lvlmva_desktop.lvlm as l, lvlmva_desktop.report as r\n"
+        "for pkg in (c, l, r):\n"
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        importlib.import_module(m.name)\n"
     )
@@ -50,3 +51,39 @@ def test_no_unpickling_and_no_hub_downloads_in_the_package():
                     break
             call = text[m.start() : end + 1]
             assert "local_files_only=True" in call, f"{path}: {call}"
+
+
+def _lint_copy(tmp_path, edit) -> subprocess.CompletedProcess:
+    """import-linter, with this project's contracts, on a copy of the package that ``edit`` changed."""
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(
+        ROOT / "lvlmva_desktop", copy / "lvlmva_desktop", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    edit(copy / "lvlmva_desktop")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    env = {**__import__("os").environ, "PYTHONPATH": str(copy)}
+    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+def test_the_layers_contract_catches_the_core_importing_the_lvlm_package(tmp_path):
+    """The layers (window and command line > report > LVLM package > core) are checked by the tool: a core
+    module that imports the LVLM package, or the LVLM package importing the report, breaks the contract."""
+
+    def core_imports_lvlm(pkg):
+        with (pkg / "core" / "timefmt.py").open("a") as f:
+            f.write("\nfrom ..lvlm import prompts  # noqa: E402,F401\n")
+
+    def lvlm_imports_report(pkg):
+        with (pkg / "lvlm" / "render.py").open("a") as f:
+            f.write("\nfrom ..report import figures  # noqa: E402,F401\n")
+
+    intact = _lint_copy(tmp_path / "intact", lambda pkg: None)
+    assert intact.returncode == 0, intact.stdout[-3000:]
+    for edit, what in ((core_imports_lvlm, "lvlmva_desktop.core.timefmt -> lvlmva_desktop.lvlm.prompts"),
+                       (lvlm_imports_report, "lvlmva_desktop.lvlm.render -> lvlmva_desktop.report.figures")):  # fmt: skip
+        r = _lint_copy(tmp_path / edit.__name__, edit)
+        assert r.returncode != 0, r.stdout[-3000:]
+        assert "Layers" in r.stdout and "BROKEN" in r.stdout and what in r.stdout, r.stdout[-3000:]

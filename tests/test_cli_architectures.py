@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from lvlmva_desktop.cli import main
 from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.report import attribution_text
+from lvlmva_desktop.report.document import attribution_text
 
 
 @pytest.fixture(scope="module")

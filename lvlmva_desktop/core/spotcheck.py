@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from . import audit as audit_log
 from .critic import RELEVANT, SPURIOUS, UNDECIDED, VERDICTS
 from .project import Project, ProjectError
+from .timefmt import when
 
 if TYPE_CHECKING:  # torch and Pillow are imported where pictures are made
     import torch
@@ -322,7 +323,7 @@ class MeasuredPoints:
 
 def benchmark_points() -> MeasuredPoints:
     """The built-in benchmark figures (resources/benchmarks/verdict_accuracy_gap.json)."""
-    from ..lvlm.prompts import resources_dir
+    from .resources import resources_dir
 
     path = resources_dir().joinpath(*BENCHMARK_FILE)
     data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -494,21 +495,20 @@ def segment_picture(
     import numpy as np
     from PIL import Image
 
-    from ..lvlm.render import to_pil
-    from .report_figures import MASK_COLOUR, _outline, _scale
+    from .pictures import MASK_COLOUR, outline, scale_for, to_pil
 
     base = np.asarray(to_pil(image), dtype=np.uint8)
     h, w = base.shape[:2]
     mask = (segments.long().cpu() == int(segment)).numpy()
     if mask.shape != (h, w):
         raise ValueError(f"The segment map is {mask.shape}, the image {(h, w)}.")
-    k = _scale(h, w, min_side)
+    k = scale_for(h, w, min_side)
     plain = base.repeat(k, 0).repeat(k, 1)
     big_mask = mask.repeat(k, 0).repeat(k, 1)
     marked = plain.astype(np.float64)
     marked[~big_mask] = marked[~big_mask] * 0.35 + 20  # the rest dimmed, the segment as it is
     marked = marked.round().clip(0, 255).astype(np.uint8)
-    marked = _outline(marked, mask, k, MASK_COLOUR)
+    marked = outline(marked, mask, k, MASK_COLOUR)
     if k >= 4:  # a second line inside the first, so that the outline reads at any size
         inner = np.zeros_like(big_mask)
         inner[1:-1, 1:-1] = big_mask[1:-1, 1:-1] & big_mask[:-2, 1:-1] & big_mask[2:, 1:-1]
@@ -658,7 +658,6 @@ def latest_spot_check(project: Project, expl_id: int | None = None) -> dict | No
         if expl_id is not None and json.loads(r["settings"] or "{}").get("explanation_id") == expl_id:
             chosen = r
             break
-    from .report import when  # the report's time format (report imports this module)
 
     settings = json.loads(chosen["settings"] or "{}")
     results = json.loads(chosen["results"] or "{}")

@@ -632,7 +632,7 @@ class MainWindow(QMainWindow):
 
     def audit_report(self, folder: Path | None = None) -> Job | None:
         """Ask for a folder and write report.html and report.pdf there, as a job on the main lane."""
-        from ..core.report import write_report
+        from ..report.document import write_report
 
         if self.session.project is None:
             self.show_error(UserError("No report to write", "Open a project first.", "", "project"))

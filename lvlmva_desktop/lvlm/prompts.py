@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jinja2 import DictLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
+from ..core.resources import ResourcesMissing
+from ..core.resources import resources_dir as _resources_dir
 
 TEMPLATE_NAMES = (
     "critic.j2",
@@ -44,14 +46,11 @@ class PromptError(ValueError):
 
 
 def resources_dir() -> Path:
-    """The resources/ folder: next to the package in a checkout, or inside a PyInstaller bundle."""
-    bundled = getattr(sys, "_MEIPASS", None)
-    candidates = [Path(bundled) / "resources"] if bundled else []
-    candidates.append(Path(__file__).resolve().parents[2] / "resources")
-    for c in candidates:
-        if (c / "prompts").is_dir():
-            return c
-    raise PromptError("The program's resources folder (with prompts/) is missing; reinstall the program.")
+    """The resources/ folder (core/resources.py); a missing one is a PromptError here."""
+    try:
+        return _resources_dir()
+    except ResourcesMissing as exc:
+        raise PromptError(str(exc)) from None
 
 
 def default_texts() -> dict[str, str]:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core.pictures import scale_for, to_pil
+
 # Distinct, colour-blind-friendly segment colours (Okabe-Ito), repeated if J > 8.
 PALETTE = (
     (230, 159, 0),
@@ -22,21 +24,6 @@ PALETTE = (
     (204, 121, 167),
     (120, 120, 120),
 )
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """(C, H, W) in [0, 1] -> RGB PIL image."""
-    x = image.detach().float().clamp(0, 1).cpu()
-    if x.ndim == 2:
-        x = x.unsqueeze(0)
-    if x.shape[0] < 3:  # grey (or grey + alpha): show the first channel
-        x = x[:1].expand(3, -1, -1)
-    arr = (x[:3].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
-
-
-def _scale_for(h: int, w: int, min_side: int) -> int:
-    return max(1, -(-min_side // max(1, min(h, w))))
 
 
 def segment_colours(segments: torch.Tensor) -> Image.Image:
@@ -114,7 +101,7 @@ def render_views(
         if attribution is not None:
             attribution = torch.nn.functional.interpolate(attribution[None, None].float(), size=(h, w))[0, 0]
     segments = segments.long().clamp_min(0)
-    k = _scale_for(h, w, min_side)
+    k = scale_for(h, w, min_side)
     size = (w * k, h * k)
     big = base.resize(size, Image.NEAREST)
     seg_map = segment_colours(segments).resize(size, Image.NEAREST)

@@ -29,10 +29,10 @@ from lvlmva_desktop.core.pipeline import (
     train_original,
 )
 from lvlmva_desktop.core.project import Project, ProjectError, sha256_file
-from lvlmva_desktop.core.report import write_report
 from lvlmva_desktop.core.sampling import SamplingSettings
 from lvlmva_desktop.core.segment import SegmentSettings
 from lvlmva_desktop.core.train import AlignSettings, TrainSettings
+from lvlmva_desktop.report.document import write_report
 
 CPU = torch.device("cpu")
 

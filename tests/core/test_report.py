@@ -32,7 +32,11 @@ from lvlmva_desktop.core.pipeline import (
     train_original,
 )
 from lvlmva_desktop.core.project import DATABASE, MANIFEST, Project
-from lvlmva_desktop.core.report import (
+from lvlmva_desktop.core.sampling import SamplingSettings
+from lvlmva_desktop.core.segment import SegmentSettings
+from lvlmva_desktop.core.train import AlignSettings, TrainSettings
+from lvlmva_desktop.lvlm.prompts import TemplateSet
+from lvlmva_desktop.report.document import (
     SECTIONS,
     audit_status,
     gather_report,
@@ -41,13 +45,9 @@ from lvlmva_desktop.core.report import (
     signed_pct,
     write_report,
 )
-from lvlmva_desktop.core.report_figures import attribution_overlay
-from lvlmva_desktop.core.report_pdf import write_pdf
-from lvlmva_desktop.core.report_pdf_layout import ReportPDF, _find_fonts
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings
-from lvlmva_desktop.lvlm.prompts import TemplateSet
+from lvlmva_desktop.report.figures import attribution_overlay
+from lvlmva_desktop.report.pdf import write_pdf
+from lvlmva_desktop.report.pdf_layout import ReportPDF, _find_fonts
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "report"
 CPU = torch.device("cpu")
@@ -280,7 +280,7 @@ def test_a_project_without_an_audit_log_says_so(built, report, tmp_path):
 def test_heatmaps_use_the_masks_the_aligned_model_was_trained_with(built, tmp_path):
     """Segments the consistency check held back (recorded with the model) are not in the report's masks."""
     from lvlmva_desktop.core.jobs import TaskState
-    from lvlmva_desktop.core.report_figures import representative_heatmaps
+    from lvlmva_desktop.report.figures import representative_heatmaps
 
     root = _copy(built, tmp_path)
     with Project.open(root) as p:
@@ -307,7 +307,7 @@ def test_hundreds_of_classes_and_a_label_of_thousands_of_characters_fit_the_pdf(
     """400 classes and one label of 3,300 characters made a table row taller than a page: the PDF cuts such
     a cell and says so; the HTML holds the whole text."""
     from lvlmva_desktop.core.data import import_csv_manifest
-    from lvlmva_desktop.core.report import write_report
+    from lvlmva_desktop.report.document import write_report
 
     d = tmp_path / "d"
     d.mkdir()
@@ -331,8 +331,8 @@ def test_hundreds_of_classes_and_a_label_of_thousands_of_characters_fit_the_pdf(
 
 
 def test_a_failed_pdf_leaves_the_previous_report_whole(built, tmp_path, monkeypatch):
-    from lvlmva_desktop.core import report_pdf
-    from lvlmva_desktop.core.report import write_report
+    from lvlmva_desktop.report import pdf as report_pdf
+    from lvlmva_desktop.report.document import write_report
 
     root = built["root"]
     out = tmp_path / "out"

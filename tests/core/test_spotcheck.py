@@ -21,6 +21,7 @@ from lvlmva_desktop.core.critic import GroundTruthCritic
 from lvlmva_desktop.core.demo import create_demo_project
 from lvlmva_desktop.core.explain import ExplainSettings
 from lvlmva_desktop.core.integrity import verify_content
+from lvlmva_desktop.core.pictures import MASK_COLOUR
 from lvlmva_desktop.core.pipeline import (
     explain_alignment_set,
     run_critique,
@@ -29,9 +30,6 @@ from lvlmva_desktop.core.pipeline import (
 )
 from lvlmva_desktop.core.project import Project, ProjectError
 from lvlmva_desktop.core.qualify import sim_row
-from lvlmva_desktop.core.report import gather_report, render_html
-from lvlmva_desktop.core.report_figures import MASK_COLOUR
-from lvlmva_desktop.core.report_pdf import write_pdf
 from lvlmva_desktop.core.sampling import SamplingSettings
 from lvlmva_desktop.core.segment import SegmentSettings
 from lvlmva_desktop.core.spotcheck import (
@@ -53,6 +51,8 @@ from lvlmva_desktop.core.spotcheck import (
     wilson_interval,
 )
 from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.report.document import gather_report, render_html
+from lvlmva_desktop.report.pdf import write_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")

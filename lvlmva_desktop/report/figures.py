@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..lvlm.render import render_views, to_pil
-from .jobs import TaskState
+from ..core.jobs import TaskState
+from ..core.pictures import MASK_COLOUR, outline, scale_for, to_pil
+from ..lvlm.render import render_views
 
 if TYPE_CHECKING:
-    from .project import Project
+    from ..core.project import Project
 
 # CET-D1 (the viewer's default signed colour map) sampled at 9 points, blue (negative) to red (positive).
 _D1 = np.array(
@@ -39,7 +40,6 @@ _D1 = np.array(
     ],
     dtype=np.float64,
 )
-MASK_COLOUR = (255, 200, 0)  # outline of the segments judged spurious
 
 
 def signed_colours(t: np.ndarray) -> np.ndarray:
@@ -69,24 +69,6 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _scale(h: int, w: int, min_side: int) -> int:
-    return max(1, -(-min_side // max(1, min(h, w))))
-
-
-def _outline(rgb: np.ndarray, mask: np.ndarray, k: int, colour: tuple[int, int, int]) -> np.ndarray:
-    """Draw the pixel-edge outline of ``mask`` (at the original resolution) on an image enlarged k times."""
-    big = mask.repeat(k, 0).repeat(k, 1)
-    edge = np.zeros_like(big)
-    edge[:-1, :] |= big[:-1, :] != big[1:, :]
-    edge[1:, :] |= big[:-1, :] != big[1:, :]
-    edge[:, :-1] |= big[:, :-1] != big[:, 1:]
-    edge[:, 1:] |= big[:, :-1] != big[:, 1:]
-    edge &= big
-    out = rgb.copy()
-    out[edge] = colour
-    return out
-
-
 def attribution_overlay(
     image: torch.Tensor,
     attribution: torch.Tensor,
@@ -108,10 +90,10 @@ def attribution_overlay(
     alpha = (opacity * ramp)[..., None]
     rgb = base * (1 - alpha) + colours * alpha
     h, w = amap.shape
-    k = _scale(h, w, min_side)
+    k = scale_for(h, w, min_side)
     big = rgb.round().clip(0, 255).astype(np.uint8).repeat(k, 0).repeat(k, 1)
     if mask is not None and bool(mask.any()):
-        big = _outline(big, mask.bool().cpu().numpy(), k, MASK_COLOUR)
+        big = outline(big, mask.bool().cpu().numpy(), k, MASK_COLOUR)
     return Image.fromarray(big, "RGB")
 
 
@@ -132,7 +114,7 @@ def thumbnail(image: torch.Tensor, segments: torch.Tensor | None, attribution: t
     """
     if segments is None:
         img = to_pil(image)
-        k = _scale(img.height, img.width, 96)
+        k = scale_for(img.height, img.width, 96)
         return png_bytes(img.resize((img.width * k, img.height * k), Image.NEAREST))
     _, _, overlay = render_views(image, segments, attribution, min_side=96)
     if max(overlay.size) > 160:
@@ -168,15 +150,15 @@ def representative_heatmaps(
     if expl_id is None or before is None or after is None:
         out["note"] = "No aligned model yet: there is nothing to compare."
         return out
-    from .pipeline import alignment_masks, explain_samples, load_samples
-    from .settings import PipelineSettings
+    from ..core.pipeline import alignment_masks, explain_samples, load_samples
+    from ..core.settings import PipelineSettings
 
     row, t = project.explanation(expl_id)
     es = json.loads(row["settings"] or "{}").get("explain", {})
     settings = PipelineSettings.from_record({"explain": es}).explain  # as the explanation was made
     # the masks as the aligned model was trained with them: the plain masks of the verdicts, less the
     # segments the consistency check held back then (recorded with the model; none for older models)
-    from .settings import AlignSettings
+    from ..core.settings import AlignSettings
 
     ids, masks, _ = alignment_masks(project, expl_id, AlignSettings(consistency_check=False))
     info = json.loads(project.model_row(after)["info"] or "{}")

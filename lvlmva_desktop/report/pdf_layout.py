@@ -2,7 +2,7 @@
 
 DejaVu fonts are used when the system has them (most languages in the texts); otherwise the PDF core
 fonts, which only know Latin-1, and texts are transliterated. A character no font can draw becomes "?",
-so nothing disappears from the page without a trace. report_pdf.py lays out the sections with these.
+so nothing disappears from the page without a trace. report/pdf.py lays out the sections with these.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The audit report as PDF pages (fpdf2, pure Python, so the core stays Qt-free).
 
-Same content as the HTML (core/report.py gathers it): a title page with the summary and the audit status,
+Same content as the HTML (report/document.py gathers it): a title page with the summary and the audit status,
 a table of contents, then one section per part with bookmarks. Tables repeat their headings when they
-break across pages (report_pdf_layout.py). Critic texts are trimmed in the PDF; the HTML keeps them whole.
+break across pages (report/pdf_layout.py). Critic texts are trimmed in the PDF; the HTML keeps them whole.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from fpdf import FontFace
 from fpdf.enums import XPos, YPos
 
-from .report import SECTIONS, pct, settings_text, signed_pct
-from .report_pdf_layout import ACCENT, BAD, INK, MUTED, OK, VERDICT_INK, WARN, ReportPDF
+from .document import SECTIONS, pct, settings_text, signed_pct
+from .pdf_layout import ACCENT, BAD, INK, MUTED, OK, VERDICT_INK, WARN, ReportPDF
 
 PDF_TEXT = 420  # characters of a critic text in the PDF
 

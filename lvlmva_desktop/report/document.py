@@ -2,7 +2,7 @@
 
 ``gather_report`` reads a project into a plain dict (nothing is written to the project); ``render_html``
 turns it into a self-contained HTML page (inline CSS, pictures as data: URIs, no outside reference) with
-the Jinja2 template in resources/report/; ``report_pdf.write_pdf`` lays the same content out as PDF pages.
+the Jinja2 template in resources/report/; ``pdf.write_pdf`` lays the same content out as PDF pages.
 ``write_report`` does all three. The report covers the latest alignment round: the explanation the newest
 RRR run used (else the newest explanation), its critique, verdicts and expert overrides, and the model
 before and after.
@@ -20,14 +20,15 @@ from pathlib import Path
 import torch
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..core import audit
+from ..core.export import verdict_rows
+from ..core.jobs import TaskState, ensure_state
+from ..core.metrics import comparison
+from ..core.project import Project, ProjectError, current_user, sha256_file
+from ..core.segment import evidence_map, recorded_evidence
+from ..core.timefmt import when
 from ..lvlm.prompts import TEMPLATE_NAMES, TemplateSet, default_texts, resources_dir
-from . import audit
-from .export import verdict_rows
-from .jobs import TaskState, ensure_state
-from .metrics import comparison
-from .project import Project, ProjectError, current_user, sha256_file
-from .report_figures import data_uri, representative_heatmaps, thumbnail
-from .segment import evidence_map, recorded_evidence
+from .figures import data_uri, representative_heatmaps, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ SECTIONS = (
     "Audit log",
 )
 SHORT_TEXT = 220  # characters of a critic text shown before it is folded away
-
-
-def when(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
 
 
 def settings_text(d: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -75,7 +72,7 @@ def _run_row(r: sqlite3.Row) -> dict:
     results = json.loads(r["results"] or "{}")
     strength = ""
     if isinstance(results.get("strength"), dict):
-        from .strength import StrengthChoice
+        from ..core.strength import StrengthChoice
 
         try:
             strength = StrengthChoice(**results["strength"]).summary()
@@ -104,7 +101,7 @@ def _qualification(project: Project) -> dict | None:
     ).fetchone()
     if row is None:
         return None
-    from .qualify import headline
+    from ..core.qualify import headline
 
     res = json.loads(row["results"] or "{}")
     if not res.get("rows"):
@@ -123,7 +120,7 @@ def _qualification(project: Project) -> dict | None:
 def _spot_check(project: Project, expl_id: int | None) -> dict | None:
     """The newest blind spot-check of the critic (core/spotcheck.py), recomputed from its stored sample and
     answers and matched with its audit entry; its figures as the report prints them."""
-    from .spotcheck import STRATA, latest_spot_check
+    from ..core.spotcheck import STRATA, latest_spot_check
 
     sc = latest_spot_check(project, expl_id)
     if sc is None:
@@ -277,7 +274,7 @@ def _critic(project: Project, expl_id: int | None) -> dict:
 
 def model_input_text(row: sqlite3.Row) -> str:
     """A model version's architecture and preprocessing in words (recorded with it)."""
-    from .models import ModelSpec
+    from ..core.models import ModelSpec
 
     spec = ModelSpec.from_dict(json.loads(row["spec"]))
     return f"{spec.arch}; {spec.preprocessing().describe(tuple(spec.image_size))}"
@@ -296,7 +293,7 @@ def attribution_text(settings: dict) -> str:
 def _alignment(project: Project, expl_id: int | None) -> dict | None:
     if expl_id is None:
         return None
-    from .pipeline import load_samples
+    from ..core.pipeline import load_samples
 
     row, t = project.explanation(expl_id)
     ids = t["sample_ids"].tolist()
@@ -373,7 +370,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
 
 def audit_status(project: Project) -> dict:
     """The audit log's verification (core/audit.py), or "no audit log" where the table was never made."""
-    from .project import MANIFEST
+    from ..core.project import MANIFEST
 
     try:
         anchor = audit.read_anchor(project.root / MANIFEST)
@@ -419,7 +416,7 @@ def gather_report(
     n_candidates: int = 48,
 ) -> dict:
     """Everything the report shows, read from the project (nothing is written to it)."""
-    from .pipeline import environment
+    from ..core.pipeline import environment
 
     state = ensure_state(state)
     expl_id, before, after = _round(project)
@@ -437,7 +434,7 @@ def gather_report(
         }
         for m in project.models()
     ]
-    from .integrity import verify_content
+    from ..core.integrity import verify_content
 
     state.progress(0.0, None, "verifying the project's content")
     content = verify_content(project, state.child(0.0, 0.1))
@@ -538,7 +535,7 @@ def write_report(
     try:
         html_tmp.write_text(render_html(report), encoding="utf-8")
         if pdf:
-            from .report_pdf import write_pdf
+            from .pdf import write_pdf
 
             state.check()
             state.progress(0.8, None, "writing the PDF report")
