@@ -4,14 +4,20 @@ Every critic implements ``Critic.critique``: given an image, its true label, the
 the PPEPS-WGM segments of the model's attribution, it returns free text (what the expert reads) and one
 verdict per segment. The LVLM critic (critic + judge) plugs in here; this module holds the critics that
 need no LVLM: the expert's own stored verdicts, and the ground-truth critic for benchmarks.
+
+One factory builds every critic: ``critic_from_identity`` takes what a run records as its critic
+(``Critic.identity()``) and ``critic_spec`` turns the user's choice (the command line's --critic and its
+options, the window's Critique dialog) into that same shape, so a new critique and the resumption of an
+old one are built by one code path. An LVLM critic is built by a function the caller hands in
+(lvlm/factory.py makes it from a loaded model): the core knows no LVLM.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .jobs import TaskState, ensure_state
 
@@ -217,3 +223,78 @@ class ExpertCritic:
             text = "Verdicts entered by the expert." if given else "No expert verdict entered for this image."
             yield Critique(r.sample_id, self.name, text, verdicts)
             state.progress(i + 1, len(requests), "critique")
+
+
+# -- one factory: a critic from its recorded identity ----------------------------------------------------
+SIMULATED_KIND, EXPERT_KIND, LVLM_KIND = "ground_truth_simulated", "expert", "lvlm"
+# the user's names for the critics (--critic, the Critique dialog) -> the kind their identity records
+CHOICES = {"lvlm": LVLM_KIND, "simulated": SIMULATED_KIND, "expert": EXPERT_KIND}
+
+# the recorded LVLM critic settings (lvlm.critic.CriticSettings as a dict) -> the LVLM critic
+LVLMCriticBuilder = Callable[[dict], Critic]
+
+
+class UnknownCritic(ValueError):
+    """A recorded or chosen critic kind this program cannot build."""
+
+
+def critic_spec(
+    choice: str,
+    *,
+    verdict_accuracy: float = 1.0,
+    seed: int = 0,
+    lvlm_settings: Mapping[str, Any] | None = None,
+) -> dict:
+    """The user's choice of critic as the identity a run records (``critic_from_identity`` builds it).
+
+    ``verdict_accuracy`` and ``seed``: the simulated critic's (its error rate is 1 - accuracy, rounded to
+    6 digits); ``lvlm_settings``: the LVLM critic's settings that differ from the defaults (one_call,
+    batch_size, use_cache, critic_max_new_tokens, ...). An LVLM spec holds no model: the caller loads it.
+    """
+    if choice == "simulated":
+        acc = float(verdict_accuracy)
+        if not 0.0 <= acc <= 1.0:
+            raise ValueError(f"The simulated critic's verdict accuracy must be between 0 and 1, got {acc}.")
+        return GroundTruthCritic(error_rate=round(1.0 - acc, 6), seed=int(seed)).identity()
+    if choice == "expert":
+        return {"kind": EXPERT_KIND}
+    if choice == "lvlm":
+        return {"kind": LVLM_KIND, "settings": dict(lvlm_settings or {})}
+    raise UnknownCritic(f"Unknown critic '{choice}'; choose one of {', '.join(CHOICES)}.")
+
+
+def critic_from_identity(
+    identity: Mapping[str, Any],
+    project: Any = None,
+    expl_id: int | None = None,
+    lvlm: LVLMCriticBuilder | None = None,
+) -> Critic:
+    """The critic an identity describes: one a run recorded (to resume it) or one ``critic_spec`` made.
+
+    The simulated critic is rebuilt from the record alone; the expert critic reads the expert's verdicts on
+    explanation ``expl_id`` from ``project``; an LVLM critic is made by ``lvlm`` from the recorded
+    settings (a ValueError in words if there is none). An unknown kind raises ``UnknownCritic``.
+    """
+    kind = identity.get("kind") if isinstance(identity, Mapping) else None
+    if kind == SIMULATED_KIND:
+        return GroundTruthCritic(
+            error_rate=float(identity.get("error_rate", 0.0)),
+            seed=int(identity.get("seed", 0)),
+            threshold=float(identity.get("threshold", 0.5)),
+            errors=str(identity.get("errors", "both")),
+        )
+    if kind == EXPERT_KIND:
+        verdicts = project.expert_verdicts(expl_id) if project is not None and expl_id is not None else {}
+        return ExpertCritic(verdicts)
+    if kind == LVLM_KIND:
+        if lvlm is None:
+            raise ValueError(
+                "An LVLM critic needs its vision-language model: a model folder or an OpenAI-compatible server."
+            )
+        return lvlm(dict(identity.get("settings") or {}))
+    known = ", ".join(sorted(CHOICES.values()))
+    raise UnknownCritic(
+        f"The critic kind '{kind}' is not one this program knows ({known})."
+        if kind
+        else "No critic is recorded."
+    )

@@ -46,7 +46,8 @@ _ROOT_TMP = re.compile(r"(project\.json|gui-settings)(\.[\w.-]*)?\.tmp")  # atom
 # the temporary file safetensors writes beside its target before renaming it (".tmp" and random letters)
 _WRITER_TMP = re.compile(r"\.tmp[A-Za-z0-9_]{6,}")
 
-LVLMCriticFactory = Callable[[dict], "Critic"]  # recorded LVLM CriticSettings dict -> critic
+# recorded LVLM CriticSettings dict -> critic (lvlm/factory.py's lvlm_builder makes one from a loaded model)
+LVLMCriticFactory = Callable[[dict], "Critic"]
 
 
 # -- on open ---------------------------------------------------------------------------------------------
@@ -296,29 +297,22 @@ def pick(project: Project, run_id: int | None = None) -> sqlite3.Row:
 def critic_for(
     project: Project, identity: dict, expl_id: int | None, lvlm_critic: LVLMCriticFactory | None
 ) -> Critic:
-    """Rebuild the critic a run recorded: simulated and expert from the record; an LVLM needs a backend."""
-    from .critic import ExpertCritic, GroundTruthCritic
+    """Rebuild the critic a run recorded (core.critic.critic_from_identity, the one critic factory):
+    simulated and expert from the record; an LVLM needs the model, which ``lvlm_critic`` brings."""
+    from .critic import LVLM_KIND, UnknownCritic, critic_from_identity
 
-    kind = identity.get("kind")
-    if kind == "ground_truth_simulated":
-        return GroundTruthCritic(
-            error_rate=float(identity.get("error_rate", 0.0)),
-            seed=int(identity.get("seed", 0)),
-            threshold=float(identity.get("threshold", 0.5)),
-            errors=str(identity.get("errors", "both")),
+    kind = identity.get("kind") if isinstance(identity, dict) else None
+    if kind == LVLM_KIND and lvlm_critic is None:
+        raise ProjectError(
+            "This step used an LVLM critic: say which LVLM to use (--model-dir FOLDER, or --endpoint URL "
+            "--lvlm-model NAME; in the window, LVLM > Settings) to resume it."
         )
-    if kind == "expert":
-        return ExpertCritic(project.expert_verdicts(expl_id) if expl_id is not None else {})
-    if kind == "lvlm":
-        if lvlm_critic is None:
-            raise ProjectError(
-                "This step used an LVLM critic: say which LVLM to use (--model-dir FOLDER, or --endpoint URL "
-                "--lvlm-model NAME; in the window, LVLM > Settings) to resume it."
-            )
-        return lvlm_critic(dict(identity.get("settings") or {}))
-    raise ProjectError(
-        f"The critic of this step ({kind or 'not recorded'}) cannot be rebuilt; start it again."
-    )
+    try:
+        return critic_from_identity(identity, project, expl_id, lvlm_critic)
+    except UnknownCritic as e:
+        raise ProjectError(
+            f"The critic of this step ({kind or 'not recorded'}) cannot be rebuilt: {e} Start it again."
+        ) from None
 
 
 def _new_run_for(project: Project, old: int) -> int | None:
