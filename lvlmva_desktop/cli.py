@@ -173,8 +173,9 @@ CRITIC_CHOICE = (
 )
 
 
-def _make_critic(args: argparse.Namespace, project, expl_id: int | None):
-    from .core.critic import ExpertCritic, GroundTruthCritic
+def critic_spec_from_args(args: argparse.Namespace) -> dict:
+    """The critic chosen on the command line as the identity a critique run records (core.critic)."""
+    from .core.critic import critic_spec
 
     if args.critic is None:
         raise ValueError(CRITIC_CHOICE)
@@ -185,14 +186,20 @@ def _make_critic(args: argparse.Namespace, project, expl_id: int | None):
         seed = args.critic_seed
         if seed is None:  # --seed reaches the simulated critic too
             seed = getattr(args, "seed", None) or 0
-        return GroundTruthCritic(error_rate=round(1.0 - acc, 6), seed=seed)
-    if args.critic == "expert":
-        return ExpertCritic(project.expert_verdicts(expl_id) if expl_id is not None else {})
+        return critic_spec("simulated", verdict_accuracy=acc, seed=seed)
     if args.critic == "lvlm":
-        from .cli_lvlm import make_lvlm_critic
+        from .cli_lvlm import lvlm_critic_options
 
-        return make_lvlm_critic(args, project)
-    raise ValueError(f"Unknown critic '{args.critic}'")
+        return critic_spec("lvlm", lvlm_settings=lvlm_critic_options(args))
+    return critic_spec(args.critic)
+
+
+def _make_critic(args: argparse.Namespace, project, expl_id: int | None):
+    """The chosen critic, built by the one critic factory (lvlm/factory.py); an LVLM is opened here."""
+    from .cli_lvlm import open_lvlm
+    from .lvlm.factory import build_critic
+
+    return build_critic(critic_spec_from_args(args), project, expl_id, open_backend=lambda: open_lvlm(args))
 
 
 def _latest(project, table: str, given: int | None, what: str) -> int:
@@ -703,7 +710,7 @@ def cmd_status(args):
 
 def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = False) -> dict:
     """Create (or reuse) the demo project and run steps 1-9 with the simulated critic (no LVLM ships)."""
-    from .core.critic import GroundTruthCritic
+    from .core.critic import critic_from_identity, critic_spec
     from .core.demo import create_demo_project, default_demo_folder
     from .core.devices import resolve_device
     from .core.pipeline import PipelineSettings, run_pipeline
@@ -717,7 +724,7 @@ def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = Fal
         print(f"Building the demo project in {folder} (generated ISIC-like lesions with coloured patches)")
         project = Project.open(create_demo_project(folder))
     with project:
-        critic = GroundTruthCritic(error_rate=0.13, seed=0)
+        critic = critic_from_identity(critic_spec("simulated", verdict_accuracy=0.87, seed=0))
         print(
             f"Critic: {critic.name}. With LVLM weights in a folder, critique this project with "
             f"`lvlmva critique {project.root} --critic lvlm --model-dir FOLDER` (docs/lvlm.md)."

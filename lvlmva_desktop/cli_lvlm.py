@@ -63,17 +63,14 @@ def open_lvlm(args: argparse.Namespace):
     return open_backend(lvlm_config(args))
 
 
-def make_lvlm_critic(args: argparse.Namespace, project):
-    from .lvlm.critic import CriticSettings, LVLMCritic
-    from .lvlm.prompts import TemplateSet
-
-    settings = CriticSettings(
-        one_call=bool(args.one_call),
-        batch_size=args.batch_size,
-        use_cache=not args.no_cache,
-        critic_max_new_tokens=args.max_new_tokens,
-    )
-    return LVLMCritic(open_lvlm(args), TemplateSet.for_project(project), settings, cache=project)
+def lvlm_critic_options(args: argparse.Namespace) -> dict:
+    """The LVLM critic's settings chosen with the critique options (lvlm.critic.CriticSettings' names)."""
+    return {
+        "one_call": bool(args.one_call),
+        "batch_size": args.batch_size,
+        "use_cache": not args.no_cache,
+        "critic_max_new_tokens": args.max_new_tokens,
+    }
 
 
 def cmd_lvlm_check(args):

@@ -12,26 +12,23 @@ from typing import Any
 
 
 def _lvlm_critic_factory(args: argparse.Namespace, project: Any, opened: list) -> Any:
-    """The LVLM named on this command line, with the critic settings the interrupted run recorded."""
+    """The LVLM named on this command line, with the critic settings the interrupted run recorded (the one
+    critic factory's LVLM builder, lvlm/factory.py); None when no LVLM is named."""
     if not (
         getattr(args, "model_dir", None)
         or getattr(args, "endpoint", None)
         or getattr(args, "lvlm_config", None)
     ):
         return None
+    from .cli_lvlm import open_lvlm
+    from .lvlm.factory import lvlm_builder
 
-    def make(recorded: dict) -> Any:
-        from .cli_lvlm import open_lvlm
-        from .lvlm.critic import CriticSettings, LVLMCritic
-        from .lvlm.prompts import TemplateSet
-
-        known = CriticSettings.__dataclass_fields__
-        settings = CriticSettings(**{k: v for k, v in recorded.items() if k in known})
+    def open_backend() -> Any:
         backend = open_lvlm(args)
         opened.append(backend)
-        return LVLMCritic(backend, TemplateSet.for_project(project), settings, cache=project)
+        return backend
 
-    return make
+    return lvlm_builder(project, open_backend=open_backend)
 
 
 def cmd_resume(args: argparse.Namespace) -> None:

@@ -102,32 +102,20 @@ def explain_job(session: Session) -> Job:
     )
 
 
-def make_critic(
-    session: Session,
-    project: Any,
-    kind: str,
-    state: Any,
-    verdict_accuracy: float = 0.87,
-    lvlm_options: dict | None = None,
-    backend: Any = None,
-) -> Any:
-    """The critic of a critique job, built in the job's thread (an LVLM loads there, not in the GUI)."""
-    from ..core.critic import ExpertCritic, GroundTruthCritic
+def critic_choice(kind: str, verdict_accuracy: float = 0.87, lvlm_options: dict | None = None) -> dict:
+    """The Critique dialog's choice as the identity a critique run records (core.critic.critic_spec);
+    the window's simulated critic always uses seed 0."""
+    from ..core.critic import critic_spec
 
-    if kind == "simulated":
-        return GroundTruthCritic(error_rate=1.0 - verdict_accuracy, seed=0)
-    if kind == "expert":
-        eid = project.latest_id("explanations")
-        return ExpertCritic(project.expert_verdicts(eid) if eid is not None else {})
-    if kind == "lvlm":
-        from ..lvlm.critic import CriticSettings, LVLMCritic
-        from ..lvlm.prompts import TemplateSet
+    return critic_spec(kind, verdict_accuracy=verdict_accuracy, seed=0, lvlm_settings=lvlm_options)
 
-        settings = CriticSettings(**(lvlm_options or {}))
-        if backend is None:
-            raise ValueError("An LVLM critic needs the loaded model (use session.use_lvlm).")
-        return LVLMCritic(backend, TemplateSet.for_project(project), settings, cache=project)
-    raise ValueError(f"Unknown critic '{kind}'.")
+
+def make_critic(project: Any, spec: dict, expl_id: int | None, backend: Any = None) -> Any:
+    """The critic of a critique job, built in the job's thread by the one critic factory (lvlm/factory.py);
+    an LVLM critic runs on ``backend``, the model the session loaded (session.use_lvlm)."""
+    from ..lvlm.factory import build_critic
+
+    return build_critic(spec, project, expl_id, backend=backend)
 
 
 def critique_job(
@@ -136,15 +124,16 @@ def critique_job(
     from ..core.pipeline import run_critique
 
     expl_id = _need(session.explanation_id(), "Explain the alignment set first (Method > Explain).")
+    spec = critic_choice(kind, verdict_accuracy, lvlm_options)  # an unknown kind is refused here, in words
     if kind == "lvlm" and session.lvlm_config() is None:
         raise ValueError("Configure the vision-language model first (LVLM > Settings).")
 
     def fn(p, s):
         if kind != "lvlm":
-            critic = make_critic(session, p, kind, s.child(0.0, 0.05), verdict_accuracy, lvlm_options)
+            critic = make_critic(p, spec, expl_id)
             return run_critique(p, expl_id, critic, s.child(0.05, 1.0))
         with session.use_lvlm(s.child(0.0, 0.05)) as backend:  # stays loaded, is not closed under us
-            critic = make_critic(session, p, kind, s, verdict_accuracy, lvlm_options, backend)
+            critic = make_critic(p, spec, expl_id, backend)
             return run_critique(p, expl_id, critic, s.child(0.05, 1.0))
 
     return Job(
