@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from lvlmva_desktop.core.demo import create_demo_project
 from lvlmva_desktop.core.metrics import Evaluation, GroupAccuracy, comparison, deltas, stored_evaluations
 from lvlmva_desktop.core.pipeline import EvalSettings, evaluate_models, train_original
 from lvlmva_desktop.core.project import Project
@@ -14,9 +13,10 @@ EVAL = EvalSettings(n_attribution_images=6, n_background=2, min_group_size=1)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = create_demo_project(tmp_path_factory.mktemp("cmp") / "demo", n_train=96, n_test=48, size=32)
-    with Project.open(root) as p:
+def project(new_small_demo):
+    """Three models of two architectures on one small demo, kept open for the whole module (no copy per test,
+    unlike the other users of the shared builders): its tests only add evaluations, one after another."""
+    with Project.open(new_small_demo("cmp")) as p:
         a = train_original(p, "small_cnn", TrainSettings(epochs=1, batch_size=32), CPU)
         b = train_original(p, "mlp", TrainSettings(epochs=2, batch_size=32, seed=1), CPU)
         c = train_original(p, "mlp", TrainSettings(epochs=1, batch_size=32, seed=2), CPU)

@@ -5,7 +5,6 @@ by the step that would use it; an untouched project verifies as intact."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 
 import numpy as np
@@ -16,21 +15,15 @@ from safetensors.torch import load_file, save_file
 
 from lvlmva_desktop.cli import main
 from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.explain import ExplainSettings
 from lvlmva_desktop.core.integrity import verify_content
 from lvlmva_desktop.core.pipeline import (
     EvalSettings,
     align_model,
     evaluate_models,
-    explain_alignment_set,
     run_critique,
-    sample_alignment_set,
     train_original,
 )
 from lvlmva_desktop.core.project import Project, ProjectError, sha256_file
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
 from lvlmva_desktop.core.train import AlignSettings, TrainSettings
 from lvlmva_desktop.report.document import write_report
 
@@ -38,13 +31,11 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(new_small_demo, explained_alignment_set):
     """A small demo after the whole method, with an expert verdict and edited descriptions."""
-    root = create_demo_project(tmp_path_factory.mktemp("integrity") / "demo", n_train=96, n_test=48, size=32)
+    root = new_small_demo("integrity")
     with Project.open(root) as p:
-        mid = train_original(p, "small_cnn", TrainSettings(epochs=1), CPU)
-        sid = sample_alignment_set(p, mid, SamplingSettings(n=10), CPU)
-        eid = explain_alignment_set(p, mid, sid, ExplainSettings(n_background=4), SegmentSettings(), CPU)
+        mid, sid, eid = explained_alignment_set(p, TrainSettings(epochs=1), 10)
         run_critique(p, eid, GroundTruthCritic(error_rate=0.13))
         first = p.alignment_members(sid)[0]["sample_id"]
         p.set_expert_verdict(eid, first, 0, "spurious")
@@ -55,11 +46,9 @@ def finished(tmp_path_factory):
 
 
 @pytest.fixture
-def project(finished, tmp_path):
+def project(finished, copy_of_project):
     """A copy to tamper with (the images live inside the demo folder, so they travel with it)."""
-    copy = tmp_path / "copy"
-    shutil.copytree(finished, copy)
-    return copy
+    return copy_of_project(finished, "copy")
 
 
 def _sql(root, query: str, args: tuple = ()) -> None:

@@ -20,17 +20,8 @@ from fixtures.crash import check_reopened, kill, last_progress, query, running_k
 from lvlmva_desktop.cli import main
 from lvlmva_desktop.core import recovery
 from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.pipeline import (
-    explain_alignment_set,
-    run_critique,
-    sample_alignment_set,
-    train_original,
-)
+from lvlmva_desktop.core.pipeline import run_critique
 from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
 from lvlmva_desktop.core.train import TrainSettings
 
 CPU = torch.device("cpu")
@@ -38,21 +29,17 @@ N_SET = 30  # images in the base project's alignment set
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
+def base(new_small_demo, explained_alignment_set):
     """A small demo project after steps 1-4: model 1, a 30-image alignment set, its explanation."""
-    root = create_demo_project(tmp_path_factory.mktemp("crash") / "base", n_train=128, n_test=48, size=32)
+    root = new_small_demo("crash", n_train=128)
     with Project.open(root) as p:
-        mid = train_original(p, "small_cnn", TrainSettings(epochs=2, batch_size=32), CPU)
-        sid = sample_alignment_set(p, mid, SamplingSettings(n=N_SET), CPU)
-        explain_alignment_set(p, mid, sid, ExplainSettings(n_background=4), SegmentSettings(), CPU)
+        explained_alignment_set(p, TrainSettings(epochs=2, batch_size=32), N_SET)
     return root
 
 
 @pytest.fixture
-def project(base, tmp_path):
-    root = tmp_path / "proj"
-    shutil.copytree(base, root)
-    return root
+def project(base, copy_of_project):
+    return copy_of_project(base, "proj")
 
 
 def _count(root, sql: str, args: tuple = ()) -> int:

@@ -41,6 +41,8 @@ def tiny_manifest(tmp_path_factory):
 
 @pytest.fixture
 def project(tmp_path, tiny_manifest):
+    """Kept local (not the shared demo of tests/core/conftest.py): the whole pipeline runs on a new project
+    made from an isic-like manifest, with its class descriptions, and the tests change it in place."""
     rep = import_csv_manifest(tiny_manifest)
     p = Project.create(tmp_path / "proj", "tiny", rep.classes, (32, 32), 3)
     p.add_samples(rep)

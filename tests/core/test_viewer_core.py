@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
 from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.demo import create_demo_project
 from lvlmva_desktop.core.explain import ExplainSettings
 from lvlmva_desktop.core.pipeline import (
     alignment_masks,
@@ -16,12 +13,9 @@ from lvlmva_desktop.core.pipeline import (
     explain_samples,
     load_samples,
     run_critique,
-    sample_alignment_set,
     segment_verdict_rows,
-    train_original,
 )
 from lvlmva_desktop.core.project import Project, ProjectError
-from lvlmva_desktop.core.sampling import SamplingSettings
 from lvlmva_desktop.core.segment import SegmentSettings
 from lvlmva_desktop.core.train import TrainSettings
 
@@ -30,21 +24,17 @@ EXPLAIN = ExplainSettings(n_background=4, background="train")
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    root = create_demo_project(tmp_path_factory.mktemp("viewer") / "demo", n_train=96, n_test=48, size=32)
+def template(new_small_demo, explained_alignment_set):
+    root = new_small_demo("viewer")
     with Project.open(root) as p:
-        mid = train_original(p, "small_cnn", TrainSettings(epochs=1), CPU)
-        sid = sample_alignment_set(p, mid, SamplingSettings(n=8), CPU)
-        eid = explain_alignment_set(p, mid, sid, EXPLAIN, SegmentSettings(), CPU)
+        _mid, _sid, eid = explained_alignment_set(p, TrainSettings(epochs=1), 8, EXPLAIN)
         run_critique(p, eid, GroundTruthCritic(error_rate=0.0))
     return root
 
 
 @pytest.fixture
-def project(tmp_path, template):
-    root = tmp_path / "p"
-    shutil.copytree(template, root)
-    with Project.open(root) as p:
+def project(template, copy_of_project):
+    with Project.open(copy_of_project(template, "p")) as p:
         yield p
 
 
