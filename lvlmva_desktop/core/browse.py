@@ -131,6 +131,7 @@ def model_predictions(
             probs[rows] = p.numpy()
         del data
     tmp = cache.with_suffix(".tmp")
+    cache.parent.mkdir(exist_ok=True)  # cache/ may have been deleted whole
     save_file({"sample_ids": ids, "probs": probs}, str(tmp))
     os.replace(tmp, cache)
     state.progress(1.0, None, f"predictions of model {model_id} ready")

@@ -658,6 +658,7 @@ class Project:
             return SplitData(ids, x, y, groups, masks, has_mask)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # a reader beside the writer may cache the decoding
         try:
+            cache.parent.mkdir(exist_ok=True)  # cache/ may have been emptied, or deleted whole (docs say so)
             write_tensors({"x": x, "masks": masks, "has_mask": has_mask}, tmp, self.root)
             os.replace(tmp, cache)
             if not self.read_only:  # a reader cannot log: the writer decodes again rather than trust it

@@ -235,3 +235,17 @@ def test_entropy_and_confidence():
     p = np.array([[1.0, 0.0], [0.5, 0.5]])
     np.testing.assert_allclose(browse.entropy(p), [0.0, np.log(2)], atol=1e-9)
     np.testing.assert_allclose(browse.confidence(p), [1.0, 0.5])
+
+
+def test_a_deleted_cache_folder_is_made_again(proj):
+    """docs say the cache folder's contents are safe to delete; deleting the folder whole is too: the next
+    decoding and the next predictions write their caches into a new one."""
+    import shutil
+
+    mid = _model(proj)
+    shutil.rmtree(proj.root / "cache")
+    data = proj.load_split("train")
+    assert len(data.sample_ids) > 0 and any((proj.root / "cache").glob("data-train-*.safetensors"))
+    shutil.rmtree(proj.root / "cache")
+    probs = model_predictions(proj, mid, CPU)
+    assert len(probs) > 0 and predictions_cache_path(proj, mid).is_file()
