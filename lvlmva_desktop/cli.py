@@ -107,43 +107,30 @@ def _parse_value(v: str):
         return v
 
 
-#: other names a setting is known by (the Python field name, the Greek letter); --set accepts them all
-SETTING_ALIASES = {("align", "lambda_"): "lambda", ("align", "λ"): "lambda"}
+def _pipeline_settings(args: argparse.Namespace, tell="stdout"):
+    """The settings a command runs with: the project's saved settings (what the expert chose in the window),
+    then ``--settings FILE``, then ``--set NAME=VALUE``, then the command's own flags (--arch, --seed), each
+    winning over the ones before (core/settings_schema.py). Prints one line per setting that is not its
+    default, saying where it came from (to ``tell``: "stdout", a file, or None for nothing)."""
+    from .core.settings_schema import describe_sources, resolve
 
-
-def _pipeline_settings(args: argparse.Namespace):
-    from .core.pipeline import PipelineSettings
-
-    d = PipelineSettings().to_dict()
-    if getattr(args, "settings", None):
-        loaded = json.loads(Path(args.settings).read_text(encoding="utf-8"))
-        for k, v in loaded.items():
-            if isinstance(v, dict):
-                d.setdefault(k, {}).update(v)
-            else:
-                d[k] = v
-    for item in getattr(args, "set", None) or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE (e.g. align.lambda=100), got '{item}'")
-        key, value = item.split("=", 1)
-        parts = key.split(".")
-        parts[-1] = SETTING_ALIASES.get(tuple(parts), parts[-1])
-        target = d
-        for p in parts[:-1]:
-            if p not in target or not isinstance(target[p], dict):
-                raise ValueError(
-                    f"Unknown setting '{key}'. Known sections: {', '.join(k for k in d if isinstance(d[k], dict))}"
-                )
-            target = target[p]
-        if parts[-1] not in target:
-            raise ValueError(f"Unknown setting '{key}'. Known: {', '.join(sorted(target))}")
-        target[parts[-1]] = _parse_value(value)
+    flags: dict = {}
     if getattr(args, "arch", None):
-        d["arch"] = args.arch
+        flags["arch"] = (args.arch, "--arch")
     if getattr(args, "seed", None) is not None:
         for sec in ("train", "sampling", "explain", "segment", "align"):
-            d[sec]["seed"] = args.seed
-    return PipelineSettings.from_dict(d)
+            flags[f"{sec}.seed"] = (args.seed, "--seed")
+    settings, sources = resolve(
+        getattr(args, "project", None),
+        getattr(args, "settings", None),
+        getattr(args, "set", None) or (),
+        flags,
+    )
+    if tell is not None:
+        tell = sys.stdout if tell == "stdout" else tell
+        for line in describe_sources(settings, sources):
+            print(line, file=tell)
+    return settings
 
 
 def _open(args: argparse.Namespace):
@@ -468,7 +455,8 @@ def cmd_verdict(args):
             p.set_expert_verdict(eid, args.sample, args.segment - 1, args.set)
             print(f"Expert verdict stored: sample {args.sample}, segment {args.segment} -> {args.set}.")
         eff = p.effective_verdicts(eid)
-        held = _held_back(p, eid, _pipeline_settings(argparse.Namespace(settings=args.settings)).align)
+        given = argparse.Namespace(project=args.project, settings=args.settings)  # --set is the verdict here
+        held = _held_back(p, eid, _pipeline_settings(given, tell=None).align)
         for sid in sorted(eff):
             if args.sample is not None and sid != args.sample:
                 continue
@@ -519,7 +507,7 @@ def cmd_show(args):
         else:
             print("No critique yet for this image.")
         eff = p.effective_verdicts(eid).get(args.sample, {})
-        held = _held_back(p, eid, _pipeline_settings(args).align)
+        held = _held_back(p, eid, _pipeline_settings(args, tell=None).align)
         raw = json.loads(crit[-1]["raw"] or "{}") if crit else {}
         unread = set(raw.get("undecided_by_parser") or [])  # segments numbered from 1
         print("--- verdicts ---")
@@ -740,6 +728,18 @@ def cmd_demo(args):
     run_demo(Path(args.folder) if args.folder else None, device=args.device, quiet=args.quiet)
 
 
+def cmd_settings(args):
+    from .core.settings_schema import SETTINGS
+
+    if args.list:
+        for st in SETTINGS:
+            unit = f" [{st.unit}]" if st.unit else ""
+            print(f"{st.name} ({st.type.__name__}{unit}; default {st.text(st.default)}; {st.bounds_text()})")
+            print(f"    {st.help}")
+        return
+    print(json.dumps(_pipeline_settings(args, tell=sys.stderr).to_dict(), indent=2, ensure_ascii=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .cli_audit import register as register_audit
     from .cli_lvlm import add_lvlm_args
@@ -765,12 +765,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
         sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
         if settings:
-            sp.add_argument("--settings", help="JSON file of pipeline settings (see `lvlmva settings`)")
+            sp.add_argument(
+                "--settings",
+                metavar="FILE",
+                help="JSON file of pipeline settings (see `lvlmva settings`); wins over the settings saved in "
+                "the window",
+            )
             sp.add_argument(
                 "--set",
                 action="append",
-                metavar="KEY=VALUE",
-                help="override one setting, e.g. align.lambda=100 or sampling.n=300",
+                metavar="NAME=VALUE",
+                help="override one setting, e.g. align.lambda=2 or train.epochs=3 (wins over --settings; "
+                "`lvlmva settings --list` lists the names)",
             )
             sp.add_argument("--seed", type=int, help="seed for every step")
             sp.add_argument(
@@ -948,8 +954,17 @@ def build_parser() -> argparse.ArgumentParser:
     register_report(sub, add)
     register_spot_check(sub, add)
 
-    sp = sub.add_parser("settings", help="print the default pipeline settings as JSON")
-    sp.set_defaults(func=lambda a: print(json.dumps(_pipeline_settings(a).to_dict(), indent=2)))
+    sp = sub.add_parser(
+        "settings",
+        help="print the pipeline settings as JSON: the defaults, or those a command would use in PROJECT",
+    )
+    sp.add_argument("project", nargs="?", help="project folder: start from the settings saved in the window")
+    sp.add_argument("--settings", metavar="FILE", help="JSON file of pipeline settings")
+    sp.add_argument("--set", action="append", metavar="NAME=VALUE", help="override one setting")
+    sp.add_argument(
+        "--list", action="store_true", help="list every setting: name, type, default, bounds, help"
+    )
+    sp.set_defaults(func=cmd_settings)
     return ap
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +20,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 
-log = logging.getLogger(__name__)
+from ..core.settings_schema import SETTINGS_FILE  # the method's settings saved in the project folder
 
-SETTINGS_FILE = "gui-settings.json"  # the method's settings the expert chose for this project
+log = logging.getLogger(__name__)
 
 
 class Session(QObject):
@@ -146,31 +145,24 @@ class Session(QObject):
 
     # -- the method's settings for this project -----------------------------------------------------------
     def pipeline_settings(self):
-        """The settings the expert chose (defaults of METHOD.md until changed), kept in the project folder."""
-        from ..core.settings import PipelineSettings, upgrade_saved
+        """The settings the expert chose (defaults of METHOD.md until changed), kept in the project folder
+        where the command line reads them too (core.settings_schema.project_settings)."""
+        from ..core.settings_schema import project_settings
 
         if self._pipeline_settings is None:
-            data: dict[str, Any] = {}
-            if self.root is not None and (self.root / SETTINGS_FILE).is_file():
-                try:
-                    data = json.loads((self.root / SETTINGS_FILE).read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    log.warning("could not read %s; using the defaults", SETTINGS_FILE)
-            self._pipeline_settings = PipelineSettings.from_dict(upgrade_saved(data.get("pipeline", {})))
+            self._pipeline_settings, _ = project_settings(self.root)
         return self._pipeline_settings
 
     def save_pipeline_settings(self, settings) -> None:
+        from ..core.settings_schema import save_project_settings
+
         self._pipeline_settings = settings
         if self.root is not None and self.read_only:
             # kept for this window only: the project belongs to the program that has it open for writing
             self.changed.emit("settings")
             return
         if self.root is not None:
-            path = self.root / SETTINGS_FILE
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pipeline": settings.to_dict()}, indent=2), encoding="utf-8")
-            os.replace(tmp, path)
-            self._settings_to_log = settings.to_dict()
+            self._settings_to_log = save_project_settings(self.root, settings)
             self._log_timer.start()  # one audit entry per burst of edits, not one per keystroke
         self.changed.emit("settings")
 
