@@ -9,6 +9,7 @@ the live curves; Cancel stops at the next batch and the core records the run as 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -125,7 +126,7 @@ class TrainingPane(QWidget):
             form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
             for f in fields:
                 w = self._editor(f)
-                tip = f"{f.tip}\nDefault: {f.text(f.get(defaults))}."
+                tip = f"{f.tip}\nDefault: {f.text(f.get(defaults))}.\nCommand line: --set {f.name}=…"
                 w.setToolTip(tip)
                 label = QLabel(f.label)
                 label.setToolTip(tip)
@@ -155,9 +156,11 @@ class TrainingPane(QWidget):
                 w.addItem(text, value)
             w.currentIndexChanged.connect(self._save_settings)
             return w
+        # the range, the step and the unit are the schema's (core/settings_schema.py)
         if f.kind == "int":
             w = QSpinBox()
             w.setRange(int(f.lo), int(f.hi))
+            w.setSuffix(f.suffix)
         elif f.kind == "log":
             w = LogSpinBox()
             w.setRange(f.lo, f.hi)
@@ -167,8 +170,10 @@ class TrainingPane(QWidget):
         else:
             w = QDoubleSpinBox()
             w.setRange(f.lo, f.hi)
-            w.setDecimals(2)
-            w.setSingleStep(0.05)
+            step = f.step or 0.05
+            w.setDecimals(max(2, -math.floor(math.log10(step))))
+            w.setSingleStep(step)
+            w.setSuffix(f.suffix)
         w.setKeyboardTracking(False)  # save when the value is complete, not at every key
         w.valueChanged.connect(self._save_settings)
         return w

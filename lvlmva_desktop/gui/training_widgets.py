@@ -20,69 +20,77 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.settings import (
-    BACKGROUND_KINDS,
-    EVIDENCE_KINDS,
-    METHODS,
-    PENALTIES,
-    STRATEGIES,
-    PipelineSettings,
+from ..core.settings import PipelineSettings
+from ..core.settings_schema import (  # noqa: F401 - the choices' words, for the panes that show them
+    ARCH_NAMES,
+    BACKGROUND_NAMES,
+    EVIDENCE_NAMES,
+    METHOD_NAMES,
+    PENALTY_NAMES,
+    STRATEGY_NAMES,
+    Setting,
+    setting,
 )
-
-ARCH_NAMES = {
-    "mlp": "Two-layer MLP",
-    "small_cnn": "Small CNN",
-    "resnet18": "ResNet-18",
-    "resnet50": "ResNet-50",
-    "densenet121": "DenseNet-121",
-    "efficientnet_b0": "EfficientNet-B0",
-    "convnext_tiny": "ConvNeXt-T",
-    "vit_b_16": "ViT-B/16",
-}
-STRATEGY_NAMES = {
-    "low_entropy": "Most confident first (low entropy)",
-    "random": "Random",
-    "high_entropy": "Least confident first (high entropy)",
-}
-METHOD_NAMES = {
-    "deeplift_shap": "DeepLIFT-SHAP",
-    "input_x_gradient": "Input × gradient",
-    "integrated_gradients": "Integrated gradients",
-}
-BACKGROUND_NAMES = {
-    "train": "Random training images",
-    "median": "The typical training image (median)",
-    "black": "A black image",
-}
-EVIDENCE_NAMES = {"positive": "Evidence for the class", "absolute": "Evidence for and against"}
-PENALTY_NAMES = {
-    "counterfactual": "Counterfactual (exchange the regions)",
-    "gradient": "Input gradient (the paper's)",
-    "both": "Both",
-}
 
 
 @dataclass(frozen=True)
 class Field:
-    """One setting the expert may change: where it lives in PipelineSettings and how it is edited."""
+    """One setting the expert may change in the pane: a view of its entry in the settings schema
+    (core/settings_schema.py), which carries its label, help, bounds, unit and default."""
 
-    section: str  # attribute of PipelineSettings ("arch" for the top-level architecture)
-    attr: str | None  # attribute of that section, None for a top-level value
-    label: str
-    tip: str
-    kind: str  # "int", "float", "log" (steps 1-2-5 through decades) or "choice"
-    lo: float = 0
-    hi: float = 0
-    choices: tuple[tuple[str, str], ...] = ()
+    setting: Setting
+
+    @property
+    def section(self) -> str:  # attribute of PipelineSettings ("arch" for the top-level architecture)
+        return self.setting.section
+
+    @property
+    def attr(self) -> str | None:  # attribute of that section, None for a top-level value
+        return self.setting.attr
+
+    @property
+    def name(self) -> str:
+        return self.setting.name
+
+    @property
+    def label(self) -> str:
+        return self.setting.label
+
+    @property
+    def tip(self) -> str:
+        return self.setting.help
+
+    @property
+    def kind(self) -> str:
+        """How it is edited: "int", "float", "log" (steps 1-2-5 through decades), "strength" or "choice"."""
+        return "choice" if self.setting.kind in ("bool", "arch") else self.setting.kind
+
+    @property
+    def lo(self) -> float:
+        return self.setting.lo or 0.0
+
+    @property
+    def hi(self) -> float:
+        return self.setting.hi or 0.0
+
+    @property
+    def step(self) -> float | None:
+        return self.setting.step
+
+    @property
+    def suffix(self) -> str:
+        """The unit after the number (" epochs"), none for a unit-less number."""
+        return f" {self.setting.unit}" if self.setting.unit else ""
+
+    @property
+    def choices(self) -> tuple[tuple[Any, str], ...]:
+        return self.setting.choices
 
     def get(self, s: PipelineSettings) -> Any:
-        return getattr(s, self.section) if self.attr is None else getattr(getattr(s, self.section), self.attr)
+        return self.setting.get(s)
 
     def set(self, s: PipelineSettings, value: Any) -> None:
-        if self.attr is None:
-            setattr(s, self.section, value)
-        else:
-            setattr(getattr(s, self.section), self.attr, value)
+        self.setting.set(s, value)
 
     def text(self, value: Any) -> str:
         if self.kind == "choice":
@@ -90,83 +98,25 @@ class Field:
         return value if isinstance(value, str) else f"{value:g}"
 
 
-def _choices(values: tuple[str, ...], names: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple((v, names.get(v, v)) for v in values)
-
-
-GROUPS: list[tuple[str, list[Field]]] = [
-    (
-        "Original model (ERM)",
-        [
-            Field("arch", None, "Architecture", "The classifier to train. The small CNN trains in seconds on a "
-                  "CPU; the ResNets need a GPU for real images.", "choice",
-                  choices=_choices(tuple(ARCH_NAMES), ARCH_NAMES)),
-            Field("train", "epochs", "Epochs", "How many times training goes through all training images.",
-                  "int", 1, 1000),
-            Field("train", "lr", "Learning rate", "Step size of the optimiser (Adam). Too high makes training "
-                  "unstable, too low makes it slow.", "log", 1e-6, 1.0),
-            Field("train", "batch_size", "Batch size", "Images per training step. Larger batches need more "
-                  "memory.", "int", 1, 4096),
-        ],
-    ),
-    (
-        "Alignment set",
-        [
-            Field("sampling", "n", "Images (N)", "How many training images are explained and reviewed by the "
-                  "critic and you.", "int", 1, 100000),
-            Field("sampling", "strategy", "Which images", "Which training images to review. A model is most "
-                  "confident where it uses a shortcut, so the most confident images find shortcuts best.",
-                  "choice", choices=_choices(STRATEGIES, STRATEGY_NAMES)),
-        ],
-    ),
+#: The pane's groups and the settings each shows, in order; everything else about a setting is the schema's.
+LAYOUT: list[tuple[str, list[str]]] = [
+    ("Original model (ERM)", ["arch", "train.epochs", "train.lr", "train.batch_size"]),
+    ("Alignment set", ["sampling.n", "sampling.strategy"]),
     (
         "Explanations",
-        [
-            Field("explain", "method", "Method", "How the model's attention is computed: DeepLIFT-SHAP "
-                  "(compares each image with reference images) or the faster input × gradient.", "choice",
-                  choices=_choices(METHODS, METHOD_NAMES)),
-            Field("explain", "background", "Compared with", "What DeepLIFT-SHAP compares each image with: "
-                  "an image's evidence is how it differs from this. Random training images is the paper's "
-                  "choice; the typical (median) training image also shows a shortcut that is a missing or "
-                  "faint mark; a black image suits pictures on a black background.", "choice",
-                  choices=_choices(BACKGROUND_KINDS, BACKGROUND_NAMES)),
-            Field("explain", "n_background", "Reference images", "How many random training images each "
-                  "image is compared with. More gives steadier maps but takes longer.", "int", 1, 256),
-            Field("segment", "n_components", "Segments (J)", "Into how many regions each attribution map is "
-                  "split for the verdicts.", "int", 1, 16),
-            Field("segment", "evidence", "Segments follow", "Which evidence the segments are fitted to: "
-                  "only evidence for the class (the paper's choice), or evidence for and against it, which "
-                  "also finds a shortcut that works by lowering the other classes' scores.", "choice",
-                  choices=_choices(EVIDENCE_KINDS, EVIDENCE_NAMES)),
-        ],
+        ["explain.method", "explain.background", "explain.n_background", "segment.n_components",
+         "segment.evidence"],
     ),
     (
         "Retraining with the verdicts (RRR)",
-        [
-            Field("align", "penalty", "Penalty", "What retraining forbids. Counterfactual (default): the "
-                  "regions judged spurious are exchanged with other training images' content, and the "
-                  "exchanged images must keep their classes, so the model cannot use those regions. Input "
-                  "gradient: the paper's penalty on the model's sensitivity inside the regions; it can be met "
-                  "without removing the reliance (docs/method.md).", "choice",
-                  choices=_choices(PENALTIES, PENALTY_NAMES)),
-            Field("align", "lambda_", "Penalty strength (λ)", "How strongly retraining enforces the penalty. "
-                  "Automatic (default): chosen from how much the model relies on the regions judged "
-                  "spurious, measured before and after; nothing is changed where the model does not rely on "
-                  "them. Untick it to set a number (0 switches the penalty off).", "strength", 0.0, 1e6),
-            Field("align", "epochs", "Epochs", "Passes over the training images when retraining.", "int", 1, 1000),
-            Field("align", "align_ratio", "Reviewed share of a batch", "Share of every batch taken from the "
-                  "reviewed images (with their masks); the rest are ordinary training images.", "float",
-                  0.01, 0.95),
-            Field("align", "lr", "Learning rate", "Step size of the retraining (1e-4 suits ResNets).", "log",
-                  1e-6, 1.0),
-            Field("align", "consistency_check", "Consistency check", "Leave out of the masks a 'spurious' "
-                  "verdict whose segment looks like the segments judged relevant in other images (a stray "
-                  "critic error); the ones left out are listed in Messages. Your own verdicts are always "
-                  "used. Works from 20 'spurious' verdicts in the set.", "choice",
-                  choices=((True, "On"), (False, "Off"))),
-        ],
+        ["align.penalty", "align.lambda", "align.epochs", "align.align_ratio", "align.lr",
+         "align.consistency_check"],
     ),
 ]  # fmt: skip
+
+GROUPS: list[tuple[str, list[Field]]] = [
+    (title, [Field(setting(name)) for name in names]) for title, names in LAYOUT
+]
 
 
 class LogSpinBox(QDoubleSpinBox):
