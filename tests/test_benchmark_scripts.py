@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,7 @@ def test_a_manifest_needs_its_image_size_and_channels(tmp_path):
     assert r.returncode == 2 and "--manifest needs --image-size and --channels" in r.stderr
 
 
+@pytest.mark.slow  # 45 s on 2 busy cores (issue 16)
 def test_any_labelled_manifest_runs_the_table_with_the_defaults(tmp_path):
     from lvlmva_desktop.core.benchsets import generate_surface
 
