@@ -161,3 +161,27 @@ def test_every_setting_is_a_field_the_dataclass_has():
         if s.attr is not None:
             klass = schema.SECTIONS[s.section]
             assert s.attr in {f.name for f in dataclasses.fields(klass)}, s.name
+
+
+def test_a_project_written_by_an_older_program_reads_its_recorded_settings_under_the_one_name(tmp_path):
+    """tests/fixtures/main-project.zip (written at commit d36aa26): no saved settings (the defaults, no
+    source to tell), and the settings its runs recorded read back through the schema's names."""
+    import zipfile
+    from pathlib import Path
+
+    from lvlmva_desktop.core.project import Project
+
+    with zipfile.ZipFile(Path(__file__).resolve().parents[1] / "fixtures" / "main-project.zip") as z:
+        z.extractall(tmp_path)
+    root = tmp_path / "main-project"
+    assert schema.project_settings(root) == (PipelineSettings(), {})
+    with Project.open(root, read_only=True) as p:
+        recorded = [json.loads(r[0]) for r in p.db.execute("SELECT settings FROM runs")]
+    names = [
+        name
+        for run in recorded
+        for name in schema.flatten({k: v for k, v in run.items() if k in schema.SECTIONS or k == "arch"})
+    ]
+    assert len(names) >= 20  # train, sample and explain recorded their sections
+    for name in names:
+        assert schema.canonical_name(name) is not None, name  # every recorded name is a setting's

@@ -66,3 +66,35 @@ def test_a_setting_changed_in_the_window_is_what_align_uses_next(qtbot, window, 
             "SELECT params FROM audit_log WHERE action='settings' ORDER BY id DESC"
         ).fetchone()
     assert json.loads(logged[0])["settings"]["align"]["lambda"] == 0.5
+
+
+def test_the_training_panes_form_is_the_schemas(qtbot, window, demo_project):
+    """Every editor of the pane takes its range, step, unit and help from core/settings_schema.py."""
+    from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox
+
+    from lvlmva_desktop.core.settings_schema import setting
+    from lvlmva_desktop.gui.training_widgets import GROUPS, LogSpinBox, StrengthBox
+
+    assert window.open_project(demo_project)
+    pane = window.training
+    shown = 0
+    for _, fields in GROUPS:
+        for f in fields:
+            s = setting(f.name)
+            w = pane.widgets[(f.section, f.attr)]
+            assert w.toolTip().startswith(s.help) and f"--set {s.name}=" in w.toolTip()
+            if isinstance(w, QComboBox):
+                assert [w.itemData(i) for i in range(w.count())] == [v for v, _ in s.choices]
+            elif isinstance(w, StrengthBox):
+                assert (w.number.minimum(), w.number.maximum()) == (s.lo, s.hi)
+            else:
+                assert isinstance(w, QSpinBox | QDoubleSpinBox)
+                assert (w.minimum(), w.maximum()) == (s.lo, s.hi), s.name
+                if not isinstance(w, LogSpinBox):
+                    assert w.suffix() == (f" {s.unit}" if s.unit else ""), s.name
+                if s.step is not None:
+                    assert w.singleStep() == s.step
+            shown += 1
+    assert shown == 17
+    assert pane.widgets[("align", "epochs")].suffix() == " epochs"
+    assert pane.widgets[("align", "align_ratio")].singleStep() == setting("align.align_ratio").step
