@@ -1337,6 +1337,13 @@ def _check_integrity(db: sqlite3.Connection) -> None:
     factory, db.text_factory = db.text_factory, lambda b: b.decode("utf-8", "replace")  # damaged names
     try:
         problems = [r[0] for r in db.execute("PRAGMA quick_check(3)").fetchall()]
+        # a table definition whose text is no longer UTF-8 passes the structural check, and then every
+        # query naming its columns fails to decode them (a UnicodeDecodeError, not a DatabaseError)
+        db.text_factory = bytes
+        for row in db.execute("SELECT name, sql FROM sqlite_master"):
+            for value in row:
+                if value is not None:
+                    value.decode("utf-8")
     except UnicodeDecodeError:  # SQLite's own message quotes a damaged schema that is no longer text
         raise sqlite3.DatabaseError("its table definitions are damaged (not text)") from None
     finally:

@@ -666,3 +666,21 @@ def test_classes_that_differ_only_invisibly_or_in_case_are_warned_about(pool):
     (warning,) = report.warnings()
     assert "differ only in letter case, spacing or invisible characters" in warning
     assert "warning: The classes" in report.summary() and report.to_dict()["warnings"] == [warning]
+
+
+def test_a_table_definition_that_is_no_longer_text_is_refused_on_open(sound_project, tmp_path):
+    """One damaged byte inside a column name of the stored table definitions: SQLite's structural check
+    passes, and every later query naming the column failed with a UnicodeDecodeError (found by the
+    hypothesis test above). It is a ProjectError on open, in words."""
+    root = tmp_path / "p"
+    shutil.copytree(sound_project, root)
+    db = root / "project.sqlite"
+    data = bytearray(db.read_bytes())
+    at = data.find(b"CREATE TABLE samples")
+    assert at > 0
+    col = data.find(b"label", at)  # a column name inside the definition
+    data[col] = 0x80
+    db.write_bytes(bytes(data))
+    with pytest.raises(ProjectError) as e:
+        Project.open(root)
+    assert "damaged or not a database" in str(e.value) and "not text" in str(e.value)

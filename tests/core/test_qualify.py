@@ -106,6 +106,9 @@ def test_qualify_from_the_command_line_and_in_the_report(tmp_path, manifest, cap
     capsys.readouterr()
     assert main(["qualify", str(proj), "--quiet", "--device", "cpu", "--seed", "1", *small]) == 0
     out = capsys.readouterr().out.strip().splitlines()
+    told = [line for line in out if line.startswith("setting ")]  # where each non-default came from
+    assert "setting train.epochs = 2 (from --set)" in told
+    out = [line for line in out if not line.startswith("setting ")]
     assert out[0].startswith("Qualification on 160 training / 80 test images")
     assert any(line.startswith("LVLM-VA sim@0.42 +check") for line in out)
     assert HEADLINE.match(out[-1]), out[-1]
