@@ -188,7 +188,8 @@ def batch_loss(
     (``_reference_batchnorm``): the same numbers as one pass over the whole batch, since those statistics
     never depended on the alignment images. The input gradient of the RRR penalty, and its second
     back-propagation, then run through the alignment rows only (a quarter of the batch) instead of through
-    every row (benchmarks/rrr_step.py: the RRR step went from 2.8x to under 2x an ERM step on a CPU)."""
+    every row (benchmarks/rrr_step.py, CPU: 6.1x and 4.5x an ERM step before, 1.3x and 1.45x now, for
+    small_cnn and resnet18)."""
     device = xb.device
     pen = torch.zeros((), device=device)
     if mb is None:
