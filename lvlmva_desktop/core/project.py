@@ -835,6 +835,12 @@ class Project:
             raise ProjectError(f"No run {run_id} in this project.")
         return row
 
+    def latest_finished_run(self, kind: str) -> sqlite3.Row | None:
+        """The newest run of ``kind`` that finished (None: there is none)."""
+        return self.db.execute(
+            "SELECT * FROM runs WHERE kind=? AND status='finished' ORDER BY id DESC LIMIT 1", (kind,)
+        ).fetchone()
+
     # -- model versions -------------------------------------------------------------------------------
     def save_model(
         self,

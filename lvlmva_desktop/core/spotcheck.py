@@ -342,9 +342,7 @@ def project_points(project: Project) -> MeasuredPoints | None:
     simulated critics' measured verdict accuracy against the share of the gap each recovered."""
     from .qualify import sim_row
 
-    row = project.db.execute(
-        "SELECT id, started, results FROM runs WHERE kind='qualify' AND status='finished' ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    row = project.latest_finished_run("qualify")
     if row is None:
         return None
     res = json.loads(row["results"] or "{}")
@@ -371,12 +369,7 @@ def measured_points(project: Project | None = None) -> MeasuredPoints:
     if own is not None:
         return own
     points = benchmark_points()
-    if (
-        project is not None
-        and project.db.execute(
-            "SELECT 1 FROM runs WHERE kind='qualify' AND status='finished' LIMIT 1"
-        ).fetchone()
-    ):
+    if project is not None and project.latest_finished_run("qualify") is not None:
         points.note = (
             "The project's qualification measured no gap to recover, so the benchmark's figures apply."
         )

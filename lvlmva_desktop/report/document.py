@@ -96,9 +96,7 @@ def _run_row(r: sqlite3.Row) -> dict:
 # -- the parts -------------------------------------------------------------------------------------------
 def _qualification(project: Project) -> dict | None:
     """The latest finished `lvlmva qualify` run: its table rows and headline (core/qualify.py)."""
-    row = project.db.execute(
-        "SELECT * FROM runs WHERE kind='qualify' AND status='finished' ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    row = project.latest_finished_run("qualify")
     if row is None:
         return None
     from ..core.qualify import headline
@@ -162,9 +160,7 @@ def _spot_check(project: Project, expl_id: int | None) -> dict | None:
 
 def _round(project: Project) -> tuple[int | None, int | None, int | None]:
     """(explanation, model before, model after) of the latest alignment round; None where missing."""
-    align = project.db.execute(
-        "SELECT settings, results FROM runs WHERE kind='align' AND status='finished' ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    align = project.latest_finished_run("align")
     if align is not None:
         s, res = json.loads(align["settings"]), json.loads(align["results"] or "{}")
         return s.get("explanation_id"), s.get("model_id"), res.get("model_id")
