@@ -77,17 +77,10 @@ def resume_job(session: Session, tell: Callable[[str, str, str], None] | None = 
     def fn(p: Any, s: Any) -> Any:
         if not uses_lvlm:
             return recovery.resume(p, rid, device, s)
+        from ..lvlm.factory import lvlm_builder  # the one critic factory, as the CLI's resume uses
+
         with session.use_lvlm(s.child(0.0, 0.05)) as backend:
-
-            def lvlm_critic(recorded: dict) -> Any:
-                from ..lvlm.critic import CriticSettings, LVLMCritic
-                from ..lvlm.prompts import TemplateSet
-
-                known = CriticSettings.__dataclass_fields__
-                settings = CriticSettings(**{k: v for k, v in recorded.items() if k in known})
-                return LVLMCritic(backend, TemplateSet.for_project(p), settings, cache=p)
-
-            return recovery.resume(p, rid, device, s.child(0.05, 1.0), lvlm_critic)
+            return recovery.resume(p, rid, device, s.child(0.05, 1.0), lvlm_builder(p, backend=backend))
 
     def done(result: Any) -> None:
         session.notify(*_TOPICS.get(kind, ()))

@@ -121,3 +121,43 @@ def test_a_killed_critique_is_told_on_opening_and_resumed_from_the_menu(
     window.act_resume.trigger()  # nothing is left to resume: told in words, nothing starts
     (level, text), *_ = window.messages.messages()
     assert level == "error" and "No interrupted step to resume" in text and not window.runner.is_busy("main")
+
+
+def test_an_interrupted_lvlm_critique_is_resumed_from_the_menu_by_the_one_critic_factory(
+    window, explained_project, qtbot, tmp_path
+):
+    """The window's resume builds the LVLM critic through lvlm/factory.py as the command line's does: the
+    new run records the interrupted run's critic settings, and the images left are critiqued once."""
+    from fixtures.tiny_lvlm import make_tiny_lvlm
+
+    from lvlmva_desktop.lvlm.config import LVLMConfig
+
+    root = explained_project
+    model = make_tiny_lvlm("qwen2_5_vl", tmp_path / "qwen-tiny")
+    argv = ["critique", str(root), "--critic", "lvlm", "--model-dir", str(model), "--batch-size", "1"]
+    proc, _, err = start([*argv, "--max-new-tokens", "8", "--quiet"], tmp_path, pause="slow_lvlm_critic:0.3")
+    running = "SELECT count(*) FROM critiques c JOIN runs r ON r.id = c.run_id WHERE r.status = 'running'"
+    wait_for(lambda: (query(root, running) or [(0,)])[0][0] >= 2, proc, err, what="2 critiques")
+    kill(proc)
+
+    assert window.open_project(root)
+    rid = int(query(root, "SELECT id FROM runs WHERE status='interrupted'")[0][0])
+    done_before = len(query(root, "SELECT id FROM critiques WHERE run_id=?", (rid,)))
+    window.session.set_lvlm_config(LVLMConfig(kind="local", folder=str(model), device="cpu"))
+    try:
+        with qtbot.waitSignal(
+            window.runner.finished, timeout=180000, check_params_cb=lambda job, _: job.kind == "resume"
+        ):
+            window.act_resume.trigger()
+    finally:
+        window.session.set_lvlm_config(None)  # QSettings are shared by the test session
+    assert f"Run {rid} resumed as run" in window.messages.messages()[0][1]
+    ((old,),) = query(root, "SELECT settings FROM runs WHERE id=?", (rid,))
+    ((new_id, new, status),) = query(
+        root, "SELECT id, settings, status FROM runs WHERE kind='critique' AND id > ?", (rid,)
+    )
+    old_s, new_s = json.loads(old), json.loads(new)
+    assert status == "finished" and new_s["resumes"] == rid
+    assert new_s["critic"] == old_s["critic"] and new_s["critic"]["settings"]["critic_max_new_tokens"] == 8
+    samples = query(root, "SELECT sample_id FROM critiques WHERE run_id IN (?, ?)", (rid, new_id))
+    assert len(samples) == len({s for (s,) in samples}) == 16 and done_before >= 2
