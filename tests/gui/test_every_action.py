@@ -170,13 +170,16 @@ def test_every_action_and_button_once_without_an_internal_error(
                     _idle(qtbot, window)
         assert len(done) >= 30
 
-        # something to save in the descriptions, a segment selected for the verdict buttons
+        # a segment selected for the verdict buttons (the review queue fills as its ordering job ends:
+        # wait for it, on a loaded machine the menu actions may end first), something to save in the
+        # descriptions (typed last: unsaved text left by a failure would hold the window's closing)
+        qtbot.waitUntil(lambda: bool(window.review.order), timeout=120_000)
+        window.session.select_sample(window.review.order[0])
+        window.heatmap.table.select_segment(0)
         edit = next(iter(window.spec_editor._desc_edits.values()))
         window.docks["spec"].raise_()
         edit.setFocus()
         qtbot.keyClicks(edit, " Judged by the lesion.")
-        window.session.select_sample(window.review.order[0])
-        window.heatmap.table.select_segment(0)
 
         # every pane button, pane by pane (each raised so its buttons can be clicked)
         clicked = 0
