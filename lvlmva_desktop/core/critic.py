@@ -85,6 +85,20 @@ class Critic(Protocol):
     ) -> Iterator[Critique]: ...
 
 
+def critique_each(
+    requests: Sequence[CritiqueRequest],
+    state: TaskState | None,
+    one: Callable[[CritiqueRequest], Critique],
+) -> Iterator[Critique]:
+    """``one(request)`` for each request in order, for a critic that judges one image at a time: a cancel
+    check before each image, progress ("critique") after the caller has taken its critique."""
+    state = ensure_state(state)
+    for i, r in enumerate(requests):
+        state.check()
+        yield one(r)
+        state.progress(i + 1, len(requests), "critique")
+
+
 def segment_mask(segments: torch.Tensor, verdicts: Sequence[SegmentVerdict]) -> torch.Tensor:
     """A = union of the segments judged spurious (undecided is not spurious)."""
     import torch
@@ -176,25 +190,24 @@ class GroundTruthCritic:
     def critique(
         self, requests: Sequence[CritiqueRequest], state: TaskState | None = None
     ) -> Iterator[Critique]:
-        state = ensure_state(state)
-        for i, r in enumerate(requests):
-            state.check()
-            n_seg = len(r.segment_evidence)
-            truth = ground_truth_segment_labels(r.evidence(), r.segments, r.gt_mask, n_seg, self.threshold)
-            verdicts, lines = [], []
-            for s, t in enumerate(truth):
-                allowed = self.errors == "both" or (self.errors == "missed") == t
-                flipped = allowed and self._flip(r.sample_id, s)
-                spurious = t != flipped
-                verdicts.append(SegmentVerdict(s, SPURIOUS if spurious else RELEVANT))
-                lines.append(
-                    f"Segment {s + 1} ({r.segment_evidence[s]:.0%} of the evidence): "
-                    f"{'inside' if t else 'outside'} the known artefact region"
-                    f"{' (verdict deliberately flipped)' if flipped else ''} -> {verdicts[-1].verdict}."
-                )
-            text = "Simulated critic for benchmarks (no LVLM involved).\n" + "\n".join(lines)
-            yield Critique(r.sample_id, self.name, text, verdicts, raw={"truth": truth})
-            state.progress(i + 1, len(requests), "critique")
+        yield from critique_each(requests, state, self._critique_one)
+
+    def _critique_one(self, r: CritiqueRequest) -> Critique:
+        n_seg = len(r.segment_evidence)
+        truth = ground_truth_segment_labels(r.evidence(), r.segments, r.gt_mask, n_seg, self.threshold)
+        verdicts, lines = [], []
+        for s, t in enumerate(truth):
+            allowed = self.errors == "both" or (self.errors == "missed") == t
+            flipped = allowed and self._flip(r.sample_id, s)
+            spurious = t != flipped
+            verdicts.append(SegmentVerdict(s, SPURIOUS if spurious else RELEVANT))
+            lines.append(
+                f"Segment {s + 1} ({r.segment_evidence[s]:.0%} of the evidence): "
+                f"{'inside' if t else 'outside'} the known artefact region"
+                f"{' (verdict deliberately flipped)' if flipped else ''} -> {verdicts[-1].verdict}."
+            )
+        text = "Simulated critic for benchmarks (no LVLM involved).\n" + "\n".join(lines)
+        return Critique(r.sample_id, self.name, text, verdicts, raw={"truth": truth})
 
 
 class ExpertCritic:
@@ -215,14 +228,13 @@ class ExpertCritic:
     def critique(
         self, requests: Sequence[CritiqueRequest], state: TaskState | None = None
     ) -> Iterator[Critique]:
-        state = ensure_state(state)
-        for i, r in enumerate(requests):
-            state.check()
-            given = self.verdicts.get(r.sample_id, {})
-            verdicts = [SegmentVerdict(s, given.get(s, UNDECIDED)) for s in range(len(r.segment_evidence))]
-            text = "Verdicts entered by the expert." if given else "No expert verdict entered for this image."
-            yield Critique(r.sample_id, self.name, text, verdicts)
-            state.progress(i + 1, len(requests), "critique")
+        yield from critique_each(requests, state, self._critique_one)
+
+    def _critique_one(self, r: CritiqueRequest) -> Critique:
+        given = self.verdicts.get(r.sample_id, {})
+        verdicts = [SegmentVerdict(s, given.get(s, UNDECIDED)) for s in range(len(r.segment_evidence))]
+        text = "Verdicts entered by the expert." if given else "No expert verdict entered for this image."
+        return Critique(r.sample_id, self.name, text, verdicts)
 
 
 # -- one factory: a critic from its recorded identity ----------------------------------------------------

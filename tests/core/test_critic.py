@@ -9,6 +9,7 @@ from lvlmva_desktop.core.critic import (
     ExpertCritic,
     GroundTruthCritic,
     SegmentVerdict,
+    critique_each,
     ground_truth_segment_labels,
     segment_mask,
 )
@@ -95,3 +96,31 @@ def test_ground_truth_critic_judges_by_the_evidence_the_segments_follow():
     assert ground_truth_segment_labels(r.evidence(), r.segments, r.gt_mask, 3)[2] is True
     crit = next(iter(GroundTruthCritic().critique([r])))
     assert crit.verdicts[2].verdict == SPURIOUS
+
+
+def test_critique_each_checks_before_and_reports_after_each_image():
+    import pytest
+
+    from lvlmva_desktop.core.critic import Critique
+    from lvlmva_desktop.core.jobs import Cancelled, TaskState
+
+    events = []
+    state = TaskState(on_progress=lambda frac, msg: events.append(("progress", frac, msg)))
+    reqs = [_request(0), _request(1)]
+
+    def one(r):
+        events.append(("judge", r.sample_id))
+        return Critique(r.sample_id, "test", "", [])
+
+    out = critique_each(reqs, state, one)
+    assert events == []  # lazy: nothing runs before the first critique is taken
+    assert next(out).sample_id == 0
+    assert events == [("judge", 0)]  # progress comes once the caller has taken the critique
+    assert next(out).sample_id == 1
+    assert events == [("judge", 0), ("progress", 0.5, "critique"), ("judge", 1)]
+    assert list(out) == []
+    assert events[-1] == ("progress", 1.0, "critique")
+    state.cancel()
+    with pytest.raises(Cancelled):  # checked before each image
+        next(critique_each(reqs, state, one))
+    assert len(events) == 4
