@@ -284,6 +284,13 @@ class _Validator:
             self.failed[resolved] = err
             raise err from None
 
+    def new_image(self, resolved: str, label: str) -> tuple[int, int, str]:
+        """``image(resolved)`` for a file this import has not taken yet; one it already took (``seen``)
+        raises ImageLoadError with the skip reason "duplicate" and where it was first imported."""
+        if resolved in self.seen:
+            raise ImageLoadError("duplicate", _duplicate_detail(self.seen[resolved], label))
+        return self.image(resolved)
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Folder import
@@ -430,10 +437,8 @@ def _folder_item(
     if label not in wanted:
         return "unknown_label", f"class folder {label!r} is not among the requested classes"
     resolved = str(f.resolve())
-    if resolved in validator.seen:
-        return "duplicate", _duplicate_detail(validator.seen[resolved], label)
     try:
-        h, w, sha = validator.image(resolved)
+        h, w, sha = validator.new_image(resolved, label)
     except ImageLoadError as e:
         return e.reason, e.detail
     validator.seen[resolved] = (rel, label)
@@ -553,10 +558,8 @@ def _csv_row(
 
     image = _resolve_cell(path_text, base)
     resolved = str(image.resolve())
-    if resolved in validator.seen:
-        return "duplicate", _duplicate_detail(validator.seen[resolved], label)
     try:
-        h, w, sha = validator.image(resolved)
+        h, w, sha = validator.new_image(resolved, label)
     except ImageLoadError as e:
         return e.reason, e.detail
 
