@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -35,7 +36,39 @@ def _path_row(edit: QLineEdit, pick) -> QWidget:
     return w
 
 
-class NewProjectDialog(QDialog):
+def _ok_cancel(dialog: QDialog, ok_text: str, on_ok: Callable[[], None]) -> QDialogButtonBox:
+    """OK (named ``ok_text``, calling ``on_ok``) and Cancel (rejecting ``dialog``)."""
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+    buttons.button(QDialogButtonBox.StandardButton.Ok).setText(ok_text)
+    buttons.accepted.connect(on_ok)
+    buttons.rejected.connect(dialog.reject)
+    return buttons
+
+
+class _CheckedDialog(QDialog):
+    """A dialog whose OK accepts only when ``problem_text()`` is empty; else it says the problem in
+    ``self.problem`` (made by ``_problem_label``) and stays open."""
+
+    problem: QLabel
+
+    def problem_text(self) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def _problem_label() -> QLabel:
+        label = QLabel()
+        label.setStyleSheet("color: #c0392b")
+        label.setWordWrap(True)
+        return label
+
+    def _accept(self) -> None:
+        problem = self.problem_text()
+        self.problem.setText(problem)
+        if not problem:
+            self.accept()
+
+
+class NewProjectDialog(_CheckedDialog):
     """Where the project goes, where the images come from (class folders or a CSV manifest), their size."""
 
     def __init__(self, parent: QWidget | None = None, source: Path | None = None) -> None:
@@ -65,15 +98,8 @@ class NewProjectDialog(QDialog):
         self.channels.addItem("Colour (RGB)", 3)
         self.channels.addItem("Greyscale", 1)
         form.addRow("Channels", self.channels)
-        self.problem = QLabel()
-        self.problem.setStyleSheet("color: #c0392b")
-        self.problem.setWordWrap(True)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Create and import")
-        buttons.accepted.connect(self._accept)
-        buttons.rejected.connect(self.reject)
+        self.problem = self._problem_label()
+        buttons = _ok_cancel(self, "Create and import", self._accept)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addWidget(self.problem)
@@ -123,12 +149,6 @@ class NewProjectDialog(QDialog):
         if v["source_kind"] == "folder" and not v["source"].is_dir():
             return "The image source must be a folder."
         return ""
-
-    def _accept(self) -> None:
-        problem = self.problem_text()
-        self.problem.setText(problem)
-        if not problem:
-            self.accept()
 
 
 class CritiqueDialog(QDialog):
@@ -197,12 +217,7 @@ class CritiqueDialog(QDialog):
         self.use_cache.setEnabled(self.lvlm.isChecked())
         self.simulated.toggled.connect(self.accuracy.setEnabled)
         self.accuracy.setEnabled(self.simulated.isChecked())
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Critique")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
+        buttons = _ok_cancel(self, "Critique", self.accept)
         lay.addWidget(buttons)
 
     def choice(self) -> tuple[str, float]:

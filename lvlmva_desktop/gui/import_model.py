@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QCompleter,
-    QDialog,
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
@@ -23,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .dialogs import _path_row
+from .dialogs import _CheckedDialog, _ok_cancel, _path_row
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def _numbers(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.replace(",", " ").split())
 
 
-class ImportClassifierDialog(QDialog):
+class ImportClassifierDialog(_CheckedDialog):
     """The classifier's file, architecture and preprocessing; ``values()`` is what import_model takes."""
 
     def __init__(
@@ -102,16 +101,9 @@ class ImportClassifierDialog(QDialog):
         form.addRow("Std", self.std)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
-        self.problem = QLabel()
-        self.problem.setStyleSheet("color: #c0392b")
-        self.problem.setWordWrap(True)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-        )
+        self.problem = self._problem_label()
+        buttons = _ok_cancel(self, "Import", self._accept)
         self.ok = buttons.button(QDialogButtonBox.StandardButton.Ok)
-        self.ok.setText("Import")
-        buttons.accepted.connect(self._accept)
-        buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
         intro = QLabel(
             "The preprocessing is what the classifier was trained with; it is recorded with the model "
@@ -222,9 +214,3 @@ class ImportClassifierDialog(QDialog):
         except ValueError as e:
             return str(e)
         return ""
-
-    def _accept(self) -> None:
-        problem = self.problem_text()
-        self.problem.setText(problem)
-        if not problem:
-            self.accept()
