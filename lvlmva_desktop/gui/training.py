@@ -2,8 +2,9 @@
 
 The settings are the project's PipelineSettings (kept in its folder by the session); each field says in
 its tooltip what it does and its default. Training and retraining run as one main-lane job each
-(train or align, then evaluation on the test images) whose per-step and per-epoch partial results feed
-the live curves; Cancel stops at the next batch and the core records the run as cancelled.
+(train or align, then evaluation on the test images; built by workflow.train_job and workflow.align_job)
+whose per-step and per-epoch partial results feed the live curves; Cancel stops at the next batch and the
+core records the run as cancelled.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.settings import PipelineSettings
+from . import workflow
 from .jobs import Job, JobRunner
 from .session import Session
 from .training_widgets import GROUPS, Curves, Field, LogSpinBox, StrengthBox, format_time_left
@@ -300,20 +302,13 @@ class TrainingPane(QWidget):
         if not can_train or self.runner.is_busy("main"):
             self._update_enabled()
             return None
+        s = self.settings_from_widgets()
         try:
-            device = self.session.device()
+            job = workflow.train_job(self.session, s)
         except Exception as e:  # noqa: BLE001 - a bad device choice is told in words
             self.session.report(e, "Training")
             return None
-        s = self.settings_from_widgets()
-
-        def fn(project: Any, state: Any) -> dict:
-            from ..core.pipeline import train_original
-
-            mid = train_original(project, s.arch, s.train, device, state.child(0.0, 0.8))
-            return {"model_id": mid, "evaluations": _evaluate(project, [mid], s, device, state, 0.8)}
-
-        return self._submit(Job("train", "Training the original model", fn), 0.0)
+        return self._submit(job, 0.0)
 
     def start_alignment(self) -> Job | None:
         """Retrain the audited model with the verdicts (RRR), then evaluate it with the original."""
@@ -322,21 +317,13 @@ class TrainingPane(QWidget):
             self._update_enabled()
             return None
         model_id, expl_id = self._align_inputs()  # type: ignore[misc]
+        s = self.settings_from_widgets()
         try:
-            device = self.session.device()
-        except Exception as e:  # noqa: BLE001
+            job = workflow.align_job(self.session, model_id, expl_id, s)
+        except Exception as e:  # noqa: BLE001 - a bad device choice is told in words
             self.session.report(e, "Retraining")
             return None
-        s = self.settings_from_widgets()
-
-        def fn(project: Any, state: Any) -> dict:
-            from ..core.pipeline import align_model
-
-            new = align_model(project, model_id, expl_id, s.align, device, state.child(0.0, 0.75))
-            evaluations = _evaluate(project, [model_id, new], s, device, state, 0.75)
-            return {"model_id": new, "evaluations": evaluations}
-
-        return self._submit(Job("align", "Retraining with the verdicts", fn), s.align.strength_value())
+        return self._submit(job, s.align.strength_value())
 
     def _submit(self, job: Job, lambda_: float) -> Job:
         job.on_partial = self.curves.add
@@ -507,15 +494,3 @@ def recorded_strength(info: dict) -> float:
 
 def _pts(change: float | None) -> str:
     return "" if change is None else f" ({change * 100:+.1f} pts)"
-
-
-def _evaluate(
-    project: Any, model_ids: list[int], s: PipelineSettings, device: Any, state: Any, start: float
-) -> dict:
-    """Measure freshly trained models on the test images so the results view fills (skipped without any)."""
-    from ..core.pipeline import evaluate_models
-
-    if project.db.execute("SELECT 1 FROM samples WHERE split='test' LIMIT 1").fetchone() is None:
-        return {}
-    state.info("measuring on the test images")
-    return evaluate_models(project, model_ids, s.evaluate, device, state.child(start, 1.0))

@@ -1,16 +1,22 @@
-"""The method's steps as Jobs built from what the session holds now (the window's menu and toolbar).
+"""Every step of the method as a Job, built from what the session holds now: train and align (the
+Training pane's buttons, Method > Train and Retrain), sample, explain, critique, evaluate, importing a
+classifier or images, and the demo project (the window's menu and toolbar).
 
 Each builder checks that the step can run (a model exists before sampling, ...) and raises ValueError in
-plain words otherwise, so the window can say what to do first. The work itself is the core's functions.
+plain words otherwise, so the window can say what to do first (train_job and align_job are given what they
+run on by the Training pane, which says itself what is missing). The work itself is the core's functions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .jobs import Job
 from .session import Session
+
+if TYPE_CHECKING:
+    from ..core.settings import PipelineSettings
 
 CRITICS = ("lvlm", "simulated", "expert")
 
@@ -67,6 +73,53 @@ def critiqued_text(results: dict) -> tuple[str, str]:
         f"{n} images judged ({parts or 'no verdicts'}). Review them in the Review pane: N goes to the next "
         "image to review, least certain first; A confirms the critic's verdicts on an image.",
     )
+
+
+def train_job(session: Session, settings: PipelineSettings | None = None) -> Job:
+    """Train the original model, then evaluate it on the test images (one job, lane main).
+
+    ``settings``: the method's settings to train with (the Training pane's, as shown); None: the session's.
+    A bad device choice raises here, before anything runs."""
+    s = settings if settings is not None else session.pipeline_settings()
+    device = session.device()
+
+    def fn(project: Any, state: Any) -> dict:
+        from ..core.pipeline import train_original
+
+        mid = train_original(project, s.arch, s.train, device, state.child(0.0, 0.8))
+        return {"model_id": mid, "evaluations": _evaluate(project, [mid], s, device, state, 0.8)}
+
+    return Job("train", "Training the original model", fn)
+
+
+def align_job(session: Session, model_id: int, expl_id: int, settings: PipelineSettings | None = None) -> Job:
+    """Retrain ``model_id`` with the verdicts on explanation ``expl_id`` (RRR), then evaluate the new model
+    with ``model_id`` on the test images (one job, lane main).
+
+    ``settings``: as for train_job. A bad device choice raises here, before anything runs."""
+    s = settings if settings is not None else session.pipeline_settings()
+    device = session.device()
+
+    def fn(project: Any, state: Any) -> dict:
+        from ..core.pipeline import align_model
+
+        new = align_model(project, model_id, expl_id, s.align, device, state.child(0.0, 0.75))
+        evaluations = _evaluate(project, [model_id, new], s, device, state, 0.75)
+        return {"model_id": new, "evaluations": evaluations}
+
+    return Job("align", "Retraining with the verdicts", fn)
+
+
+def _evaluate(
+    project: Any, model_ids: list[int], s: PipelineSettings, device: Any, state: Any, start: float
+) -> dict:
+    """Measure freshly trained models on the test images so the results view fills (skipped without any)."""
+    from ..core.pipeline import evaluate_models
+
+    if project.db.execute("SELECT 1 FROM samples WHERE split='test' LIMIT 1").fetchone() is None:
+        return {}
+    state.info("measuring on the test images")
+    return evaluate_models(project, model_ids, s.evaluate, device, state.child(start, 1.0))
 
 
 def sample_job(session: Session) -> Job:

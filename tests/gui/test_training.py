@@ -12,6 +12,7 @@ from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QApplication
 
 from lvlmva_desktop.core.pipeline import PipelineSettings
+from lvlmva_desktop.gui import workflow
 from lvlmva_desktop.gui.jobs import Job, JobRunner
 from lvlmva_desktop.gui.session import SETTINGS_FILE, Session
 from lvlmva_desktop.gui.theme import apply_theme
@@ -167,6 +168,65 @@ def test_training_from_the_button_draws_curves_and_progress(qtbot, make_pane, de
     assert f"Saved as model {mid}" in pane.status.text() and "Test accuracy" in pane.status.text()
     assert pane.train_button.isEnabled() and not pane.cancel_button.isEnabled()
     _shoot(pane, qtbot, artifacts_dir, "after")
+
+
+def test_the_buttons_run_the_train_and_align_jobs_workflow_builds(
+    qtbot, make_pane, demo_project, explained_project, monkeypatch
+):
+    """One place builds every step's job: the Train and Retrain buttons run the jobs of
+    workflow.train_job and workflow.align_job (kinds train/align, their titles) with the settings shown, and
+    their results are the saved models; a bad device is told by the pane and nothing runs."""
+    built = []
+
+    def spying(real):
+        def spy(*args, **kwargs):
+            job = real(*args, **kwargs)
+            built.append(job)
+            return job
+
+        return spy
+
+    for name in ("train_job", "align_job"):
+        monkeypatch.setattr(workflow, name, spying(getattr(workflow, name)))
+
+    pane = make_pane(demo_project)
+    pane.widgets[("train", "epochs")].setValue(1)
+    with qtbot.waitSignal(pane.runner.finished, timeout=60000) as done:
+        qtbot.mouseClick(pane.train_button, Qt.MouseButton.LeftButton)
+    job, result = done.args
+    assert built == [job] and job.kind == "train" and job.title == "Training the original model"
+    (model,) = _models(pane, "erm")
+    assert result["model_id"] == model["id"] and set(result["evaluations"]) == {model["id"]}
+    run = pane.session.project.db.execute("SELECT settings FROM runs WHERE id=?", (model["run_id"],))
+    assert json.loads(run.fetchone()[0])["train"]["epochs"] == 1  # the settings shown in the pane
+    assert f"Saved as model {model['id']}" in pane.status.text()
+
+    aligner = make_pane(explained_project)
+    original = aligner.session.original_model_id()
+    aligner.widgets[("align", "epochs")].setValue(1)
+    with qtbot.waitSignal(aligner.runner.finished, timeout=120000) as done:
+        qtbot.mouseClick(aligner.align_button, Qt.MouseButton.LeftButton)
+    job, result = done.args
+    assert built[1:] == [job] and job.kind == "align" and job.title == "Retraining with the verdicts"
+    (aligned,) = _models(aligner, "rrr")
+    assert aligned["parent_id"] == original and result["model_id"] == aligned["id"]
+    assert set(result["evaluations"]) == {original, aligned["id"]}
+    assert json.loads(aligned["info"])["align"]["epochs"] == 1
+
+    errors = []
+    aligner.session.error.connect(errors.append)
+
+    def no_device():
+        raise ValueError("no such GPU")
+
+    monkeypatch.setattr(aligner.session, "device", no_device)
+    started = []
+    aligner.runner.started.connect(started.append)
+    qtbot.mouseClick(aligner.train_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(aligner.align_button, Qt.MouseButton.LeftButton)
+    assert [e.title for e in errors] == ["Training failed", "Retraining failed"]
+    assert started == [] and aligner.job is None
+    assert not aligner.runner.is_busy("main") and aligner.train_button.isEnabled()
 
 
 def test_cancel_mid_training_saves_no_model_and_marks_the_run(qtbot, make_pane, demo_project, artifacts_dir):
