@@ -36,9 +36,9 @@ def main() -> None:
     from gui_open import build_project
 
     from lvlmva_desktop.core import audit
-    from lvlmva_desktop.core import project as project_mod
     from lvlmva_desktop.core.integrity import verify_content
     from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store import samples as project_samples
 
     folder = Path(args.folder or ROOT / "bench_out" / f"gui-open-{args.n}")
     proj = build_project(folder, args.n, args.size)
@@ -60,11 +60,11 @@ def main() -> None:
         t = time.perf_counter()
         p.check_data()
         t_data = time.perf_counter() - t
-        project_mod._VERIFIED_CACHES.clear()
+        project_samples._VERIFIED_CACHES.clear()
         t = time.perf_counter()
         split = p.load_split("train")  # decodes (and logs) the first time, then reads the cache
         t_first = time.perf_counter() - t
-        project_mod._VERIFIED_CACHES.clear()  # as after a restart
+        project_samples._VERIFIED_CACHES.clear()  # as after a restart
         t = time.perf_counter()
         p.load_split("train")
         t_cold = time.perf_counter() - t

@@ -1,0 +1,1 @@
+"""The project store: one project folder, its database and files, split by what they hold (see project.py)."""
