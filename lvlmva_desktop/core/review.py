@@ -268,8 +268,8 @@ def review_queue(
     """The images of explanation ``expl_id`` in the order the expert should review them (module docstring),
     reviewed ones last. ``check``: an align run's consistency result for this explanation (rows in the
     explanation's image order); its held-back verdicts join the second tier."""
-    from .pipeline import load_samples
     from .segment import evidence_map, recorded_evidence
+    from .viewer import load_samples
 
     row, t = project.explanation(expl_id)
     ids = [int(s) for s in t["sample_ids"].tolist()]

@@ -523,7 +523,7 @@ def item_pictures(
     background: tuple[int, int, int] = (255, 255, 255),
 ) -> list[Image.Image]:
     """``segment_picture`` of every item, the images decoded once each."""
-    from .pipeline import load_samples
+    from .viewer import load_samples
 
     _, t = project.explanation(expl_id)
     ids = [int(s) for s in t["sample_ids"].tolist()]

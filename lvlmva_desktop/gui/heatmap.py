@@ -3,7 +3,7 @@ artefact mask, one model or two side by side with linked zoom, and the expert's 
 
 Where the image is in the current explanation and the model and method are the explanation's, the stored
 map and segments are shown (those the critic judged and the verdicts refer to); otherwise the attribution
-is computed on demand in the "view" lane (core.pipeline.explain_samples) and kept in memory per
+is computed on demand in the "view" lane (core.viewer.explain_samples) and kept in memory per
 (model, image, method). Drawing is in heatmap_view.py, the verdict table and undo commands in verdicts.py.
 """
 
@@ -41,7 +41,7 @@ from .verdicts import VerdictTable
 if TYPE_CHECKING:  # core.pipeline and torch are imported where used: the window appears before torch loads
     import torch
 
-    from ..core.pipeline import SegmentVerdictRow
+    from ..core.viewer import SegmentVerdictRow
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class HeatmapPane(QWidget):
     def _image(self, sid: int) -> _Image | None:
         if sid not in self._images:
             try:
-                from ..core.pipeline import load_samples
+                from ..core.viewer import load_samples
 
                 got = load_samples(self.session.project, [sid])
                 mask = got.masks[0].numpy() if bool(got.has_mask[0]) else None
@@ -314,7 +314,7 @@ class HeatmapPane(QWidget):
         expl = self._explanation()
         if expl is not None and self._sid in expl.index:
             try:
-                from ..core.pipeline import segment_verdict_rows
+                from ..core.viewer import segment_verdict_rows
 
                 rows = segment_verdict_rows(self.session.project, expl.id, self._sid, expl.tensors)
             except Exception as e:  # noqa: BLE001
@@ -329,7 +329,7 @@ class HeatmapPane(QWidget):
             return rows, (expl.id, self._sid), caption, tip, ("stored", expl.id, self._sid)
         if first is None or first.segments is None:
             return [], None, "<b>Segments</b>", "", ()
-        from ..core.pipeline import SegmentVerdictRow
+        from ..core.viewer import SegmentVerdictRow
 
         rows = [SegmentVerdictRow(s, e, *[None] * 6) for s, e in enumerate(first.evidence)]
         caption = "<b>Segments</b> of the computed attribution (no verdicts)"
@@ -427,7 +427,7 @@ class HeatmapPane(QWidget):
         keys = [(mid, sid, method) for mid in model_ids]
 
         def fn(project, state):
-            from ..core.pipeline import explain_samples
+            from ..core.viewer import explain_samples
 
             out = {}
             for i, mid in enumerate(model_ids):

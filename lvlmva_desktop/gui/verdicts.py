@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 if TYPE_CHECKING:  # core.pipeline imports torch; the window appears before torch loads
-    from ..core.pipeline import SegmentVerdictRow
+    from ..core.viewer import SegmentVerdictRow
 
 log = logging.getLogger(__name__)
 

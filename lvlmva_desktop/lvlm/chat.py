@@ -8,7 +8,7 @@ Later turns are text only. Answers stream piece by piece. ``chat_for_sample``, `
 
 ``chat_for_image`` opens a conversation about any image of the project: an image of the alignment set gets
 its critique and verdicts (``chat_for_sample``); any other image (a misclassified test image, say) gets the
-model's evidence and segments computed on demand by ``core.pipeline.explain_samples`` (as the viewer computes
+model's evidence and segments computed on demand by ``core.viewer.explain_samples`` (as the viewer computes
 them) and the model's prediction, and its transcript is stored with no explanation (``explanation_id`` NULL).
 """
 
@@ -189,7 +189,7 @@ def image_request(
     settings=None,
     state: TaskState | None = None,
 ) -> tuple[CritiqueRequest, str]:
-    """The image, the model's evidence and segments, computed now (``core.pipeline.explain_samples``, as the
+    """The image, the model's evidence and segments, computed now (``core.viewer.explain_samples``, as the
     viewer computes an image's map), and a note for the system prompt with the model's prediction.
 
     With an explanation, its model and its recorded settings are used (the evidence agrees with the stored
@@ -197,8 +197,8 @@ def image_request(
     """
     import torch
 
-    from ..core.pipeline import explain_samples
     from ..core.settings import PipelineSettings
+    from ..core.viewer import explain_samples
 
     if expl_id is not None:
         row, _ = project.explanation(expl_id)

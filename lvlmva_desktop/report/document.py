@@ -289,7 +289,7 @@ def attribution_text(settings: dict) -> str:
 def _alignment(project: Project, expl_id: int | None) -> dict | None:
     if expl_id is None:
         return None
-    from ..core.pipeline import load_samples
+    from ..core.viewer import load_samples
 
     row, t = project.explanation(expl_id)
     ids = t["sample_ids"].tolist()

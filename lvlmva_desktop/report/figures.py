@@ -150,8 +150,9 @@ def representative_heatmaps(
     if expl_id is None or before is None or after is None:
         out["note"] = "No aligned model yet: there is nothing to compare."
         return out
-    from ..core.pipeline import alignment_masks, explain_samples, load_samples
+    from ..core.pipeline import alignment_masks
     from ..core.settings import PipelineSettings
+    from ..core.viewer import explain_samples, load_samples
 
     row, t = project.explanation(expl_id)
     es = json.loads(row["settings"] or "{}").get("explain", {})

@@ -7,17 +7,11 @@ import torch
 
 from lvlmva_desktop.core.critic import GroundTruthCritic
 from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.pipeline import (
-    alignment_masks,
-    explain_alignment_set,
-    explain_samples,
-    load_samples,
-    run_critique,
-    segment_verdict_rows,
-)
+from lvlmva_desktop.core.pipeline import alignment_masks, explain_alignment_set, run_critique
 from lvlmva_desktop.core.project import Project, ProjectError
 from lvlmva_desktop.core.segment import SegmentSettings
 from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.viewer import explain_samples, load_samples, segment_verdict_rows
 
 CPU = torch.device("cpu")
 EXPLAIN = ExplainSettings(n_background=4, background="train")

@@ -1,7 +1,7 @@
 """Defect of issue 13: the chat worked only on the alignment set's images ("Image #1668 is not in the
 alignment set…"), so a misclassified test image could not be discussed. Now any image of the project can be
 discussed: outside the alignment set the LVLM gets the model's evidence and segments computed on demand
-(``core.pipeline.explain_samples``, as the viewer computes them) and the model's prediction."""
+(``core.viewer.explain_samples``, as the viewer computes them) and the model's prediction."""
 
 from __future__ import annotations
 
@@ -90,9 +90,9 @@ def test_the_conversation_of_an_outside_image_carries_the_models_evidence_and_pr
     numbered in the pictures, and the prediction in words."""
     import json
 
-    from lvlmva_desktop.core.pipeline import explain_samples
     from lvlmva_desktop.core.project import Project
     from lvlmva_desktop.core.settings import PipelineSettings
+    from lvlmva_desktop.core.viewer import explain_samples
     from lvlmva_desktop.lvlm.chat import chat_for_image
     from lvlmva_desktop.lvlm.config import open_backend
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PySide6.QtCore import Qt
 
-from lvlmva_desktop.core.pipeline import PipelineSettings, explain_samples, segment_verdict_rows
+from lvlmva_desktop.core.pipeline import PipelineSettings
 from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.viewer import explain_samples, segment_verdict_rows
 from lvlmva_desktop.gui.heatmap import HeatmapPane
 from lvlmva_desktop.gui.heatmap_view import overlay_levels
 from lvlmva_desktop.gui.jobs import JobRunner
