@@ -143,9 +143,9 @@ def method_settings(arch: str, changes: list[str] | None) -> PipelineSettings:
         return PipelineSettings(arch=arch)
     from argparse import Namespace
 
-    from lvlmva_desktop.cli import _pipeline_settings
+    from lvlmva_desktop.cli.common import pipeline_settings
 
-    return _pipeline_settings(Namespace(set=changes, settings=None, arch=arch, seed=None))
+    return pipeline_settings(Namespace(set=changes, settings=None, arch=arch, seed=None))
 
 
 def summarise(name: str, arch: str, results: list[dict]) -> str:

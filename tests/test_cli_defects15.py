@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from test_cli import explained_cli_project
 
-from lvlmva_desktop.cli import _Bar, main
+from lvlmva_desktop.cli import main
+from lvlmva_desktop.cli.common import Bar
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--set", "train.epochs=1", "--set", "sampling.n=8", "--set", "evaluate.n_attribution_images=4"]
@@ -184,7 +185,7 @@ def test_the_time_left_is_measured_per_stage_never_across_them():
     starts again at 5 % and goes ten times faster. After the restart the estimate is unknown until the
     judge's own pace is measured, then follows that pace (about 0.95 % of the bar in 0.1 s)."""
     clock = _Clock()
-    bar = _Bar(quiet=True, clock=clock)
+    bar = Bar(quiet=True, clock=clock)
     state = bar.state
     sub = state.child(0.05, 1.0)  # as run_critique maps the critic
     for k in range(0, 101):  # the critic pass: 100 s
@@ -215,7 +216,7 @@ def test_the_bar_shows_the_stage_estimate_not_tqdm_average(capsys):
 
     clock = _Clock()
     out = io.StringIO()
-    bar = _Bar(quiet=False, clock=clock, file=out)
+    bar = Bar(quiet=False, clock=clock, file=out)
     try:
         for k in range(0, 101):
             bar.state.progress(k, 100, "critic")

@@ -8,7 +8,8 @@ import json
 import subprocess
 import sys
 
-from lvlmva_desktop.cli import _pipeline_settings, build_parser, main
+from lvlmva_desktop.cli import build_parser, main
+from lvlmva_desktop.cli.common import pipeline_settings
 from lvlmva_desktop.core.settings_schema import SETTINGS_FILE
 
 
@@ -57,13 +58,13 @@ def test_the_commands_flags_win_over_set_and_the_window(tmp_path, capsys):
             "small_cnn",
         ]
     )
-    s = _pipeline_settings(args)
+    s = pipeline_settings(args)
     out = capsys.readouterr().out
     assert s.arch == "small_cnn" and s.train.seed == 9 and s.align.seed == 9 and s.train.epochs == 2
     assert "setting train.seed = 9 (from --seed)" in out and "setting train.epochs = 2 (from window)" in out
     assert "arch" not in out  # --arch put it back to its default: nothing to tell
     args = build_parser().parse_args(["train", str(proj), "--set", "train.seed=5"])
-    assert _pipeline_settings(args, tell=None).arch == "resnet18"  # the window's, nobody said otherwise
+    assert pipeline_settings(args, tell=None).arch == "resnet18"  # the window's, nobody said otherwise
 
 
 def test_verdict_marks_held_back_verdicts_with_the_windows_align_settings(tmp_path, capsys):
@@ -73,7 +74,7 @@ def test_verdict_marks_held_back_verdicts_with_the_windows_align_settings(tmp_pa
     args = build_parser().parse_args(["verdict", str(proj)])
     assert args.set is None
     given = type(args)(project=args.project, settings=args.settings)
-    assert _pipeline_settings(given, tell=None).align.consistency_min_spurious == 1
+    assert pipeline_settings(given, tell=None).align.consistency_min_spurious == 1
 
 
 def test_unknown_names_and_bad_values_are_refused_in_words(tmp_path, capsys):

@@ -14,7 +14,8 @@ import shutil
 import pytest
 import torch
 
-from lvlmva_desktop.cli import _make_critic, build_parser, main
+from lvlmva_desktop.cli import build_parser, main
+from lvlmva_desktop.cli.critic_args import make_critic
 from lvlmva_desktop.core import recovery
 from lvlmva_desktop.core.critic import (
     ExpertCritic,
@@ -67,7 +68,7 @@ def project(explained, tmp_path):
 
 def _cli_critic(argv: list[str], p: Project, eid: int | None):
     args = build_parser().parse_args(["critique", str(p.root), *argv])
-    return _make_critic(args, p, eid)
+    return make_critic(args, p, eid)
 
 
 def _interrupt_leaving_one(p: Project, rid: int) -> int:

@@ -11,12 +11,12 @@ import sys
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .cli import _Bar, _device, tell_notes
-    from .core.lock import ProjectLocked
-    from .core.project import Project
-    from .report.document import write_report
+    from lvlmva_desktop.cli.common import Bar, device_of, tell_notes
+    from lvlmva_desktop.core.lock import ProjectLocked
+    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.report.document import write_report
 
-    device = _device(args)
+    device = device_of(args)
     try:
         project = Project.open(args.project, read_only=bool(getattr(args, "read_only", False)))
         if project.read_only:
@@ -28,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ProjectLocked as e:  # the report only reads: make it anyway, without logging it
         print(f"note: {e} Writing the report read-only; it is not recorded in the audit log.")
         project = Project.open(args.project, read_only=True, reason="held")
-    with project as p, _Bar(args.quiet) as state:
+    with project as p, Bar(args.quiet) as state:
         written = write_report(p, args.out, device, pdf=args.pdf, state=state)
     for path in written:
         print(path)

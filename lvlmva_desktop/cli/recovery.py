@@ -20,8 +20,8 @@ def _lvlm_critic_factory(args: argparse.Namespace, project: Any, opened: list) -
         or getattr(args, "lvlm_config", None)
     ):
         return None
-    from .cli_lvlm import open_lvlm
-    from .lvlm.factory import lvlm_builder
+    from lvlmva_desktop.cli.critic_args import open_lvlm
+    from lvlmva_desktop.lvlm.factory import lvlm_builder
 
     def open_backend() -> Any:
         backend = open_lvlm(args)
@@ -32,17 +32,17 @@ def _lvlm_critic_factory(args: argparse.Namespace, project: Any, opened: list) -
 
 
 def cmd_resume(args: argparse.Namespace) -> None:
-    from .cli import _Bar, _device, _open
-    from .core import recovery
+    from lvlmva_desktop.cli.common import Bar, device_of, open_project
+    from lvlmva_desktop.core import recovery
 
     opened: list = []
-    with _open(args) as p:
+    with open_project(args) as p:
         row = recovery.pick(p, args.run)
         print(recovery.describe(p, row))
         try:
-            with _Bar(args.quiet) as state:
+            with Bar(args.quiet) as state:
                 done = recovery.resume(
-                    p, int(row["id"]), _device(args), state, _lvlm_critic_factory(args, p, opened)
+                    p, int(row["id"]), device_of(args), state, _lvlm_critic_factory(args, p, opened)
                 )
         finally:
             for backend in opened:
@@ -67,7 +67,7 @@ def cmd_resume(args: argparse.Namespace) -> None:
 
 def interrupted_lines(project: Any) -> list[str]:
     """For ``lvlmva status``: one line per interrupted run that was not resumed yet."""
-    from .core import recovery
+    from lvlmva_desktop.core import recovery
 
     rows = recovery.resumable_runs(project)
     if not rows:
@@ -79,7 +79,7 @@ def interrupted_lines(project: Any) -> list[str]:
 
 
 def register(sub: Any, add: Any) -> None:
-    from .cli_lvlm import add_lvlm_args
+    from lvlmva_desktop.cli.critic_args import add_lvlm_args
 
     sp = add(
         "resume",

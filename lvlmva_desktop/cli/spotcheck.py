@@ -58,21 +58,21 @@ def _ask(items, pictures, folder: Path, classes: dict[int, str]) -> list[str]:
 
 
 def cmd_spot_check(args: argparse.Namespace) -> int:
-    from .cli import _latest, _open
-    from .core import spotcheck as sc
-    from .core.project import ProjectError
+    from lvlmva_desktop.cli.common import latest, open_project
+    from lvlmva_desktop.core import spotcheck as sc
+    from lvlmva_desktop.core.project import ProjectError
 
-    with _open(args) as p:
+    with open_project(args) as p:
         if p.read_only:
             raise ProjectError(
                 "A spot-check stores its result and your answers in the project, which is open read-only here."
             )
         if args.expert == "simulated":
-            from .core.pipeline import has_artefact_masks
+            from lvlmva_desktop.core.pipeline import has_artefact_masks
 
             if not has_artefact_masks(p):
                 raise ProjectError(sc.NO_MASKS)
-        eid = _latest(p, "explanations", args.explanation, "explanation")
+        eid = latest(p, "explanations", args.explanation, "explanation")
         items = sc.draw_sample(p, eid, n=args.n, seed=args.seed, min_evidence=args.min_evidence)
         pop = ", ".join(f"{v} {k}" for k, v in items.population.items() if v)
         print(

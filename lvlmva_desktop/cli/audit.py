@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .core.timefmt import when
+from lvlmva_desktop.core.timefmt import when
 
 WIDTH = 160  # one line per entry, cut at this width
 
@@ -33,15 +33,15 @@ def entry_line(e: dict) -> str:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .cli import tell_notes
-    from .core import audit
-    from .core.project import Project
+    from lvlmva_desktop.cli.common import tell_notes
+    from lvlmva_desktop.core import audit
+    from lvlmva_desktop.core.project import Project
 
     with Project.open(args.project, read_only=True) as p:  # looking only: works beside a writer too
         tell_notes(p)
         if args.verify:
-            from .cli import _Bar
-            from .core.integrity import verify_content
+            from lvlmva_desktop.cli.common import Bar
+            from lvlmva_desktop.core.integrity import verify_content
 
             result = audit.verify_project(p)
             for w in result.warnings:
@@ -49,7 +49,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(result.summary())
             for problem in result.problems:
                 print(f"  - {problem}")
-            with _Bar(args.quiet) as state:
+            with Bar(args.quiet) as state:
                 content = verify_content(p, state, images=not args.quick)
             print(content.summary())
             for check in content.checks:

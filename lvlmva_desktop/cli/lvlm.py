@@ -10,73 +10,17 @@ lvlmva prompts proj [--show critic.j2 | --export DIR | --load critic.j2 FILE]
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-
-def add_lvlm_args(sp: argparse.ArgumentParser) -> None:
-    g = sp.add_argument_group("LVLM (a local model folder or an OpenAI-compatible server)")
-    g.add_argument("--model-dir", help="folder with the LVLM's weights (config.json, *.safetensors)")
-    g.add_argument("--endpoint", help="base URL of an OpenAI-compatible server, e.g. http://host:8000/v1")
-    g.add_argument("--lvlm-model", help="model name on the server (with --endpoint)")
-    g.add_argument("--api-key-env", help="NAME of the environment variable holding the server's API key")
-    g.add_argument("--lvlm-device", default="auto", help="GPU for a local LVLM: auto, cpu, cuda, cuda:1 ...")
-    g.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run Python code shipped in the model folder (off by default; recorded with every critique)",
-    )
-    g.add_argument("--lvlm-config", help="JSON file with these settings (see lvlm/config.py)")
-
-
-def lvlm_config(args: argparse.Namespace):
-    from .lvlm.backend import LVLMError
-    from .lvlm.config import LVLMConfig
-
-    if getattr(args, "lvlm_config", None):
-        cfg = LVLMConfig.from_dict(json.loads(Path(args.lvlm_config).read_text(encoding="utf-8")))
-    elif getattr(args, "endpoint", None):
-        cfg = LVLMConfig(
-            kind="endpoint",
-            base_url=args.endpoint,
-            model=args.lvlm_model or "",
-            api_key_env=args.api_key_env or "",
-        )
-    elif getattr(args, "model_dir", None):
-        cfg = LVLMConfig(
-            kind="local",
-            folder=args.model_dir,
-            device=args.lvlm_device,
-            trust_remote_code=bool(args.trust_remote_code),
-        )
-    else:
-        raise LVLMError("Say which LVLM to use: --model-dir FOLDER, or --endpoint URL --lvlm-model NAME.")
-    cfg.validate()
-    return cfg
-
-
-def open_lvlm(args: argparse.Namespace):
-    from .lvlm.config import open_backend
-
-    return open_backend(lvlm_config(args))
-
-
-def lvlm_critic_options(args: argparse.Namespace) -> dict:
-    """The LVLM critic's settings chosen with the critique options (lvlm.critic.CriticSettings' names)."""
-    return {
-        "one_call": bool(args.one_call),
-        "batch_size": args.batch_size,
-        "use_cache": not args.no_cache,
-        "critic_max_new_tokens": args.max_new_tokens,
-    }
+from lvlmva_desktop.cli.critic_args import add_lvlm_args, lvlm_config, lvlm_critic_options, open_lvlm  # noqa: F401
 
 
 def cmd_lvlm_check(args):
     """The back-end's health check, then one request of each kind the critique, the chat and the summary
     send (lvlm/check.py): a model that cannot take one of them is refused here, before any work."""
-    from .lvlm.check import CALL_KINDS, check_backend
+    from lvlmva_desktop.lvlm.check import CALL_KINDS, check_backend
 
     backend = open_lvlm(args)
     try:
@@ -103,13 +47,13 @@ def cmd_lvlm_check(args):
 
 
 def cmd_ask(args):
-    from .cli import _latest, _open
-    from .lvlm.chat import ask_and_store, chat_for_sample, require_in_alignment_set
+    from lvlmva_desktop.cli.common import latest, open_project
+    from lvlmva_desktop.lvlm.chat import ask_and_store, chat_for_sample, require_in_alignment_set
 
     if not args.question.strip():
         raise ValueError("The question is empty.")
-    with _open(args) as p:
-        eid = _latest(p, "explanations", args.explanation, "explanation")
+    with open_project(args) as p:
+        eid = latest(p, "explanations", args.explanation, "explanation")
         require_in_alignment_set(p, eid, args.sample)  # before the (slow) model loads
         backend = open_lvlm(args)
         try:
@@ -126,11 +70,11 @@ def cmd_ask(args):
 
 
 def cmd_summary(args):
-    from .cli import _latest, _open
-    from .lvlm.chat import class_notes, summarise_class
+    from lvlmva_desktop.cli.common import latest, open_project
+    from lvlmva_desktop.lvlm.chat import class_notes, summarise_class
 
-    with _open(args) as p:
-        eid = _latest(p, "explanations", args.explanation, "explanation")
+    with open_project(args) as p:
+        eid = latest(p, "explanations", args.explanation, "explanation")
         if not class_notes(p, eid, args.cls):  # unknown class or nothing to summarise: say so before loading
             raise ValueError(f"There are no critiques of class '{args.cls}' to summarise yet.")
         backend = open_lvlm(args)
@@ -142,10 +86,10 @@ def cmd_summary(args):
 
 
 def cmd_prompts(args):
-    from .cli import _open
-    from .lvlm.prompts import TemplateSet, validate_template
+    from lvlmva_desktop.cli.common import open_project
+    from lvlmva_desktop.lvlm.prompts import TemplateSet, validate_template
 
-    with _open(args) as p:
+    with open_project(args) as p:
         if args.load:
             name, path = args.load
             text = Path(path).read_text(encoding="utf-8")
