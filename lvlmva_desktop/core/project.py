@@ -361,6 +361,34 @@ class Project(SampleStore, TextStore, RunStore, ModelVersionStore, VerdictStore)
         row = self.db.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
         return int(row["id"]) if row else None
 
+    def has_audit_log(self) -> bool:
+        """Whether the database has its audit log table (a removed one is tampering)."""
+        row = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit_log'"
+        ).fetchone()
+        return row is not None
+
+    def latest_audit_hashes(self, action: str) -> object | None:
+        """The hashes (as recorded: a dict) of the newest audit entry ``action``; None when there is none."""
+        row = self.db.execute(
+            "SELECT hashes FROM audit_log WHERE action=? ORDER BY id DESC LIMIT 1", (action,)
+        ).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    def logged_entry(self, action: str, key: str, value: object) -> dict | None:
+        """The newest audit entry ``action`` whose parameter ``key`` is ``value``, as {"id", "hashes"} (the
+        hashes as recorded); None when there is none. Entries that cannot be read are passed over."""
+        for r in self.db.execute(
+            "SELECT id, params, hashes FROM audit_log WHERE action=? ORDER BY id DESC", (action,)
+        ):
+            try:
+                params, hashes = json.loads(r["params"]), json.loads(r["hashes"])
+            except (TypeError, ValueError):
+                continue
+            if isinstance(params, dict) and params.get(key) == value:
+                return {"id": r["id"], "hashes": hashes}
+        return None
+
     def logged_hash(self, action: str, key: str, value: object, name: str) -> str | None:
         """The hash ``name`` of the newest audit entry ``action`` whose parameter ``key`` is ``value``; None
         when there is none (or no audit log): what was recorded when the thing was written."""

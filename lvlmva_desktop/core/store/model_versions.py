@@ -72,13 +72,31 @@ class ModelVersionStore:
         return model_id
 
     def model_row(self, model_id: int) -> sqlite3.Row:
+        """The row of model version ``model_id``; a ProjectError when there is none."""
         row = self.db.execute("SELECT * FROM models WHERE id=?", (model_id,)).fetchone()
         if row is None:
             raise ProjectError(f"No model version {model_id} in this project.")
         return row
 
-    def models(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM models ORDER BY id").fetchall()
+    def models(self, kind: str | None = None, *, newest_first: bool = False) -> list[sqlite3.Row]:
+        """Every model version (of ``kind``: 'erm', 'imported', 'rrr'), oldest first unless
+        ``newest_first``."""
+        q = "SELECT * FROM models" + (" WHERE kind=?" if kind is not None else "")
+        q += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        return self.db.execute(q, (kind,) if kind is not None else ()).fetchall()
+
+    def latest_original_model(self) -> int | None:
+        """The audited model: the newest trained ('erm') or imported version, never an aligned one; None
+        when there is none."""
+        row = self.db.execute(
+            "SELECT id FROM models WHERE kind IN ('erm','imported') ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return int(row[0]) if row is not None else None
+
+    def first_unaligned_model(self) -> int | None:
+        """The oldest model version that is not an aligned ('rrr') one; None when there is none."""
+        row = self.db.execute("SELECT id FROM models WHERE kind!='rrr' ORDER BY id LIMIT 1").fetchone()
+        return int(row[0]) if row is not None else None
 
     def original_of(self, model_id: int) -> int:
         """The model a version was derived from, followed back to the first one (itself if it has no
@@ -94,6 +112,7 @@ class ModelVersionStore:
         return current
 
     def latest_model(self, kind: str | None = None) -> int | None:
+        """The newest model version (of ``kind``); None when there is none."""
         q = "SELECT id FROM models" + (" WHERE kind=?" if kind else "") + " ORDER BY id DESC LIMIT 1"
         row = self.db.execute(q, (kind,) if kind else ()).fetchone()
         return int(row["id"]) if row else None

@@ -80,6 +80,7 @@ class RunStore:
             self._resumes = None
 
     def get_run(self, run_id: int) -> sqlite3.Row:
+        """The row of run ``run_id``; a ProjectError when there is none."""
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise ProjectError(f"No run {run_id} in this project.")
@@ -89,6 +90,31 @@ class RunStore:
         """The newest run of ``kind`` that finished (None: there is none)."""
         return self.db.execute(
             "SELECT * FROM runs WHERE kind=? AND status='finished' ORDER BY id DESC LIMIT 1", (kind,)
+        ).fetchone()
+
+    def finished_runs(self, kind: str) -> list[sqlite3.Row]:
+        """Every run of ``kind`` that finished, newest first."""
+        return self.db.execute(
+            "SELECT * FROM runs WHERE kind=? AND status='finished' ORDER BY id DESC", (kind,)
+        ).fetchall()
+
+    def runs(self, kind: str | None = None, *, include_failed: bool = True) -> list[sqlite3.Row]:
+        """Every run (of ``kind``), oldest first; failed ones left out with ``include_failed=False``."""
+        where = ["kind=?"] if kind is not None else []
+        if not include_failed:
+            where.append("status != 'failed'")
+        q = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return self.db.execute(q, (kind,) if kind is not None else ()).fetchall()
+
+    def recent_runs(self, limit: int = 10) -> list[sqlite3.Row]:
+        """The newest ``limit`` runs of any kind, newest first."""
+        return self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
+
+    def alignment_set_run(self, set_id: int) -> sqlite3.Row | None:
+        """The run that chose alignment set ``set_id`` (its results: n, artefact_share, ...); None when
+        there is no such set."""
+        return self.db.execute(
+            "SELECT * FROM runs WHERE id=(SELECT run_id FROM alignment_sets WHERE id=?)", (set_id,)
         ).fetchone()
 
 

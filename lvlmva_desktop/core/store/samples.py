@@ -100,9 +100,85 @@ class SampleStore:
         return added
 
     def samples(self, split: str | None = None) -> list[sqlite3.Row]:
+        """The rows of every image (of ``split``), ascending id."""
         if split is None:
             return self.db.execute("SELECT * FROM samples ORDER BY id").fetchall()
         return self.db.execute("SELECT * FROM samples WHERE split=? ORDER BY id", (split,)).fetchall()
+
+    def count_samples(self, split: str | None = None) -> int:
+        """How many images the project has (of ``split``; every split with None)."""
+        if split is None:
+            return int(self.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+        return int(self.db.execute("SELECT COUNT(*) FROM samples WHERE split=?", (split,)).fetchone()[0])
+
+    def has_samples(self, split: str | None = None) -> bool:
+        """Whether the project has any image (of ``split``; of any split with None)."""
+        if split is None:
+            return self.db.execute("SELECT 1 FROM samples LIMIT 1").fetchone() is not None
+        return self.db.execute("SELECT 1 FROM samples WHERE split=? LIMIT 1", (split,)).fetchone() is not None
+
+    def split_counts(self) -> dict[str, int]:
+        """Images per split, the splits in alphabetical order (only splits that have images)."""
+        rows = self.db.execute("SELECT split, COUNT(*) n FROM samples GROUP BY split ORDER BY split")
+        return {r["split"]: int(r["n"]) for r in rows}
+
+    def sample_splits(self) -> list[str]:
+        """The splits that have images, in alphabetical order."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT split FROM samples ORDER BY split")]
+
+    def count_with_masks(self) -> int:
+        """How many images have a ground-truth artefact mask."""
+        return int(self.db.execute("SELECT COUNT(*) FROM samples WHERE mask_path IS NOT NULL").fetchone()[0])
+
+    def has_masks(self) -> bool:
+        """Whether any image has a ground-truth artefact mask (then verdict accuracy and the simulated
+        critic apply)."""
+        return (
+            self.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone()
+            is not None
+        )
+
+    def sample_row(self, sample_id: int) -> sqlite3.Row | None:
+        """One image's samples-table row; None when the project has no image ``sample_id``."""
+        return self.db.execute("SELECT * FROM samples WHERE id=?", (sample_id,)).fetchone()
+
+    def sample_rows(self, sample_ids: list[int]) -> dict[int, sqlite3.Row]:
+        """The rows of the given images by id (ids the project lacks are missing from the result)."""
+        ids = [int(s) for s in sample_ids]
+        rows: dict[int, sqlite3.Row] = {}
+        for start in range(0, len(ids), 500):  # SQLite limits the number of bound parameters
+            part = ids[start : start + 500]
+            q = f"SELECT * FROM samples WHERE id IN ({','.join('?' * len(part))})"
+            rows.update({r["id"]: r for r in self.db.execute(q, part)})
+        return rows
+
+    def sample_labels(self, sample_ids: list[int]) -> dict[int, int]:
+        """Class index of each of the given images by id (ids the project lacks are missing)."""
+        return {i: int(r["label"]) for i, r in self.sample_rows(sample_ids).items()}
+
+    def first_sample_id(self) -> int | None:
+        """The lowest image id; None without images."""
+        row = self.db.execute("SELECT id FROM samples ORDER BY id LIMIT 1").fetchone()
+        return int(row[0]) if row is not None else None
+
+    def sample_ids(self) -> list[int]:
+        """Every image id, ascending."""
+        cur = self.db.cursor()
+        cur.row_factory = None  # plain tuples: fast at 50,000 rows
+        return [r[0] for r in cur.execute("SELECT id FROM samples ORDER BY id")]
+
+    def sample_columns(self) -> list[tuple[int, int, str, str, str]]:
+        """Every image as a plain tuple (id, label, split, group or "", path), ascending id: one query
+        without Row objects, fast at 50,000 rows (core/browse.py)."""
+        cur = self.db.cursor()
+        cur.row_factory = None
+        return cur.execute(
+            "SELECT id, label, split, COALESCE(grp, ''), path FROM samples ORDER BY id"
+        ).fetchall()
+
+    def imports(self) -> list[sqlite3.Row]:
+        """Every import (created, source, n_imported, n_skipped, report), oldest first."""
+        return self.db.execute("SELECT * FROM imports ORDER BY id").fetchall()
 
     def data_hash(self) -> str:
         """Hash of the data manifest (paths, labels, splits, groups, masks, content hashes)."""

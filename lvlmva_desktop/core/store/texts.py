@@ -111,7 +111,27 @@ class TextStore:
             self.audit("chat", params, {"text": audit_log.text_hash(text)})
         return int(cur.lastrowid)
 
+    def add_chat_exchange(
+        self,
+        expl_id: int | None,
+        sample_id: int | None,
+        messages: list[tuple[str, str, str]],
+        params: dict,
+        hashes: dict,
+    ) -> None:
+        """Store a question and its answer together: ``messages`` as (role, text, model) in order, and one
+        "chat" audit entry (``params``, ``hashes``) committed with them."""
+        with self.transaction() as db:
+            for role, text, model in messages:
+                db.execute(
+                    "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (expl_id, sample_id, role, text, model, time.time(), current_user()),
+                )
+            self.audit("chat", params, hashes)
+
     def chat_messages(self, expl_id: int | None, sample_id: int | None) -> list[sqlite3.Row]:
+        """The transcript of one conversation (an image, of an explanation or of none), oldest first."""
         return self.db.execute(
             "SELECT * FROM chat_messages WHERE explanation_id IS ? AND sample_id IS ? ORDER BY id",
             (expl_id, sample_id),

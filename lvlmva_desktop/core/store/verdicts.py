@@ -41,12 +41,45 @@ class VerdictStore:
         return set_id
 
     def alignment_members(self, set_id: int) -> list[sqlite3.Row]:
+        """The members (rank, sample_id, entropy) of alignment set ``set_id`` in rank order; a ProjectError
+        when there is no such set."""
         rows = self.db.execute(
             "SELECT * FROM alignment_members WHERE set_id=? ORDER BY rank", (set_id,)
         ).fetchall()
         if not rows:
             raise ProjectError(f"No alignment set {set_id} in this project.")
         return rows
+
+    def alignment_set_model(self, set_id: int) -> int:
+        """The model whose predictions chose alignment set ``set_id``; a ProjectError when there is no
+        such set."""
+        row = self.db.execute("SELECT model_id FROM alignment_sets WHERE id=?", (set_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"No alignment set {set_id} in this project.")
+        return int(row[0])
+
+    def alignment_sample_ids(self, set_id: int) -> list[int]:
+        """The images of alignment set ``set_id`` in rank order (empty when there is no such set)."""
+        rows = self.db.execute(
+            "SELECT sample_id FROM alignment_members WHERE set_id=? ORDER BY rank", (set_id,)
+        )
+        return [int(r[0]) for r in rows]
+
+    def alignment_entropies(self, set_id: int) -> dict[int, float | None]:
+        """Each image of alignment set ``set_id`` with its predictive entropy when chosen (empty when
+        there is no such set)."""
+        rows = self.db.execute("SELECT sample_id, entropy FROM alignment_members WHERE set_id=?", (set_id,))
+        return {int(r["sample_id"]): r["entropy"] for r in rows}
+
+    def explains_sample(self, expl_id: int, sample_id: int) -> bool:
+        """Whether explanation ``expl_id`` covers the image (it explains every member of its alignment set);
+        False for an unknown explanation or image."""
+        row = self.db.execute(
+            "SELECT 1 FROM alignment_members m JOIN explanations e ON m.set_id = e.set_id "
+            "WHERE e.id=? AND m.sample_id=? LIMIT 1",
+            (expl_id, sample_id),
+        ).fetchone()
+        return row is not None
 
     def save_explanation(
         self, run_id: int, model_id: int, set_id: int, settings: dict, tensors: dict[str, torch.Tensor]
@@ -76,6 +109,10 @@ class VerdictStore:
         if row is None:
             raise ProjectError(f"No explanation {expl_id} in this project.")
         return row
+
+    def explanation_model(self, expl_id: int) -> int:
+        """The model version explanation ``expl_id`` explains; a ProjectError when there is none."""
+        return int(self.explanation_row(expl_id)["model_id"])
 
     def explanation(self, expl_id: int) -> tuple[sqlite3.Row, dict[str, torch.Tensor]]:
         row = self.db.execute("SELECT * FROM explanations WHERE id=?", (expl_id,)).fetchone()
@@ -229,7 +266,42 @@ class VerdictStore:
             out.setdefault(r["sample_id"], {})[r["segment"]] = r["verdict"]
         return out
 
+    def expert_verdict_rows(self, expl_id: int) -> list[sqlite3.Row]:
+        """Every verdict the expert gave on explanation ``expl_id`` (also those given again later), in the
+        order given."""
+        return self.db.execute(
+            "SELECT * FROM verdicts WHERE explanation_id=? AND source='expert' ORDER BY id", (expl_id,)
+        ).fetchall()
+
+    def critic_verdicts(self, expl_id: int) -> list[tuple[int, int, str]]:
+        """Every critic verdict on explanation ``expl_id`` as plain tuples (sample id, segment, verdict), in
+        the order stored (a later one on the same segment replaces an earlier one)."""
+        cur = self.db.cursor()
+        cur.row_factory = None
+        return cur.execute(
+            "SELECT sample_id, segment, verdict FROM verdicts WHERE explanation_id=? AND source='critic' "
+            "ORDER BY id",
+            (expl_id,),
+        ).fetchall()
+
+    def sample_verdict_rows(self, expl_id: int, sample_id: int) -> list[sqlite3.Row]:
+        """Every verdict (critic's and expert's) on one image of explanation ``expl_id``, in the order
+        stored."""
+        return self.db.execute(
+            "SELECT * FROM verdicts WHERE explanation_id=? AND sample_id=? ORDER BY id", (expl_id, sample_id)
+        ).fetchall()
+
+    def has_verdicts(self, expl_id: int, source: str | None = None) -> bool:
+        """Whether explanation ``expl_id`` has any verdict (from ``source``: 'critic' or 'expert')."""
+        if source is None:
+            q, args = "SELECT 1 FROM verdicts WHERE explanation_id=? LIMIT 1", (expl_id,)
+        else:
+            q, args = "SELECT 1 FROM verdicts WHERE explanation_id=? AND source=? LIMIT 1", (expl_id, source)
+        return self.db.execute(q, args).fetchone() is not None
+
     def critiques(self, expl_id: int) -> list[sqlite3.Row]:
+        """The critic's critiques of explanation ``expl_id`` (one per image and critique run), oldest
+        first."""
         return self.db.execute(
             "SELECT * FROM critiques WHERE explanation_id=? ORDER BY id", (expl_id,)
         ).fetchall()
@@ -253,6 +325,19 @@ class VerdictStore:
             )
             params = {"run_id": run_id, "model_id": model_id, "split": split, "values": values}
             self.audit("metrics", params, {"detail": audit_log.json_hash(detail)})
+
+    def accuracy_details(self, split: str, model_ids: list[int]) -> list[sqlite3.Row]:
+        """The stored evaluations (run_id, model_id, detail) of the given models on ``split``: the accuracy
+        rows that carry a detail, by run then as stored (empty for no models)."""
+        ids = [int(m) for m in model_ids]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return self.db.execute(
+            f"SELECT run_id, model_id, detail FROM metrics WHERE split=? AND name='accuracy' "
+            f"AND detail IS NOT NULL AND model_id IN ({marks}) ORDER BY run_id, id",
+            (split, *ids),
+        ).fetchall()
 
 
 def _verdict_params(
