@@ -63,9 +63,7 @@ class SampleTable:
 
 def sample_table(project) -> SampleTable:
     """Read the samples with one query (fast at 50,000 rows: no per-row lookups, no Row objects)."""
-    cur = project.db.cursor()
-    cur.row_factory = None
-    rows = cur.execute("SELECT id, label, split, COALESCE(grp, ''), path FROM samples ORDER BY id").fetchall()
+    rows = project.sample_columns()
     if not rows:
         return SampleTable(
             np.zeros(0, np.int64),
@@ -105,9 +103,7 @@ def model_predictions(
 
     state = ensure_state(state)
     cache = predictions_cache_path(project, model_id)
-    cur = project.db.cursor()
-    cur.row_factory = None
-    ids = np.asarray([r[0] for r in cur.execute("SELECT id FROM samples ORDER BY id")], dtype=np.int64)
+    ids = np.asarray(project.sample_ids(), dtype=np.int64)
     if cache.is_file():
         try:
             t = load_file(str(cache))
@@ -119,7 +115,7 @@ def model_predictions(
             log.warning("cached predictions %s are unreadable; recomputing", cache.name, exc_info=True)
     model, _ = project.load_model(model_id)
     probs = np.full((len(ids), len(project.classes)), np.nan, dtype=np.float32)
-    splits = [r[0] for r in cur.execute("SELECT DISTINCT split FROM samples ORDER BY split")]
+    splits = project.sample_splits()
     for k, split in enumerate(splits):
         part = state.child(k / len(splits), (k + 0.5) / len(splits))
         data = project.load_split(split, part)
@@ -193,13 +189,7 @@ def verdict_status(project, expl_id: int) -> dict[int, VerdictStatus]:
     """sample id -> VerdictStatus for every image of the explanation that has verdicts."""
     effective = project.effective_verdicts(expl_id)
     critic: dict[tuple[int, int], str] = {}
-    cur = project.db.cursor()
-    cur.row_factory = None
-    for sid, seg, verdict in cur.execute(
-        "SELECT sample_id, segment, verdict FROM verdicts WHERE explanation_id=? AND source='critic' "
-        "ORDER BY id",
-        (expl_id,),
-    ):
+    for sid, seg, verdict in project.critic_verdicts(expl_id):
         critic[(sid, seg)] = verdict
     out: dict[int, VerdictStatus] = {}
     for sid, segments in effective.items():
@@ -317,12 +307,7 @@ def alignment_membership(project, table: SampleTable, set_id: int | None) -> np.
     members = np.zeros(len(table), bool)
     if set_id is None:
         return members
-    cur = project.db.cursor()
-    cur.row_factory = None
-    ids = np.asarray(
-        [r[0] for r in cur.execute("SELECT sample_id FROM alignment_members WHERE set_id=?", (set_id,))],
-        dtype=np.int64,
-    )
+    ids = np.asarray(project.alignment_sample_ids(set_id), dtype=np.int64)
     if len(ids):
         members[np.isin(table.ids, ids)] = True
     return members

@@ -120,12 +120,7 @@ def stored_evaluations(project: Project, model_ids: list[int], split: str = "tes
     ids = [int(m) for m in model_ids if m is not None]
     if not ids:
         return {}
-    marks = ",".join("?" * len(ids))
-    rows = project.db.execute(
-        f"SELECT run_id, model_id, detail FROM metrics WHERE split=? AND name='accuracy' "
-        f"AND detail IS NOT NULL AND model_id IN ({marks}) ORDER BY run_id, id",
-        (split, *ids),
-    ).fetchall()
+    rows = project.accuracy_details(split, ids)
     by_run: dict[int, dict[int, str]] = {}
     for r in rows:
         by_run.setdefault(int(r["run_id"]), {})[int(r["model_id"])] = r["detail"]

@@ -72,7 +72,7 @@ def qualify(
     settings.explain.validate()
     settings.segment.validate()
     settings.align.validate()
-    if project.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone() is None:
+    if not project.has_masks():
         raise ProjectError(
             "Qualification needs ground-truth artefact masks: import a manifest whose 'mask' column names a "
             "mask image for the images that carry the artefact (docs/data.md)."

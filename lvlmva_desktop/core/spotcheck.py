@@ -169,10 +169,7 @@ def draw_sample(
     strata = critic_population(project, expl_id, min_evidence)
     counts = {s: len(v) for s, v in strata.items()}
     if sum(counts.values()) == 0:
-        any_critic = project.db.execute(
-            "SELECT 1 FROM verdicts WHERE explanation_id=? AND source='critic' LIMIT 1", (expl_id,)
-        ).fetchone()
-        if any_critic is None:
+        if not project.has_verdicts(expl_id, "critic"):
             raise ProjectError(
                 f"Explanation {expl_id} has no critique yet: there is no critic verdict to check. Run the "
                 "critique first (`lvlmva critique PROJ`, or Method > Critique… in the window)."
@@ -641,9 +638,7 @@ def latest_spot_check(project: Project, expl_id: int | None = None) -> dict | No
     """The newest finished spot-check (of ``expl_id`` where it has one, else of any explanation) as the
     report shows it, recomputed from its stored sample and answers and checked against the audit log."""
 
-    rows = project.db.execute(
-        "SELECT * FROM runs WHERE kind=? AND status='finished' ORDER BY id DESC", (SPOT_CHECK,)
-    ).fetchall()
+    rows = project.finished_runs(SPOT_CHECK)
     if not rows:
         return None
     chosen = rows[0]
@@ -658,17 +653,8 @@ def latest_spot_check(project: Project, expl_id: int | None = None) -> dict | No
     answers = results.get("answers", [])
     recomputed = score(items, answers, settings.get("population") or None)
     stored = SpotCheckResult.from_dict({k: v for k, v in results.items() if k in _RESULT_KEYS})
-    logged = None  # the newest spot-check entry of this run: only those rows are read, not the whole log
-    for r in project.db.execute(
-        "SELECT id, params, hashes FROM audit_log WHERE action=? ORDER BY id DESC", (SPOT_CHECK,)
-    ):
-        try:
-            params, hashes = json.loads(r["params"]), json.loads(r["hashes"])
-        except (TypeError, ValueError):
-            continue
-        if isinstance(params, dict) and params.get("run_id") == chosen["id"]:
-            logged = {"id": r["id"], "hashes": hashes}
-            break
+    # the newest spot-check entry of this run: only those rows are read, not the whole log
+    logged = project.logged_entry(SPOT_CHECK, "run_id", chosen["id"])
     proven = (
         logged is not None
         and isinstance(logged["hashes"], dict)

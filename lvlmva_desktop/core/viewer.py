@@ -35,11 +35,7 @@ class SampleImages:
 def load_samples(project: Project, sample_ids: list[int]) -> SampleImages:
     """Decode a few images exactly as ``load_split`` does, without decoding (or loading) a whole split."""
     ids = [int(s) for s in sample_ids]
-    rows: dict = {}
-    for start in range(0, len(ids), 500):  # SQLite limits the number of bound parameters
-        part = ids[start : start + 500]
-        q = f"SELECT * FROM samples WHERE id IN ({','.join('?' * len(part))})"
-        rows.update({r["id"]: r for r in project.db.execute(q, part)})
+    rows = project.sample_rows(ids)
     missing = [s for s in ids if s not in rows]
     if missing:
         raise ProjectError(f"No image {missing[0]} in this project.")
@@ -158,9 +154,7 @@ def segment_verdict_rows(
         raise ProjectError(f"Image {sample_id} is not in the alignment set of explanation {expl_id}.")
     evidence = t["evidence"][ids.index(sample_id)].tolist()
     latest: dict[str, dict] = {"critic": {}, "expert": {}}
-    for r in project.db.execute(
-        "SELECT * FROM verdicts WHERE explanation_id=? AND sample_id=? ORDER BY id", (expl_id, sample_id)
-    ):
+    for r in project.sample_verdict_rows(expl_id, sample_id):
         latest.setdefault(r["source"], {})[r["segment"]] = r
     effective = project.effective_verdicts(expl_id).get(sample_id, {})
     out = []
