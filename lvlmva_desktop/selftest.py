@@ -125,10 +125,7 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
         folder = create_demo_project(tmp / "project", n_train=120, n_test=60, size=32)
         project = Project.open(folder)
         s["project"] = project
-        n = {
-            split: project.db.execute("SELECT COUNT(*) FROM samples WHERE split=?", (split,)).fetchone()[0]
-            for split in ("train", "test")
-        }
+        n = {split: project.count_samples(split) for split in ("train", "test")}
         return f"{n['train']} training and {n['test']} test images, classes {', '.join(project.classes)}"
 
     def train() -> str:

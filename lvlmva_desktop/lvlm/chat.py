@@ -15,13 +15,11 @@ them) and the model's prediction, and its transcript is stored with no explanati
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 from ..core import audit
 from ..core.critic import CritiqueRequest
 from ..core.jobs import TaskState
-from ..core.project import current_user
 from .backend import ChatRequest, GenerationSettings, LVLMBackend, text_message, user_message
 from .prompts import TemplateSet
 from .render import render_views, segment_context
@@ -122,12 +120,7 @@ SUMMARY_ROLE = "summary"
 
 def in_alignment_set(project, expl_id: int, sample_id: int) -> bool:
     """Whether an explanation covers the image (it explains every member of its alignment set)."""
-    row = project.db.execute(
-        "SELECT 1 FROM alignment_members m JOIN explanations e ON m.set_id = e.set_id "
-        "WHERE e.id=? AND m.sample_id=? LIMIT 1",
-        (expl_id, sample_id),
-    ).fetchone()
-    return row is not None
+    return project.explains_sample(expl_id, sample_id)
 
 
 def require_in_alignment_set(project, expl_id: int, sample_id: int) -> None:
@@ -298,24 +291,19 @@ def ask_and_store(
         state.check()
     answer = "".join(pieces).strip()
     model = json.dumps(chat.backend.identity(), default=str)
-    with project.transaction() as db:
-        for role, text, m in (("user", question, ""), ("assistant", answer, model)):
-            db.execute(
-                "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (expl_id, sample_id, role, text, m, time.time(), current_user()),
-            )
-        identity = chat.backend.identity()
-        project.audit(
-            "chat",
-            {
-                "explanation_id": expl_id,
-                "sample_id": sample_id,
-                "model": identity,
-                "trust_remote_code": audit.trust_remote_code_in(identity),
-            },
-            {"question": audit.text_hash(question), "answer": audit.text_hash(answer)},
-        )
+    identity = chat.backend.identity()
+    project.add_chat_exchange(
+        expl_id,
+        sample_id,
+        [("user", question, ""), ("assistant", answer, model)],
+        {
+            "explanation_id": expl_id,
+            "sample_id": sample_id,
+            "model": identity,
+            "trust_remote_code": audit.trust_remote_code_in(identity),
+        },
+        {"question": audit.text_hash(question), "answer": audit.text_hash(answer)},
+    )
     return answer
 
 

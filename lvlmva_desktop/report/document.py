@@ -166,18 +166,13 @@ def _round(project: Project) -> tuple[int | None, int | None, int | None]:
         return s.get("explanation_id"), s.get("model_id"), res.get("model_id")
     expl = project.latest_id("explanations")
     if expl is not None:
-        row = project.db.execute("SELECT model_id FROM explanations WHERE id=?", (expl,)).fetchone()
-        return expl, row["model_id"], None
-    first = project.db.execute("SELECT id FROM models WHERE kind!='rrr' ORDER BY id LIMIT 1").fetchone()
-    return None, first["id"] if first else None, None
+        return expl, project.explanation_model(expl), None
+    return None, project.first_unaligned_model(), None
 
 
 def _data(project: Project) -> dict:
-    splits = {
-        r["split"]: r["n"]
-        for r in project.db.execute("SELECT split, COUNT(*) n FROM samples GROUP BY split ORDER BY split")
-    }
-    n_masks = project.db.execute("SELECT COUNT(*) FROM samples WHERE mask_path IS NOT NULL").fetchone()[0]
+    splits = project.split_counts()
+    n_masks = project.count_with_masks()
     imports = [
         {
             "created": when(r["created"]),
@@ -185,7 +180,7 @@ def _data(project: Project) -> dict:
             "n": r["n_imported"],
             "skipped": r["n_skipped"],
         }
-        for r in project.db.execute("SELECT * FROM imports ORDER BY id")
+        for r in project.imports()
     ]
     return {
         "hash": project.data_hash(),
@@ -199,7 +194,7 @@ def _data(project: Project) -> dict:
 def _descriptions(project: Project, expl_id: int | None) -> dict:
     history = project.class_descriptions_history()
     used: dict[int, list[int]] = {}
-    for r in project.db.execute("SELECT id, settings FROM runs WHERE kind='critique' ORDER BY id"):
+    for r in project.runs("critique"):
         s = json.loads(r["settings"] or "{}")
         if expl_id is None or s.get("explanation_id") == expl_id:
             used.setdefault(s.get("class_descriptions_version"), []).append(r["id"])
@@ -219,7 +214,7 @@ def _descriptions(project: Project, expl_id: int | None) -> dict:
 def _critic(project: Project, expl_id: int | None) -> dict:
     runs = [
         _run_row(r)
-        for r in project.db.execute("SELECT * FROM runs WHERE kind='critique' ORDER BY id")
+        for r in project.runs("critique")
         if expl_id is not None and json.loads(r["settings"] or "{}").get("explanation_id") == expl_id
     ]
     have = project.prompt_templates()  # read only: the report must not copy the defaults into the project
@@ -298,11 +293,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
     for r in rows:
         by_sample.setdefault(r["sample_id"], []).append(r)
     latest: dict[int, sqlite3.Row] = {c["sample_id"]: c for c in project.critiques(expl_id)}
-    entropy = {
-        m["sample_id"]: m["entropy"] for m in project.db.execute(
-            "SELECT sample_id, entropy FROM alignment_members WHERE set_id=?", (row["set_id"],)
-        )
-    }  # fmt: skip
+    entropy = project.alignment_entropies(row["set_id"])
     overrides = [
         {
             "sample_id": r["sample_id"],
@@ -311,9 +302,7 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
             "author": r["author"],
             "time": when(r["created"]),
         }
-        for r in project.db.execute(
-            "SELECT * FROM verdicts WHERE explanation_id=? AND source='expert' ORDER BY id", (expl_id,)
-        )
+        for r in project.expert_verdict_rows(expl_id)
     ]
     critic_of = {(r["sample_id"], r["segment"]): r["critic_verdict"] for r in rows}
     for o in overrides:
@@ -374,10 +363,7 @@ def audit_status(project: Project) -> dict:
         anchor = None
     out = {"present": False, "ok": None, "status": "no audit log", "n_entries": 0, "head": "", "problems": [],
            "warnings": [], "anchor": anchor, "recent": []}  # fmt: skip
-    exists = project.db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit_log'"
-    ).fetchone()
-    if exists is None:
+    if not project.has_audit_log():
         if anchor and int(anchor.get("id") or 0) > 0:  # the manifest knows entries: the table was removed
             out.update(ok=False, status="TAMPERED: the audit log was removed",
                        problems=[f"the manifest records {anchor['id']} entries but the log table is gone"])  # fmt: skip
@@ -442,7 +428,7 @@ def gather_report(
             + (f"; {content.n_problems - len(first)} more" if content.n_problems > len(first) else "")
             + "). A report must show only verified content; `lvlmva audit PROJ --verify` lists every difference."
         )
-    runs = [_run_row(r) for r in project.db.execute("SELECT * FROM runs ORDER BY id")]
+    runs = [_run_row(r) for r in project.runs()]
     metrics = comparison(project, before, after) if before is not None else None
     state.check()
     state.progress(0.1, None, "verdicts and thumbnails")

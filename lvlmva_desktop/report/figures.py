@@ -168,12 +168,7 @@ def representative_heatmaps(
         if sid in position:
             k = position[sid]
             masks[k] &= t["segments"][k].long() != int(seg)
-    overridden = {
-        int(r[0])
-        for r in project.db.execute(
-            "SELECT sample_id FROM verdicts WHERE explanation_id=? AND source='expert'", (expl_id,)
-        )
-    }
+    overridden = {int(s) for s in project.expert_verdicts(expl_id)}
     has_mask = masks.flatten(1).any(1)
     candidates = [i for i, s in enumerate(ids) if s in overridden or bool(has_mask[i])]
     # rank by the stored share inside the spurious mask: the most to lose, bounded for slow models
