@@ -174,7 +174,7 @@ class ChatPane(QWidget):
         from ..lvlm import chat as lchat  # here, not at the top: it imports torch (the window comes first)
 
         self._in_set = lchat.chat_explanation(p, self._expl_id, self._sample_id) is not None
-        row = p.db.execute("SELECT label, split FROM samples WHERE id=?", (self._sample_id,)).fetchone()
+        row = p.sample_row(self._sample_id)
         self._class_name = p.classes[int(row["label"])] if row is not None else ""
         split = row["split"] if row is not None else ""
         self.stack.setCurrentIndex(1)

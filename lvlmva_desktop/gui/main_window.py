@@ -456,16 +456,13 @@ class MainWindow(QMainWindow):
             self.messages.post("warning", "A step was interrupted", notice)
         from .review import remembered_position
 
-        first = self.session.project.db.execute("SELECT id FROM samples ORDER BY id LIMIT 1").fetchone()
+        first = self.session.project.first_sample_id()
         stopped = remembered_position(self.session.root)
-        if (
-            stopped is not None
-            and self.session.project.db.execute("SELECT 1 FROM samples WHERE id=?", (stopped,)).fetchone()
-        ):
+        if stopped is not None and self.session.project.sample_row(stopped) is not None:
             self.session.select_sample(stopped)  # where the review stopped last time
             self.messages.post("info", "Review", f"You stopped the review at image #{stopped}; N goes on.")
         elif first is not None and self.session.current_sample < 0:
-            self.session.select_sample(int(first[0]))  # the viewer shows an image from the start
+            self.session.select_sample(first)  # the viewer shows an image from the start
         return True
 
     def _show_segment(self, sample_id: int, segment: int) -> None:
@@ -498,7 +495,7 @@ class MainWindow(QMainWindow):
         p = self.session.project
         if p is None:
             return
-        n_train = p.db.execute("SELECT COUNT(*) FROM samples WHERE split='train'").fetchone()[0]
+        n_train = p.count_samples("train")
         n = self.session.pipeline_settings().sampling.n
         if 0 < n_train <= n:
             self.messages.post(
@@ -808,8 +805,7 @@ class MainWindow(QMainWindow):
         missing = {a: "" for a in self.method_actions}
         if s.project is None:
             return {a: "Open or create a project first (File menu)." for a in self.method_actions}
-        db = s.project.db
-        if db.execute("SELECT 1 FROM samples WHERE split='train' LIMIT 1").fetchone() is None:
+        if not s.project.has_samples("train"):
             missing[self.act_train] = "The project has no training images: import images first."
         if s.original_model_id() is None:
             need = "Train or import the original model first (Method > Train)."
@@ -828,7 +824,7 @@ class MainWindow(QMainWindow):
         if expl is None:
             need = "Explain the alignment set first (Method > Explain)."
             missing[self.act_critique] = missing[self.act_align] = missing[self.act_explain] or need
-        elif db.execute("SELECT 1 FROM verdicts WHERE explanation_id=? LIMIT 1", (expl,)).fetchone() is None:
+        elif not s.project.has_verdicts(expl):
             missing[self.act_align] = (
                 "No verdicts yet: run the critique (Method > Critique) or give your own."
             )

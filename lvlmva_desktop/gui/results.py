@@ -189,7 +189,7 @@ class ResultsPane(QWidget):
         the model it came from, and the latest original if it was not retrained yet."""
         project = self.session.project
         out = []
-        for r in project.db.execute("SELECT * FROM models WHERE kind='rrr' ORDER BY id DESC"):
+        for r in project.models("rrr", newest_first=True):
             before = r["parent_id"] if r["parent_id"] is not None else self.session.original_model_id()
             if before is not None:
                 out.append((int(before), int(r["id"]), f"Model {r['id']} · {r['name']}  vs  model {before}"))

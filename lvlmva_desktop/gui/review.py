@@ -308,11 +308,7 @@ class ReviewPane(QWidget):
         p = self.session.project
         if p is None or not ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        return {
-            int(r[0]): int(r[1])
-            for r in p.db.execute(f"SELECT id, label FROM samples WHERE id IN ({marks})", ids)
-        }
+        return p.sample_labels(ids)
 
     def _mark_current(self) -> None:
         cur = self.session.current_sample
@@ -397,9 +393,9 @@ class ReviewPane(QWidget):
         p = self.session.project
         if p is None or self.expl_id is None:
             return []
-        for row in p.db.execute("SELECT info FROM models WHERE kind='rrr' ORDER BY id DESC"):
+        for row in p.models("rrr", newest_first=True):
             try:
-                info = json.loads(row[0] or "{}")
+                info = json.loads(row["info"] or "{}")
             except ValueError:
                 continue
             if info.get("explanation_id") == self.expl_id:

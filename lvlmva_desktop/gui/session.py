@@ -106,15 +106,9 @@ class Session(QObject):
             self.currentSampleChanged.emit(sample_id)
 
     # -- what the project holds now (latest of each) ------------------------------------------------------
-    def _latest(self, sql: str, args: tuple = ()) -> int | None:
-        if self.project is None:
-            return None
-        row = self.project.db.execute(sql, args).fetchone()
-        return int(row[0]) if row is not None else None
-
     def original_model_id(self) -> int | None:
         """The audited model: the latest trained or imported one (never an aligned one)."""
-        return self._latest("SELECT id FROM models WHERE kind IN ('erm','imported') ORDER BY id DESC LIMIT 1")
+        return self.project.latest_original_model() if self.project is not None else None
 
     def aligned_model_id(self) -> int | None:
         """The latest model made by alignment (RRR fine-tuning), if any."""
@@ -176,10 +170,8 @@ class Session(QObject):
             return
         try:
             settings = json.loads(path.read_text(encoding="utf-8")).get("pipeline", {})
-            row = self.project.db.execute(
-                "SELECT hashes FROM audit_log WHERE action='settings' ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-            if row is not None and json.loads(row[0]).get("settings") == audit.json_hash(settings):
+            logged = self.project.latest_audit_hashes("settings")
+            if logged is not None and logged.get("settings") == audit.json_hash(settings):
                 return
             self.project.record_settings(
                 f"{SETTINGS_FILE} (changed before the program stopped; logged on reopening)", settings

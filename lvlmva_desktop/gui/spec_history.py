@@ -42,10 +42,7 @@ def critique_runs_by_version(project) -> dict[str, dict[int, list[int]]]:
     Failed runs are left out; a cancelled run used its versions for the images it finished.
     """
     out: dict[str, dict[int, list[int]]] = {p: {} for p in PARTS}
-    rows = project.db.execute(
-        "SELECT id, settings FROM runs WHERE kind='critique' AND status != 'failed' ORDER BY id"
-    ).fetchall()
-    for r in rows:
+    for r in project.runs("critique", include_failed=False):
         try:
             s = json.loads(r["settings"] or "{}")
         except ValueError:

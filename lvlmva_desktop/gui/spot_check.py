@@ -176,11 +176,7 @@ class SpotCheckDialog(QDialog):
                     self.session.report(e, "Reading the critic's verdicts")
                     pop = {}
                 n = sum(len(v) for v in pop.values())
-                critic_any = project.db.execute(
-                    "SELECT 1 FROM verdicts WHERE explanation_id=? AND source='critic' LIMIT 1",
-                    (self.expl_id,),
-                ).fetchone()
-                if critic_any is None:
+                if not project.has_verdicts(self.expl_id, "critic"):
                     problem = (
                         "There is no critique yet: there is no critic verdict to check. Critique the "
                         "explanations first (Method > Critique…)."

@@ -237,17 +237,13 @@ class TrainingPane(QWidget):
         self._load_settings()
 
     # -- what can run -------------------------------------------------------------------------------------
-    def _count(self, sql: str, args: tuple = ()) -> int:
-        return int(self.session.project.db.execute(sql, args).fetchone()[0])
-
     def _align_inputs(self) -> tuple[int, int] | str:
         """(model, explanation) to retrain with, or why that is not possible yet."""
         expl = self.session.explanation_id()
         if expl is None:
             return "Sample and explain an alignment set and judge its segments before retraining."
-        model = self.session.project.db.execute("SELECT model_id FROM explanations WHERE id=?", (expl,))
-        model_id = int(model.fetchone()[0])
-        if self._count("SELECT COUNT(*) FROM verdicts WHERE explanation_id=?", (expl,)) == 0:
+        model_id = self.session.project.explanation_model(expl)
+        if not self.session.project.has_verdicts(expl):
             return "No verdicts yet: run the critique or judge the segments, then retrain with the verdicts."
         return model_id, expl
 
@@ -255,7 +251,7 @@ class TrainingPane(QWidget):
         """(can train, can align, what to do next) for the project as it is now."""
         if self.session.project is None:
             return False, False, "Open or create a project to train a model."
-        if self._count("SELECT COUNT(*) FROM samples WHERE split='train'") == 0:
+        if not self.session.project.has_samples("train"):
             return False, False, "The project has no training images yet: import images first."
         original = self.session.original_model_id()
         if original is None:

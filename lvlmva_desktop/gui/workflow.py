@@ -37,7 +37,7 @@ def sampled_text(session: Session, set_id: int, settings: Any) -> tuple[str, str
     n = len(session.project.alignment_members(set_id)) if session.project is not None else 0
     n_train = 0
     if session.project is not None:
-        n_train = session.project.db.execute("SELECT COUNT(*) FROM samples WHERE split='train'").fetchone()[0]
+        n_train = session.project.count_samples("train")
     text = (
         f"Alignment set #{set_id}: {n} training images chosen by the '{settings.strategy}' strategy "
         f"(of {n_train}). Next: Method > Explain."
@@ -116,7 +116,7 @@ def _evaluate(
     """Measure freshly trained models on the test images so the results view fills (skipped without any)."""
     from ..core.pipeline import evaluate_models
 
-    if project.db.execute("SELECT 1 FROM samples WHERE split='test' LIMIT 1").fetchone() is None:
+    if not project.has_samples("test"):
         return {}
     state.info("measuring on the test images")
     return evaluate_models(project, model_ids, s.evaluate, device, state.child(start, 1.0))
