@@ -100,9 +100,6 @@ _SQL_OWNERS = (
     "lvlmva_desktop/core/lock.py",
     "lvlmva_desktop/core/export.py",
 )
-#: TEMPORARY: modules whose SQL is still being moved into the store's named queries (issue 16); remove each
-#: as it is converted (the test below fails for an entry that runs no SQL any more)
-_SQL_PENDING = ("lvlmva_desktop/core/pipeline.py", "lvlmva_desktop/cli/steps.py")
 _SQL_CALL = re.compile(r"\bdb\.execute\(|\.db\.execute\b|executemany\(|\bdb\.cursor\(")
 
 
@@ -110,19 +107,11 @@ def test_only_the_store_runs_sql():
     """No module outside the store runs SQL on the project's database (``db.execute(``, ``executemany(``,
     or a cursor of ``db``): what it needs is a named query on Project or one of its parts."""
     offenders: list[str] = []
-    pending_with_sql: set[str] = set()
     for path in sorted((ROOT / "lvlmva_desktop").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         if rel.startswith(_SQL_OWNERS):
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if _SQL_CALL.search(line):
-                if rel in _SQL_PENDING:
-                    pending_with_sql.add(rel)
-                else:
-                    offenders.append(f"{rel}:{number}: {line.strip()}")
+                offenders.append(f"{rel}:{number}: {line.strip()}")
     assert not offenders, "SQL outside the store (add a named query to core/store/):\n" + "\n".join(offenders)
-    done = sorted(set(_SQL_PENDING) - pending_with_sql)
-    assert not done, (
-        f"{done} run no SQL any more: remove them from _SQL_PENDING in tests/test_architecture.py"
-    )

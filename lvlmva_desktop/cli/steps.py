@@ -179,11 +179,7 @@ def cmd_sample(args):
         mid = latest(p, "models", args.model, "model")
         with Bar(args.quiet) as state:
             sid = sample_alignment_set(p, mid, s.sampling, device_of(args), state)
-        res = json.loads(
-            p.db.execute(
-                "SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets WHERE id=?)", (sid,)
-            ).fetchone()[0]
-        )
+        res = json.loads(p.alignment_set_run(sid)["results"])
         print(
             f"Alignment set {sid}: {res['n']} images ({s.sampling.strategy}) from model {mid}; "
             f"{res['artefact_share']:.0%} carry a known artefact."
@@ -196,10 +192,7 @@ def cmd_explain(args):
     s = pipeline_settings(args)
     with open_project(args) as p:
         set_id = latest(p, "alignment_sets", args.set_id, "alignment set")
-        mid = (
-            args.model
-            or p.db.execute("SELECT model_id FROM alignment_sets WHERE id=?", (set_id,)).fetchone()[0]
-        )
+        mid = args.model or p.alignment_set_model(set_id)
         with Bar(args.quiet) as state:
             eid = explain_alignment_set(p, mid, set_id, s.explain, s.segment, device_of(args), state)
         used = json.loads(p.explanation_row(eid)["settings"]).get("attribution", {})
@@ -318,7 +311,7 @@ def cmd_show(args):
                 f"its images are {', '.join(map(str, ids[:12]))}{' ...' if len(ids) > 12 else ''}."
             )
         k = ids.index(args.sample)
-        row = p.db.execute("SELECT * FROM samples WHERE id=?", (args.sample,)).fetchone()
+        row = p.sample_row(args.sample)
         print(
             f"Image {args.sample}: {row['path']} (class {p.classes[row['label']]}, group {row['grp'] or '-'})"
         )
@@ -364,7 +357,7 @@ def cmd_align(args):
     s = pipeline_settings(args)
     with open_project(args) as p:
         eid = latest(p, "explanations", args.explanation, "explanation")
-        mid = args.model or p.db.execute("SELECT model_id FROM explanations WHERE id=?", (eid,)).fetchone()[0]
+        mid = args.model or p.explanation_model(eid)
         with Bar(args.quiet) as state:
             new = align_model(p, mid, eid, s.align, device_of(args), state)
         info = json.loads(p.model_row(new)["info"] or "{}")
@@ -512,7 +505,7 @@ def cmd_status(args):
                 print(f"  {split}: {n} images")
         for r in p.models():
             print(f"  model {r['id']}: {r['name']} [{r['kind']}] sha256 {r['sha256'][:12]}")
-        for r in p.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 10"):
+        for r in p.recent_runs(10):
             print(f"  run {r['id']}: {r['kind']} {r['status']}" + (f" ({r['error']})" if r["error"] else ""))
         for line in interrupted_lines(p):
             print(line)

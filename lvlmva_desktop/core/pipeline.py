@@ -334,9 +334,7 @@ def verdict_accuracy_of(project: Project, expl_id: int, reqs: list[CritiqueReque
 
 def has_artefact_masks(project: Project) -> bool:
     """Whether the data has ground-truth artefact masks (then verdict accuracy and the simulated critic apply)."""
-    return (
-        project.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone() is not None
-    )
+    return project.has_masks()
 
 
 def alignment_masks(
@@ -607,9 +605,7 @@ def run_pipeline(
             device,
             state.child(0.85, 1.0),
         )
-        set_run = project.db.execute(
-            "SELECT results FROM runs WHERE id=(SELECT run_id FROM alignment_sets WHERE id=?)", (set_id,)
-        ).fetchone()
+        set_run = project.alignment_set_run(set_id)
         version, _ = project.class_descriptions()
         results = {
             "run_id": run.id,
