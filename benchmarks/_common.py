@@ -17,9 +17,9 @@ def project_for(name: str, seed: int, out: Path, params: dict, size: int, channe
     """Generate the data set (once per name/seed/params) and open its project."""
     import json
 
-    from lvlmva_desktop.core.benchsets import GENERATORS, default_class_descriptions
-    from lvlmva_desktop.core.data import import_csv_manifest
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.data.benchsets import GENERATORS, default_class_descriptions
+    from lvlmva_desktop.core.data.importing import import_csv_manifest
+    from lvlmva_desktop.core.store.project import Project
 
     tag = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
     folder = out / f"{name}-seed{seed}-{tag}"

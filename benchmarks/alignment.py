@@ -1,9 +1,9 @@
 """Alignment benchmark: ERM vs RRR with ground-truth masks vs LVLM-VA with simulated critics, on any set.
 
-Every set runs with the program's defaults (core/settings.py): nothing here is tuned per set. A set is
+Every set runs with the program's defaults (core/method/settings.py): nothing here is tuned per set. A set is
 described only by its data (generator parameters, image size, channels) and the user's model (the
-architecture); the penalty strength chooses itself (core/strength.py). For each set and seed the script
-runs `core.qualify.qualify` (the function behind `lvlmva qualify`): ERM, RRR-GT (set), and LVLM-VA with the
+architecture); the penalty strength chooses itself (core/method/strength.py). For each set and seed the script
+runs `core.method.qualify.qualify` (the function behind `lvlmva qualify`): ERM, RRR-GT (set), and LVLM-VA with the
 simulated critic at verdict accuracy 1.0 / 0.87 / 0.42 with the consistency check, then prints the table
 over seeds, the share of the ERM -> RRR-GT (set) WGA gap each critic recovers on the mean and per seed, and
 what the consistency check held back.
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from _common import ROOT, project_for
 
-from lvlmva_desktop.core.qualify import CRITIC_ACCURACIES, ERM, GT, qualify, seeded, sim_row
-from lvlmva_desktop.core.settings import ARCHITECTURES, PipelineSettings
+from lvlmva_desktop.core.method.qualify import CRITIC_ACCURACIES, ERM, GT, qualify, seeded, sim_row
+from lvlmva_desktop.core.method.settings import ARCHITECTURES, PipelineSettings
 
 # What describes each named set: its generator and parameters, image size and channels, and the user's
 # model architecture. No method setting lives here.
@@ -108,8 +108,8 @@ def manifest_project(manifest: Path, size: int, channels: int, out: Path):
     """A project (made once) holding the images of a user's manifest."""
     import hashlib
 
-    from lvlmva_desktop.core.data import import_csv_manifest
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.data.importing import import_csv_manifest
+    from lvlmva_desktop.core.store.project import Project
 
     key = hashlib.sha256(f"{manifest.resolve()}:{size}:{channels}".encode()).hexdigest()[:12]
     folder = out / f"manifest-{manifest.stem}-{key}"
@@ -262,7 +262,7 @@ def main() -> int:
         ap.error(f"unknown set {', '.join(unknown)}; known sets: {', '.join(SETS)} (or use --manifest CSV)")
     if args.manifest and (not args.image_size or not args.channels):
         ap.error("--manifest needs --image-size and --channels")
-    from lvlmva_desktop.core.devices import describe_device, resolve_device
+    from lvlmva_desktop.core.runtime.devices import describe_device, resolve_device
 
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")

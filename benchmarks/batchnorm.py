@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from _common import ROOT, project_for
 
-from lvlmva_desktop.core import train as train_mod
-from lvlmva_desktop.core.metrics import evaluate_predictions
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.sampling import SamplingSettings, select_alignment_set
-from lvlmva_desktop.core.settings import AlignSettings, TrainSettings
-from lvlmva_desktop.core.train import fine_tune_rrr, predict_proba, train_erm
+from lvlmva_desktop.core.method import train as train_mod
+from lvlmva_desktop.core.method.metrics import evaluate_predictions
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.sampling import SamplingSettings, select_alignment_set
+from lvlmva_desktop.core.method.settings import AlignSettings, TrainSettings
+from lvlmva_desktop.core.method.train import fine_tune_rrr, predict_proba, train_erm
 
 SETS = {
     "isic-control": {

@@ -13,12 +13,12 @@ import torch
 from _common import ROOT, project_for
 from alignment import SETS
 
-from lvlmva_desktop.core.critic import ground_truth_segment_labels
-from lvlmva_desktop.core.explain import ExplainSettings, attribute, reference_images
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.sampling import SamplingSettings, select_alignment_set
-from lvlmva_desktop.core.segment import SegmentSettings, evidence_map, ppeps_wgm
-from lvlmva_desktop.core.train import TrainSettings, predict_proba, train_erm
+from lvlmva_desktop.core.method.critic import ground_truth_segment_labels
+from lvlmva_desktop.core.method.explain import ExplainSettings, attribute, reference_images
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.sampling import SamplingSettings, select_alignment_set
+from lvlmva_desktop.core.method.segment import SegmentSettings, evidence_map, ppeps_wgm
+from lvlmva_desktop.core.method.train import TrainSettings, predict_proba, train_erm
 
 torch.set_num_threads(1)
 cfg = SETS["decoymnist"]

@@ -46,8 +46,8 @@ def build_project(folder: Path, n: int, size: int) -> Path:
     import numpy as np
     from PIL import Image
 
-    from lvlmva_desktop.core.data import import_csv_manifest
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.data.importing import import_csv_manifest
+    from lvlmva_desktop.core.store.project import Project
 
     proj = folder / "proj"
     if (proj / "project.json").exists():
@@ -103,7 +103,7 @@ def measure(proj: Path, predictions: bool) -> dict:
     app = QApplication.instance() or QApplication([])
     import numpy as np
 
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
     from lvlmva_desktop.gui.browser import BrowserPane
     from lvlmva_desktop.gui.jobs import JobRunner
     from lvlmva_desktop.gui.session import Session
@@ -215,8 +215,8 @@ def time_predictions(session) -> dict:
     """model_predictions on an untrained small_cnn: the first run (decode + predict), then the cache."""
     import torch
 
-    from lvlmva_desktop.core.browse import model_predictions
-    from lvlmva_desktop.core.models import ModelSpec, build_model
+    from lvlmva_desktop.core.method.models import ModelSpec, build_model
+    from lvlmva_desktop.core.views.browse import model_predictions
 
     p = session.project
     spec = ModelSpec("small_cnn", len(p.classes), p.channels, p.image_size)

@@ -66,8 +66,8 @@ def _small_project(folder: Path) -> Path:
 
 
 def modes(args) -> None:
-    from lvlmva_desktop.core.pipeline import critique_requests
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.method.pipeline import critique_requests
+    from lvlmva_desktop.core.store.project import Project
     from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
     from lvlmva_desktop.lvlm.local import LocalBackend
     from lvlmva_desktop.lvlm.prompts import TemplateSet
@@ -179,7 +179,7 @@ def _backend_for_shape(shape: str, device: torch.device, static_cache: bool, tmp
 def throughput(args) -> None:
     from fixtures.tiny_lvlm import sample_image
 
-    from lvlmva_desktop.core.devices import describe_device, resolve_device
+    from lvlmva_desktop.core.runtime.devices import describe_device, resolve_device
     from lvlmva_desktop.lvlm.backend import GenerationSettings, user_message
 
     device = resolve_device(args.device)

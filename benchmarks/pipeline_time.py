@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-from lvlmva_desktop.core.benchsets import GENERATORS, default_class_descriptions
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.devices import describe_device, resolve_device
-from lvlmva_desktop.core.pipeline import PipelineSettings, results_table, run_pipeline
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.data.benchsets import GENERATORS, default_class_descriptions
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.pipeline import PipelineSettings, results_table, run_pipeline
+from lvlmva_desktop.core.runtime.devices import describe_device, resolve_device
+from lvlmva_desktop.core.store.project import Project
 
 
 def main() -> None:

@@ -2,11 +2,11 @@
 
 A simulated expert reviews the alignment set image by image and corrects every segment of each image it
 reviews to the ground truth. After k reviewed images the masks are built with the program's defaults (the
-consistency check, the counterfactual penalty, the automatic strength: core.qualify's ``Setup``, the code
+consistency check, the counterfactual penalty, the automatic strength: core.method.qualify's ``Setup``, the code
 behind `lvlmva qualify` and benchmarks/alignment.py) and the original model is aligned; the worst-group
 accuracy (WGA) after alignment is recorded against k, for two orders of review:
 
-- **routed**: core.review's queue (``doubt_scores`` and ``priorities``, the functions behind the window's
+- **routed**: core.views.review's queue (``doubt_scores`` and ``priorities``, the functions behind the window's
   review queue), recomputed at every point from the verdicts as they stand, the expert's corrections
   included (they are look-alikes for the rest);
 - **random**: the images in a random order, averaged over ``--random-orders`` permutations per seed.
@@ -39,9 +39,9 @@ import torch
 from _common import ROOT, project_for
 from alignment import MIN_GROUP, SETS, method_settings
 
-from lvlmva_desktop.core.consistency import segment_descriptors
-from lvlmva_desktop.core.qualify import prepare, seeded
-from lvlmva_desktop.core.review import doubt_scores, order_of, priorities
+from lvlmva_desktop.core.method.consistency import segment_descriptors
+from lvlmva_desktop.core.method.qualify import prepare, seeded
+from lvlmva_desktop.core.views.review import doubt_scores, order_of, priorities
 
 ACCURACY = 0.87
 POINTS = (0, 10, 20, 40, 80, 120, 200)
@@ -340,7 +340,7 @@ def main() -> int:
         ap.error(f"unknown set {', '.join(unknown)}; known sets: {', '.join(SETS)}")
     if args.random_orders < 1:
         ap.error("--random-orders must be at least 1")
-    from lvlmva_desktop.core.devices import describe_device, resolve_device
+    from lvlmva_desktop.core.runtime.devices import describe_device, resolve_device
 
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")

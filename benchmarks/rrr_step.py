@@ -21,9 +21,9 @@ import time
 import torch
 from _common import ROOT  # noqa: F401
 
-from lvlmva_desktop.core.devices import channels_last, describe_device, in_layout, resolve_device
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.train import batch_loss
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.train import batch_loss
+from lvlmva_desktop.core.runtime.devices import channels_last, describe_device, in_layout, resolve_device
 
 SHAPES = {"mlp": (1, 28), "small_cnn": (3, 64), "resnet18": (3, 224), "resnet50": (3, 224)}
 

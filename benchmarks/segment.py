@@ -22,8 +22,8 @@ except ImportError:  # running from a checkout without installing the package
 
 import torch
 
-from lvlmva_desktop.core.devices import describe_device, resolve_device
-from lvlmva_desktop.core.segment import SegmentSettings, ppeps_wgm, ppeps_wgm_single
+from lvlmva_desktop.core.method.segment import SegmentSettings, ppeps_wgm, ppeps_wgm_single
+from lvlmva_desktop.core.runtime.devices import describe_device, resolve_device
 
 
 def synthetic_maps(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -45,7 +45,7 @@ def build_demo(folder: Path) -> Path:
     """The demo project with its default size (as built on the program's first start), reused later."""
     if (folder / "project.json").exists():
         return folder
-    from lvlmva_desktop.core.demo import create_demo_project
+    from lvlmva_desktop.core.data.demo import create_demo_project
 
     t = time.perf_counter()
     tmp = folder.with_name(folder.name + ".tmp")

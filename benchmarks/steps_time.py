@@ -32,7 +32,10 @@ def run(step: str, args: list[str]) -> tuple[float, float]:
     secs = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
     last = [ln for ln in out.splitlines() if ln.strip()][-3:]
-    print(f"  {step:9s} {secs:7.1f} s  {usage.ru_maxrss / 2**20:5.2f} GiB   " + " | ".join(last)[:220], flush=True)
+    print(
+        f"  {step:9s} {secs:7.1f} s  {usage.ru_maxrss / 2**20:5.2f} GiB   " + " | ".join(last)[:220],
+        flush=True,
+    )
     if rc != 0:
         print(out)
         sys.exit(f"{step} failed with exit code {rc}")

@@ -4,8 +4,8 @@ steps (issue 17).
 Builds (once, cached under bench_out/, the same project as benchmarks/gui_open.py) a project of N small
 PNG images (default 50,000 of 32x32), then measures:
 
-* the hash chain's verification (core/audit.py);
-* the content's verification (core/integrity.py), with every image file hashed and without (--quick);
+* the hash chain's verification (core/store/audit.py);
+* the content's verification (core/store/integrity.py), with every image file hashed and without (--quick);
 * what a step pays for the checks of its inputs: the image list against the log (``check_data``), and a
   decoded split's file against its logged hash (the first load after a restart hashes it; a second load in
   the same process reads the remembered answer), next to the decoding itself.
@@ -35,10 +35,10 @@ def main() -> None:
     args = ap.parse_args()
     from gui_open import build_project
 
-    from lvlmva_desktop.core import audit
-    from lvlmva_desktop.core.integrity import verify_content
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store import audit
     from lvlmva_desktop.core.store import samples as project_samples
+    from lvlmva_desktop.core.store.integrity import verify_content
+    from lvlmva_desktop.core.store.project import Project
 
     folder = Path(args.folder or ROOT / "bench_out" / f"gui-open-{args.n}")
     proj = build_project(folder, args.n, args.size)

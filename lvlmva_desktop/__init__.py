@@ -1,8 +1,8 @@
 """LVLM-VA Desktop: audit and correct small image classifiers with a local vision-language model."""
 
-from .core.offline import enforce_offline
+from lvlmva_desktop.core.runtime.offline import enforce_offline
 
-# Before any entry point can import transformers or huggingface_hub: the tool never downloads (core/offline.py).
+# Before any entry point can import transformers or huggingface_hub: the tool never downloads (core/runtime/offline.py).
 enforce_offline()
 
 __version__ = "0.1.0"

@@ -52,9 +52,9 @@ def install_excepthook(window) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.offline import enforce_offline
+    from lvlmva_desktop.core.runtime.offline import enforce_offline
 
-    enforce_offline()  # the window and its jobs never download (core/offline.py)
+    enforce_offline()  # the window and its jobs never download (core/runtime/offline.py)
     ap = argparse.ArgumentParser(prog="lvlmva-desktop", description="LVLM-VA Desktop.")
     ap.add_argument("--project", help="project folder to open (default: the demo project)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -81,15 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.cli is not None:  # the packaged program has no separate `lvlmva` executable
-        from .cli import main as cli_main
+        from lvlmva_desktop.cli import main as cli_main
 
         return cli_main(args.cli)
     if args.self_test:  # before any Qt import: it must run where no display is
-        from .selftest import run_self_test
+        from lvlmva_desktop.selftest import run_self_test
 
         return run_self_test()
     if args.headless_demo:
-        from .cli import main as cli_main
+        from lvlmva_desktop.cli import main as cli_main
 
         cmd = ["demo", "--device", args.device] + (["--folder", args.project] if args.project else [])
         return cli_main(cmd)
@@ -106,18 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from .gui import gc_guard
+    from lvlmva_desktop.gui import gc_guard
 
     gc_guard.install(app)  # cyclic garbage is collected on this thread only, never in a job's thread
     if args.measure_startup:  # queued first: its first turn comes before the project opens
-        from .gui import startup_probe
+        from lvlmva_desktop.gui import startup_probe
 
         startup_probe.install(app, args.measure_startup)
     app.setOrganizationName("LVLM-VA")
     app.setApplicationName("LVLM-VA Desktop")
-    from .gui.main_window import MainWindow
-    from .gui.session import Session
-    from .gui.theme import apply_theme
+    from lvlmva_desktop.gui.main_window import MainWindow
+    from lvlmva_desktop.gui.session import Session
+    from lvlmva_desktop.gui.theme import apply_theme
 
     apply_theme(app)
     window = MainWindow(Session(device=args.device))

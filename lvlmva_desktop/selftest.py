@@ -63,7 +63,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 def run_self_test(out: TextIO = sys.stdout) -> int:
     """Run every check, print one line each; 0 when all passed, 1 otherwise. The temporary folder goes."""
-    from .core.offline import enforce_offline
+    from lvlmva_desktop.core.runtime.offline import enforce_offline
 
     enforce_offline()
     t0 = time.perf_counter()
@@ -93,8 +93,8 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
         import torch
         import transformers
 
-        from .core import audit, critic, demo, pipeline, settings  # noqa: F401
-        from .lvlm import config, local, prompts  # noqa: F401
+        from lvlmva_desktop.core.data import demo  # noqa: F401
+        from lvlmva_desktop.lvlm import config, local, prompts  # noqa: F401
 
         s["device"] = torch.device("cpu")
         return f"torch {torch.__version__}, transformers {transformers.__version__}"
@@ -102,12 +102,10 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
     if not _check(out, results, "imports", imports):
         return results
 
-    from .core import pipeline
-    from .core.audit import verify_project
-    from .core.critic import GroundTruthCritic
-    from .core.demo import create_demo_project
-    from .core.project import Project
-    from .core.settings import (
+    from lvlmva_desktop.core.data.demo import create_demo_project
+    from lvlmva_desktop.core.method import pipeline
+    from lvlmva_desktop.core.method.critic import GroundTruthCritic
+    from lvlmva_desktop.core.method.settings import (
         AlignSettings,
         EvalSettings,
         ExplainSettings,
@@ -115,6 +113,8 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
         SegmentSettings,
         TrainSettings,
     )
+    from lvlmva_desktop.core.store.audit import verify_project
+    from lvlmva_desktop.core.store.project import Project
 
     device = s["device"]
     project: Project | None = None
@@ -130,7 +130,7 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
 
     def train() -> str:
         need("project")
-        from .core.train import predict_proba
+        from lvlmva_desktop.core.method.train import predict_proba
 
         mid = pipeline.train_original(project, "small_cnn", TrainSettings(epochs=2), device)
         s["model"] = mid
@@ -202,7 +202,7 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
 
     # -- a tiny LVLM through the real local back-end --------------------------------------------------------
     def lvlm_model() -> str:
-        from .selftest_lvlm import make_tiny_qwen2_5_vl
+        from lvlmva_desktop.selftest_lvlm import make_tiny_qwen2_5_vl
 
         t = time.perf_counter()
         folder = make_tiny_qwen2_5_vl(tmp / "tiny-lvlm")
@@ -212,9 +212,9 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
 
     def lvlm_critique() -> str:
         need("project", "model", "lvlm_folder")
-        from .lvlm.config import LVLMConfig, open_backend
-        from .lvlm.critic import CriticSettings, LVLMCritic
-        from .lvlm.prompts import TemplateSet
+        from lvlmva_desktop.lvlm.config import LVLMConfig, open_backend
+        from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
+        from lvlmva_desktop.lvlm.prompts import TemplateSet
 
         set_id = pipeline.sample_alignment_set(project, s["model"], SamplingSettings(n=2, seed=1), device)
         eid = pipeline.explain_alignment_set(

@@ -7,7 +7,7 @@ outside the project folder, the user's settings folder and the temp folder (docs
 
 import sys
 
-from lvlmva_desktop.core.sandbox import redirect_caches
+from lvlmva_desktop.core.runtime.sandbox import redirect_caches
 
 if __name__ == "__main__":
     redirect_caches()

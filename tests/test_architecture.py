@@ -73,8 +73,8 @@ def test_the_layers_contract_catches_the_core_importing_the_lvlm_package(tmp_pat
     module that imports the LVLM package, or the LVLM package importing the report, breaks the contract."""
 
     def core_imports_lvlm(pkg):
-        with (pkg / "core" / "timefmt.py").open("a") as f:
-            f.write("\nfrom ..lvlm import prompts  # noqa: E402,F401\n")
+        with (pkg / "core" / "runtime" / "timefmt.py").open("a") as f:
+            f.write("\nfrom lvlmva_desktop.lvlm import prompts  # noqa: E402,F401\n")
 
     def lvlm_imports_report(pkg):
         with (pkg / "lvlm" / "render.py").open("a") as f:
@@ -82,24 +82,16 @@ def test_the_layers_contract_catches_the_core_importing_the_lvlm_package(tmp_pat
 
     intact = _lint_copy(tmp_path / "intact", lambda pkg: None)
     assert intact.returncode == 0, intact.stdout[-3000:]
-    for edit, what in ((core_imports_lvlm, "lvlmva_desktop.core.timefmt -> lvlmva_desktop.lvlm.prompts"),
+    for edit, what in ((core_imports_lvlm, "lvlmva_desktop.core.runtime.timefmt -> lvlmva_desktop.lvlm.prompts"),
                        (lvlm_imports_report, "lvlmva_desktop.lvlm.render -> lvlmva_desktop.report.figures")):  # fmt: skip
         r = _lint_copy(tmp_path / edit.__name__, edit)
         assert r.returncode != 0, r.stdout[-3000:]
         assert "Layers" in r.stdout and "BROKEN" in r.stdout and what in r.stdout, r.stdout[-3000:]
 
 
-#: where the project's SQL may run: the store (its parts, the lifecycle, the audit log and its checks, the
-#: writer lock, the export); every other module asks the store's named queries (issue 16)
-_SQL_OWNERS = (
-    "lvlmva_desktop/core/store/",
-    "lvlmva_desktop/core/project.py",
-    "lvlmva_desktop/core/audit.py",
-    "lvlmva_desktop/core/integrity.py",
-    "lvlmva_desktop/core/recovery.py",
-    "lvlmva_desktop/core/lock.py",
-    "lvlmva_desktop/core/export.py",
-)
+#: where the project's SQL may run: the store, core/store/ (its parts, the lifecycle, the audit log and its
+#: checks, the writer lock, recovery, the export); every other module asks its named queries (issue 16)
+_SQL_OWNERS = ("lvlmva_desktop/core/store/",)
 _SQL_CALL = re.compile(r"\bdb\.execute\(|\.db\.execute\b|executemany\(|\bdb\.cursor\(")
 
 

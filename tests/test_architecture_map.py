@@ -158,13 +158,15 @@ def test_every_command_in_the_map_is_a_subcommand_of_lvlmva(rows):
 def test_the_checks_fail_on_names_that_do_not_exist():
     """The parser and resolver are strict: a made-up file, name, menu text or row shape is caught."""
     with pytest.raises(AttributeError):
-        resolve("core.pipeline.no_such_step")
+        resolve("core.method.pipeline.no_such_step")
     with pytest.raises((ModuleNotFoundError, AttributeError)):
         resolve("core.no_such_module.run")
     assert "Method" in gui_texts() and "2 Sample" in gui_texts() and "9 Nothing" not in gui_texts()
     bad = f"{SECTION}\n\n| step | files |\n|---|---|\n| a | b | c |\n"
     with pytest.raises(AssertionError):
         map_rows(bad)
-    rows = map_rows(f"{SECTION}\n\n| step | files |\n|---|---|\n| x | `core/x.py`, *File > Quit* |\n\n## Next")
+    rows = map_rows(
+        f"{SECTION}\n\n| step | files |\n|---|---|\n| x | `core/x.py`, *File > Quit* |\n\n## Next"
+    )
     assert rows == [{"step": "x", "files": "`core/x.py`, *File > Quit*"}]
     assert spans(rows[0]["files"]) == ["core/x.py"] and italics(rows[0]["files"]) == ["File > Quit"]

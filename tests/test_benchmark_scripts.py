@@ -32,7 +32,7 @@ def test_a_manifest_needs_its_image_size_and_channels(tmp_path):
 
 @pytest.mark.slow  # 45 s on 2 busy cores (issue 16)
 def test_any_labelled_manifest_runs_the_table_with_the_defaults(tmp_path):
-    from lvlmva_desktop.core.benchsets import generate_surface
+    from lvlmva_desktop.core.data.benchsets import generate_surface
 
     manifest = generate_surface(
         tmp_path / "data", seed=0, n_train=80, n_test=100, size=32, artefact="dot", p_defective=0.9

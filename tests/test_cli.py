@@ -216,7 +216,7 @@ def test_critique_needs_a_critic_and_seed_reaches_the_simulated_one(tmp_path, ca
     assert "Choose the critic with --critic" in capsys.readouterr().err
     assert main(["critique", str(proj), "--quiet", "--critic", "simulated", "--verdict-accuracy", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(proj, read_only=True) as p:
         before = p.db.execute("SELECT COUNT(*) FROM runs WHERE kind='critique'").fetchone()[0]

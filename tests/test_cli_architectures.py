@@ -9,7 +9,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.store.project import Project
 from lvlmva_desktop.report.document import attribution_text
 
 

@@ -6,7 +6,7 @@ import sqlite3
 from test_cli import _generate
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.project import DATABASE, current_user
+from lvlmva_desktop.core.store.project import DATABASE, current_user
 
 
 def test_audit_lists_verifies_and_fails_on_tampering(tmp_path, capsys):

@@ -98,8 +98,8 @@ def test_a_symlink_loop_in_a_class_folder_is_a_reported_row(tmp_path, capsys):
 
 UNREADABLE = """
 import os, sys
-from lvlmva_desktop.core.data import import_class_folders  # (and what it reads with) before the switch
-import lvlmva_desktop.core.images, PIL.PngImagePlugin
+from lvlmva_desktop.core.data.importing import import_class_folders  # (and what it reads with) before the switch
+import lvlmva_desktop.core.data.images, PIL.PngImagePlugin
 if os.geteuid() == 0:  # root reads every folder: import as an ordinary user instead
     os.setgid(65534)
     os.setuid(65534)

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.project import Project, sha256_file
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.project import Project, sha256_file
 
 FAST = ["--set", "train.epochs=1", "--set", "align.epochs=1", "--set", "sampling.n=6"]
 FAST += ["--set", "evaluate.n_attribution_images=4", "--set", "evaluate.min_group_size=1"]
@@ -54,7 +54,7 @@ def test_report_of_a_folder_that_is_no_project_is_an_error_line(tmp_path, capsys
 
 HOLD = (
     "import sys, time\n"
-    "from lvlmva_desktop.core.project import Project\n"
+    "from lvlmva_desktop.core.store.project import Project\n"
     "p = Project.open(sys.argv[1])\n"
     "print('holding', flush=True)\n"
     "time.sleep(120)\n"
@@ -62,7 +62,7 @@ HOLD = (
 
 
 def test_report_while_another_program_holds_the_project(tmp_path, capsys):
-    from lvlmva_desktop.core.demo import create_demo_project
+    from lvlmva_desktop.core.data.demo import create_demo_project
 
     proj = create_demo_project(tmp_path / "demo", n_train=32, n_test=16, size=32)
     with Project.open(proj, read_only=True) as p:

@@ -10,7 +10,7 @@ import sys
 
 from lvlmva_desktop.cli import build_parser, main
 from lvlmva_desktop.cli.common import pipeline_settings
-from lvlmva_desktop.core.settings_schema import SETTINGS_FILE
+from lvlmva_desktop.core.method.settings_schema import SETTINGS_FILE
 
 
 def _window_saved(root, **sections) -> None:

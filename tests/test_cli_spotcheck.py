@@ -16,9 +16,9 @@ from PIL import Image
 from test_cli import _generate, explained_cli_project
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.spotcheck import NO_MASKS, SPOT_CHECK, SpotItem, item_pictures
+from lvlmva_desktop.core.method.spotcheck import NO_MASKS, SPOT_CHECK, SpotItem, item_pictures
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.project import Project
 
 FAST = ["--set", "train.epochs=1", "--set", "sampling.n=80", "--set", "explain.n_background=4"]
 ACCURACY = re.compile(r"Verdict accuracy: (\d\.\d+) \(95% Wilson interval (\d\.\d+) to (\d\.\d+)\)")

@@ -19,7 +19,7 @@ import pydicom
 from pydicom.pixels import get_decoder
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.store.project import Project
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "StudyDate")

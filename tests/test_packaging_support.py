@@ -8,7 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
-from lvlmva_desktop.core.sandbox import CACHE_VARIABLES, redirect_caches
+from lvlmva_desktop.core.runtime.sandbox import CACHE_VARIABLES, redirect_caches
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_smolvlm_processors_dependency_is_installed_and_bundled():
 
 def test_a_cache_folder_someone_else_made_is_not_used(tmp_path, monkeypatch):
     """The folder's name is predictable: a link or an open folder planted there is not written to."""
-    from lvlmva_desktop.core import sandbox
+    from lvlmva_desktop.core.runtime import sandbox
 
     monkeypatch.setattr(sandbox.tempfile, "tempdir", str(tmp_path))
     mine = sandbox.cache_root()

@@ -44,7 +44,7 @@ def _fingerprint(proj: Path) -> dict[str, str]:
 
 
 def _reading_commands(proj: Path, out: Path, extra: list[str], capsys) -> dict[str, str]:
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(proj, read_only=True) as p:
         sample = int(p.explanation(p.latest_id("explanations"))[1]["sample_ids"][0])

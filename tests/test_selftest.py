@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from lvlmva_desktop import selftest
-from lvlmva_desktop.core import pipeline
+from lvlmva_desktop.core.method import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lvlmva_desktop.core.timefmt import when
+from lvlmva_desktop.core.runtime.timefmt import when
 
 WIDTH = 160  # one line per entry, cut at this width
 
@@ -34,14 +34,14 @@ def entry_line(e: dict) -> str:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from lvlmva_desktop.cli.common import tell_notes
-    from lvlmva_desktop.core import audit
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store import audit
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(args.project, read_only=True) as p:  # looking only: works beside a writer too
         tell_notes(p)
         if args.verify:
             from lvlmva_desktop.cli.common import Bar
-            from lvlmva_desktop.core.integrity import verify_content
+            from lvlmva_desktop.core.store.integrity import verify_content
 
             result = audit.verify_project(p)
             for w in result.warnings:

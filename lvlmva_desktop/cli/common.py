@@ -19,7 +19,7 @@ class Bar:
     A job's progress may go back: the LVLM critic reports its critic, judge and strict-retry passes over
     the same share of the bar, one after the other. Each time the progress goes back a new stage begins:
     the bar starts over from there and the time left is measured anew on that stage's own pace
-    (core.jobs.TimeLeft forgets the earlier stage), "unknown" until that pace is known. tqdm's own
+    (core.runtime.jobs.TimeLeft forgets the earlier stage), "unknown" until that pace is known. tqdm's own
     estimate is not shown: it divides by the average pace since the start, so a bar that went back from
     100 % to 5 % after five minutes said more than an hour. ``clock`` gives seconds (injectable for tests).
     """
@@ -27,7 +27,7 @@ class Bar:
     def __init__(self, quiet: bool, clock=None, file=None) -> None:
         import time
 
-        from lvlmva_desktop.core.jobs import TaskState, TimeLeft
+        from lvlmva_desktop.core.runtime.jobs import TaskState, TimeLeft
 
         self._clock = clock or time.monotonic
         self._new_estimate = lambda: TimeLeft(clock=self._clock)
@@ -94,9 +94,9 @@ def parse_value(v: str):
 def pipeline_settings(args: argparse.Namespace, tell="stdout"):
     """The settings a command runs with: the project's saved settings (what the expert chose in the window),
     then ``--settings FILE``, then ``--set NAME=VALUE``, then the command's own flags (--arch, --seed), each
-    winning over the ones before (core/settings_schema.py). Prints one line per setting that is not its
+    winning over the ones before (core/method/settings_schema.py). Prints one line per setting that is not its
     default, saying where it came from (to ``tell``: "stdout", a file, or None for nothing)."""
-    from lvlmva_desktop.core.settings_schema import describe_sources, resolve
+    from lvlmva_desktop.core.method.settings_schema import describe_sources, resolve
 
     flags: dict = {}
     if getattr(args, "arch", None):
@@ -118,7 +118,7 @@ def pipeline_settings(args: argparse.Namespace, tell="stdout"):
 
 
 def open_project(args: argparse.Namespace):
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     project = Project.open(args.project, read_only=bool(getattr(args, "read_only", False)))
     tell_notes(project)
@@ -132,7 +132,7 @@ def tell_notes(project) -> None:
 
 
 def device_of(args: argparse.Namespace):
-    from lvlmva_desktop.core.devices import resolve_device
+    from lvlmva_desktop.core.runtime.devices import resolve_device
 
     return resolve_device(getattr(args, "device", None))
 

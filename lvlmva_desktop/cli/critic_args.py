@@ -73,8 +73,8 @@ CRITIC_CHOICE = (
 
 
 def critic_spec_from_args(args: argparse.Namespace) -> dict:
-    """The critic chosen on the command line as the identity a critique run records (core.critic)."""
-    from lvlmva_desktop.core.critic import critic_spec
+    """The critic chosen on the command line as the identity a critique run records (core.method.critic)."""
+    from lvlmva_desktop.core.method.critic import critic_spec
 
     if args.critic is None:
         raise ValueError(CRITIC_CHOICE)

@@ -278,7 +278,7 @@ def _stdout_closed() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lvlmva_desktop.core.offline import enforce_offline
+    from lvlmva_desktop.core.runtime.offline import enforce_offline
 
     enforce_offline()  # again, in case the host changed the environment since the package import
     args = build_parser().parse_args(argv)
@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     import sqlite3
 
-    from lvlmva_desktop.core.jobs import Cancelled
-    from lvlmva_desktop.core.project import ProjectError
+    from lvlmva_desktop.core.runtime.jobs import Cancelled
+    from lvlmva_desktop.core.store.project import ProjectError
 
     try:
         rc = args.func(args)
@@ -299,14 +299,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0  # output piped into e.g. `head`, which had read enough: nothing to tell
     except (ProjectError, ValueError, OSError, RuntimeError) as e:
-        from lvlmva_desktop.core.secrets import scrub
+        from lvlmva_desktop.core.runtime.secrets import scrub
 
         print(f"error: {scrub(e)}", file=sys.stderr)
         if args.verbose:
             raise
         return 2
     except sqlite3.DatabaseError as e:  # damage found while reading, after the open's integrity check
-        from lvlmva_desktop.core.errors import describe_error
+        from lvlmva_desktop.core.runtime.errors import describe_error
 
         print(f"error: {describe_error(e).message}", file=sys.stderr)
         if args.verbose:

@@ -33,7 +33,7 @@ def _lvlm_critic_factory(args: argparse.Namespace, project: Any, opened: list) -
 
 def cmd_resume(args: argparse.Namespace) -> None:
     from lvlmva_desktop.cli.common import Bar, device_of, open_project
-    from lvlmva_desktop.core import recovery
+    from lvlmva_desktop.core.store import recovery
 
     opened: list = []
     with open_project(args) as p:
@@ -67,7 +67,7 @@ def cmd_resume(args: argparse.Namespace) -> None:
 
 def interrupted_lines(project: Any) -> list[str]:
     """For ``lvlmva status``: one line per interrupted run that was not resumed yet."""
-    from lvlmva_desktop.core import recovery
+    from lvlmva_desktop.core.store import recovery
 
     rows = recovery.resumable_runs(project)
     if not rows:

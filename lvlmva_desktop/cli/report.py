@@ -12,8 +12,8 @@ import sys
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lvlmva_desktop.cli.common import Bar, device_of, tell_notes
-    from lvlmva_desktop.core.lock import ProjectLocked
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.lock import ProjectLocked
+    from lvlmva_desktop.core.store.project import Project
     from lvlmva_desktop.report.document import write_report
 
     device = device_of(args)

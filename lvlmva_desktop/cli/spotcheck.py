@@ -1,4 +1,4 @@
-"""The command line's blind spot-check of the critic (core/spotcheck.py, docs/method.md).
+"""The command line's blind spot-check of the critic (core/method/spotcheck.py, docs/method.md).
 
 lvlmva spot-check proj                        # 40 segments, asked one by one on the terminal
 lvlmva spot-check proj --n 80 --seed 3        # more segments, a reproducible draw
@@ -59,8 +59,8 @@ def _ask(items, pictures, folder: Path, classes: dict[int, str]) -> list[str]:
 
 def cmd_spot_check(args: argparse.Namespace) -> int:
     from lvlmva_desktop.cli.common import latest, open_project
-    from lvlmva_desktop.core import spotcheck as sc
-    from lvlmva_desktop.core.project import ProjectError
+    from lvlmva_desktop.core.method import spotcheck as sc
+    from lvlmva_desktop.core.store.project import ProjectError
 
     with open_project(args) as p:
         if p.read_only:
@@ -68,7 +68,7 @@ def cmd_spot_check(args: argparse.Namespace) -> int:
                 "A spot-check stores its result and your answers in the project, which is open read-only here."
             )
         if args.expert == "simulated":
-            from lvlmva_desktop.core.pipeline import has_artefact_masks
+            from lvlmva_desktop.core.method.pipeline import has_artefact_masks
 
             if not has_artefact_masks(p):
                 raise ProjectError(sc.NO_MASKS)

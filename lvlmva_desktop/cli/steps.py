@@ -22,7 +22,7 @@ from lvlmva_desktop.cli.critic_args import make_critic
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_generate(args):
-    from lvlmva_desktop.core.benchsets import GENERATORS
+    from lvlmva_desktop.core.data.benchsets import GENERATORS
 
     with Bar(args.quiet) as state:
         params = {k: parse_value(v) for k, v in (p.split("=", 1) for p in args.param or [])}
@@ -31,8 +31,8 @@ def cmd_generate(args):
 
 
 def cmd_import(args):
-    from lvlmva_desktop.core.data import import_class_folders, import_csv_manifest
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.data.importing import import_class_folders, import_csv_manifest
+    from lvlmva_desktop.core.store.project import Project
 
     root = Path(args.project)
     existing = (root / "project.json").exists()
@@ -84,7 +84,7 @@ def cmd_import(args):
 
 
 def _is_gray(path: str) -> bool:
-    from lvlmva_desktop.core.images import read_image
+    from lvlmva_desktop.core.data.images import read_image
 
     return read_image(path).shape[2] == 1
 
@@ -94,7 +94,7 @@ def cmd_describe(args):
         _, current = p.class_descriptions()
         desc = dict(current)
         if args.defaults:
-            from lvlmva_desktop.core.benchsets import default_class_descriptions
+            from lvlmva_desktop.core.data.benchsets import default_class_descriptions
 
             desc.update(default_class_descriptions(args.defaults))
         if args.file:
@@ -111,7 +111,7 @@ def cmd_describe(args):
 
 
 def architecture_arg(name: str) -> str:
-    from lvlmva_desktop.core.architectures import check_architecture
+    from lvlmva_desktop.core.method.architectures import check_architecture
 
     try:
         return check_architecture(name)
@@ -144,14 +144,14 @@ def _preprocess(args) -> dict | None:
 
 
 def _describe_model(p, mid: int) -> str:
-    from lvlmva_desktop.core.pipeline import describe_preprocessing
+    from lvlmva_desktop.core.method.pipeline import describe_preprocessing
 
     _, spec = p.load_model(mid)
     return describe_preprocessing(spec)
 
 
 def cmd_train(args):
-    from lvlmva_desktop.core.pipeline import train_original
+    from lvlmva_desktop.core.method.pipeline import train_original
 
     s = pipeline_settings(args)
     with open_project(args) as p:
@@ -163,7 +163,7 @@ def cmd_train(args):
 
 
 def cmd_import_model(args):
-    from lvlmva_desktop.core.pipeline import import_model
+    from lvlmva_desktop.core.method.pipeline import import_model
 
     with open_project(args) as p:
         mid = import_model(p, args.weights, args.arch, _preprocess(args))
@@ -172,7 +172,7 @@ def cmd_import_model(args):
 
 
 def cmd_sample(args):
-    from lvlmva_desktop.core.pipeline import sample_alignment_set
+    from lvlmva_desktop.core.method.pipeline import sample_alignment_set
 
     s = pipeline_settings(args)
     with open_project(args) as p:
@@ -187,7 +187,7 @@ def cmd_sample(args):
 
 
 def cmd_explain(args):
-    from lvlmva_desktop.core.pipeline import explain_alignment_set
+    from lvlmva_desktop.core.method.pipeline import explain_alignment_set
 
     s = pipeline_settings(args)
     with open_project(args) as p:
@@ -208,7 +208,7 @@ def cmd_explain(args):
 
 
 def cmd_critique(args):
-    from lvlmva_desktop.core.pipeline import run_critique
+    from lvlmva_desktop.core.method.pipeline import run_critique
 
     with open_project(args) as p:
         eid = latest(p, "explanations", args.explanation, "explanation")
@@ -248,7 +248,7 @@ def _verdict_accuracy_text(project, expl_id: int, acc: float | None) -> str | No
 
 def _results_table(project, results: dict) -> str:
     """pipeline.results_table, with the verdict accuracy told as n/a where no verdict was decided."""
-    from lvlmva_desktop.core.pipeline import results_table
+    from lvlmva_desktop.core.method.pipeline import results_table
 
     crit = results.get("critique") or {}
     acc = crit.get("verdict_accuracy")
@@ -293,7 +293,7 @@ def cmd_verdict(args):
 def _held_back(project, expl_id: int, settings) -> set[tuple[int, int]]:
     """(sample_id, segment) of the critic's 'spurious' verdicts that the consistency check holds back with
     these align settings, i.e. those `align` with the same settings leaves out of the masks."""
-    from lvlmva_desktop.core.pipeline import alignment_masks
+    from lvlmva_desktop.core.method.pipeline import alignment_masks
 
     _, _, stats = alignment_masks(project, expl_id, settings)
     return {(int(a), int(b)) for a, b in stats["held_back_segments"]}
@@ -352,7 +352,7 @@ def cmd_show(args):
 
 
 def cmd_align(args):
-    from lvlmva_desktop.core.pipeline import align_model
+    from lvlmva_desktop.core.method.pipeline import align_model
 
     s = pipeline_settings(args)
     with open_project(args) as p:
@@ -368,7 +368,7 @@ def cmd_align(args):
 def alignment_lines(info: dict) -> str:
     """What an align run did, from the aligned model's recorded info: masks, verdicts held back, the
     strength and why, and the reliance on the masked regions before and after."""
-    from lvlmva_desktop.core.strength import StrengthChoice
+    from lvlmva_desktop.core.method.strength import StrengthChoice
 
     stats = info.get("mask_stats", {})
     lines = [
@@ -411,7 +411,7 @@ def alignment_lines(info: dict) -> str:
 
 
 def cmd_evaluate(args):
-    from lvlmva_desktop.core.pipeline import evaluate_models
+    from lvlmva_desktop.core.method.pipeline import evaluate_models
 
     s = pipeline_settings(args)
     with open_project(args) as p:
@@ -449,8 +449,8 @@ def cmd_evaluate(args):
 
 
 def cmd_qualify(args):
-    """The qualification table on the project's own data (core/qualify.py)."""
-    from lvlmva_desktop.core.qualify import qualify, table
+    """The qualification table on the project's own data (core/method/qualify.py)."""
+    from lvlmva_desktop.core.method.qualify import qualify, table
 
     s = pipeline_settings(args)
     with open_project(args) as p:
@@ -471,7 +471,7 @@ def cmd_qualify(args):
 
 
 def cmd_run(args):
-    from lvlmva_desktop.core.pipeline import run_pipeline
+    from lvlmva_desktop.core.method.pipeline import run_pipeline
 
     s = pipeline_settings(args)
     with open_project(args) as p:
@@ -484,8 +484,8 @@ def cmd_run(args):
 
 def cmd_status(args):
     from lvlmva_desktop.cli.recovery import interrupted_lines
-    from lvlmva_desktop.core.lock import ProjectLocked
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.lock import ProjectLocked
+    from lvlmva_desktop.core.store.project import Project
 
     try:
         p = open_project(args)
@@ -513,11 +513,11 @@ def cmd_status(args):
 
 def run_demo(folder: Path | None = None, device: str = "auto", quiet: bool = False) -> dict:
     """Create (or reuse) the demo project and run steps 1-9 with the simulated critic (no LVLM ships)."""
-    from lvlmva_desktop.core.critic import critic_from_identity, critic_spec
-    from lvlmva_desktop.core.demo import create_demo_project, default_demo_folder
-    from lvlmva_desktop.core.devices import resolve_device
-    from lvlmva_desktop.core.pipeline import PipelineSettings, run_pipeline
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.data.demo import create_demo_project, default_demo_folder
+    from lvlmva_desktop.core.method.critic import critic_from_identity, critic_spec
+    from lvlmva_desktop.core.method.pipeline import PipelineSettings, run_pipeline
+    from lvlmva_desktop.core.runtime.devices import resolve_device
+    from lvlmva_desktop.core.store.project import Project
 
     folder = folder or default_demo_folder()
     if (folder / "project.json").exists():
@@ -544,7 +544,7 @@ def cmd_demo(args):
 
 
 def cmd_settings(args):
-    from lvlmva_desktop.core.settings_schema import SETTINGS
+    from lvlmva_desktop.core.method.settings_schema import SETTINGS
 
     if args.list:
         for st in SETTINGS:

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.browse import (
+from lvlmva_desktop.core.views.browse import (
     VERDICT_FILTERS,
     BrowseFilter,
     VerdictFlags,
@@ -41,8 +41,15 @@ from ..core.browse import (
     sample_table,
     verdict_status,
 )
-from .jobs import Job
-from .thumbnails import BADGES, BrowserModel, ThumbnailCache, ThumbnailGrid, badge_pixmap, empty_table
+from lvlmva_desktop.gui.jobs import Job
+from lvlmva_desktop.gui.thumbnails import (
+    BADGES,
+    BrowserModel,
+    ThumbnailCache,
+    ThumbnailGrid,
+    badge_pixmap,
+    empty_table,
+)
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .jobs import Job, JobRunner
-from .verdicts import VERDICT_COLOURS, VERDICT_MARKS
+from lvlmva_desktop.gui.jobs import Job, JobRunner
+from lvlmva_desktop.gui.verdicts import VERDICT_COLOURS, VERDICT_MARKS
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,9 @@ class ChatPane(QWidget):
                 "No model yet: train or import one (step 1); then choose an image to ask the LVLM about it "
                 "and the model's evidence."
             )
-        from ..lvlm import chat as lchat  # here, not at the top: it imports torch (the window comes first)
+        from lvlmva_desktop.lvlm import (
+            chat as lchat,  # here, not at the top: it imports torch (the window comes first)
+        )
 
         self._in_set = lchat.chat_explanation(p, self._expl_id, self._sample_id) is not None
         row = p.sample_row(self._sample_id)
@@ -196,7 +198,7 @@ class ChatPane(QWidget):
         self.stack.setCurrentIndex(0)
 
     def _render_context(self) -> None:
-        from ..lvlm import chat as lchat
+        from lvlmva_desktop.lvlm import chat as lchat
 
         p, eid, sid = self.session.project, self._expl_id, self._sample_id
         if not self._in_set:
@@ -316,7 +318,7 @@ class ChatPane(QWidget):
         reading = "Reading the image and its critique" if self._in_set else "Computing the model's evidence"
 
         def work(project, state):
-            from ..lvlm import chat as lchat
+            from lvlmva_desktop.lvlm import chat as lchat
 
             with session.use_lvlm(state) as backend:
                 state.info(reading)
@@ -406,7 +408,7 @@ class ChatPane(QWidget):
         session = self.session
 
         def work(project, state):
-            from ..lvlm import chat as lchat
+            from lvlmva_desktop.lvlm import chat as lchat
 
             with session.use_lvlm(state) as backend:
                 state.info(f"Summarising the critiques of class {cls}")
@@ -437,7 +439,7 @@ class ChatPane(QWidget):
     # -- the rest -------------------------------------------------------------------------------------
     def open_lvlm_dialog(self) -> None:
         """Open the LVLM settings (the pane's own button when no LVLM is configured)."""
-        from .lvlm_dialog import LVLMDialog
+        from lvlmva_desktop.gui.lvlm_dialog import LVLMDialog
 
         self.lvlm_dialog = LVLMDialog(self.session, self.runner, self)
         self.lvlm_dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)

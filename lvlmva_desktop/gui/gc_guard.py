@@ -6,7 +6,7 @@ a collection there finalises whatever unreachable cycles exist, including a clos
 QWidget destroyed off the GUI thread crashes the process (a segmentation fault, seen in CI while the
 browser's prediction job loaded its split). So while the window runs, automatic collection is off and a
 timer on the GUI thread does the same generational collections the interpreter would have done (the
-pattern calibre uses). Workers that want memory back (core.memory.collect_garbage) leave the collection to
+pattern calibre uses). Workers that want memory back (core.runtime.memory.collect_garbage) leave the collection to
 this timer when automatic collection is off.
 """
 

@@ -3,7 +3,7 @@ artefact mask, one model or two side by side with linked zoom, and the expert's 
 
 Where the image is in the current explanation and the model and method are the explanation's, the stored
 map and segments are shown (those the critic judged and the verdicts refer to); otherwise the attribution
-is computed on demand in the "view" lane (core.viewer.explain_samples) and kept in memory per
+is computed on demand in the "view" lane (core.views.viewer.explain_samples) and kept in memory per
 (model, image, method). Drawing is in heatmap_view.py, the verdict table and undo commands in verdicts.py.
 """
 
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .heatmap_view import (
+from lvlmva_desktop.gui.heatmap_view import (
     METHOD_NAMES,
     Attribution,
     AttributionView,
@@ -35,13 +35,15 @@ from .heatmap_view import (
     group,
     overlay_levels,
 )
-from .jobs import Job
-from .verdicts import VerdictTable
+from lvlmva_desktop.gui.jobs import Job
+from lvlmva_desktop.gui.verdicts import VerdictTable
 
-if TYPE_CHECKING:  # core.pipeline and torch are imported where used: the window appears before torch loads
+if (
+    TYPE_CHECKING
+):  # core.method.pipeline and torch are imported where used: the window appears before torch loads
     import torch
 
-    from ..core.viewer import SegmentVerdictRow
+    from lvlmva_desktop.core.views.viewer import SegmentVerdictRow
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +228,7 @@ class HeatmapPane(QWidget):
     def _image(self, sid: int) -> _Image | None:
         if sid not in self._images:
             try:
-                from ..core.viewer import load_samples
+                from lvlmva_desktop.core.views.viewer import load_samples
 
                 got = load_samples(self.session.project, [sid])
                 mask = got.masks[0].numpy() if bool(got.has_mask[0]) else None
@@ -252,7 +254,9 @@ class HeatmapPane(QWidget):
         method = self.method()
         expl = self._explanation()
         if expl is not None and expl.model_id == model_id and expl.method == method and sid in expl.index:
-            from ..core.segment import recorded_evidence  # torch is loaded: the explanation's tensors are
+            from lvlmva_desktop.core.method.segment import (
+                recorded_evidence,  # torch is loaded: the explanation's tensors are
+            )
 
             k, t = expl.index[sid], expl.tensors
             return Attribution(
@@ -314,7 +318,7 @@ class HeatmapPane(QWidget):
         expl = self._explanation()
         if expl is not None and self._sid in expl.index:
             try:
-                from ..core.viewer import segment_verdict_rows
+                from lvlmva_desktop.core.views.viewer import segment_verdict_rows
 
                 rows = segment_verdict_rows(self.session.project, expl.id, self._sid, expl.tensors)
             except Exception as e:  # noqa: BLE001
@@ -329,7 +333,7 @@ class HeatmapPane(QWidget):
             return rows, (expl.id, self._sid), caption, tip, ("stored", expl.id, self._sid)
         if first is None or first.segments is None:
             return [], None, "<b>Segments</b>", "", ()
-        from ..core.viewer import SegmentVerdictRow
+        from lvlmva_desktop.core.views.viewer import SegmentVerdictRow
 
         rows = [SegmentVerdictRow(s, e, *[None] * 6) for s, e in enumerate(first.evidence)]
         caption = "<b>Segments</b> of the computed attribution (no verdicts)"
@@ -403,7 +407,7 @@ class HeatmapPane(QWidget):
     def _compute_settings(self):
         """Explanation and segment settings for maps computed here: the current explanation's, as recorded
         (so that side-by-side maps use the same references and evidence), else the project's settings."""
-        from ..core.settings import PipelineSettings
+        from lvlmva_desktop.core.method.settings import PipelineSettings
 
         expl = self._explanation()
         s = (
@@ -427,7 +431,7 @@ class HeatmapPane(QWidget):
         keys = [(mid, sid, method) for mid in model_ids]
 
         def fn(project, state):
-            from ..core.viewer import explain_samples
+            from lvlmva_desktop.core.views.viewer import explain_samples
 
             out = {}
             for i, mid in enumerate(model_ids):

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .verdicts import VERDICT_COLOURS, VERDICT_MARKS
+from lvlmva_desktop.gui.verdicts import VERDICT_COLOURS, VERDICT_MARKS
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class Attribution:
         if self.segments is not None and not self.centres:
             import torch  # here, not at the top: the window appears before torch loads
 
-            from ..core.segment import evidence_map
-            from ..lvlm.render import centres
+            from lvlmva_desktop.core.method.segment import evidence_map
+            from lvlmva_desktop.lvlm.render import centres
 
             # numbers where the critic's overlay put them: at the centre of the evidence the segments follow
             ev = evidence_map(torch.from_numpy(self.map), self.evidence_kind)

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .dialogs import _CheckedDialog, _ok_cancel, _path_row
+from lvlmva_desktop.gui.dialogs import _CheckedDialog, _ok_cancel, _path_row
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ImportClassifierDialog(_CheckedDialog):
         parent: QWidget | None = None,
         path: str | None = None,
     ) -> None:
-        from ..core.architectures import all_architectures
+        from lvlmva_desktop.core.method.architectures import all_architectures
 
         super().__init__(parent)
         self.setWindowTitle("Import a trained classifier")
@@ -131,7 +131,7 @@ class ImportClassifierDialog(_CheckedDialog):
 
     def _guess(self) -> None:
         """Pick the architecture whose tensor names and shapes the file has (safetensors headers only)."""
-        from ..core.architectures import guess_architectures
+        from lvlmva_desktop.core.method.architectures import guess_architectures
 
         p = Path(self.path.text().strip()).expanduser()
         self.guess_note.setText("")
@@ -152,7 +152,7 @@ class ImportClassifierDialog(_CheckedDialog):
             self.guess_note.setText("The file matches none of the common architectures: choose it.")
 
     def _defaults(self) -> None:
-        from ..core.architectures import all_architectures, default_preprocessing
+        from lvlmva_desktop.core.method.architectures import all_architectures, default_preprocessing
 
         arch = self.arch.currentText().strip()
         if arch not in all_architectures():
@@ -172,7 +172,7 @@ class ImportClassifierDialog(_CheckedDialog):
         self._summary()
 
     def _summary(self) -> None:
-        from ..core.architectures import default_preprocessing
+        from lvlmva_desktop.core.method.architectures import default_preprocessing
 
         try:
             v = self.values()
@@ -198,7 +198,7 @@ class ImportClassifierDialog(_CheckedDialog):
         }
 
     def problem_text(self) -> str:
-        from ..core.architectures import check_architecture, default_preprocessing
+        from lvlmva_desktop.core.method.architectures import check_architecture, default_preprocessing
 
         if not self.path.text().strip():
             return "Choose the weights file."

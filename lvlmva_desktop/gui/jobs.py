@@ -28,8 +28,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from ..core.errors import UserError, describe_error
-from ..core.jobs import Cancelled, TaskState, TimeLeft
+from lvlmva_desktop.core.runtime.errors import UserError, describe_error
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState, TimeLeft
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,11 @@ class _Worker(QObject):
         project = None
         try:
             if self.job.needs_project:
-                from ..core.project import Project
+                from lvlmva_desktop.core.store.project import Project
 
                 if self.root is None:
                     raise ValueError("Open or create a project first.")
-                from ..core.lock import ProjectLocked
+                from lvlmva_desktop.core.store.lock import ProjectLocked
 
                 try:
                     project = Project.open(self.root)

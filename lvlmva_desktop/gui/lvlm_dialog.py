@@ -42,10 +42,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..lvlm.backend import HealthReport, LVLMError
-from ..lvlm.check import CALL_KINDS, check_backend
-from ..lvlm.config import LVLMConfig
-from .jobs import Job, JobRunner
+from lvlmva_desktop.gui.jobs import Job, JobRunner
+from lvlmva_desktop.lvlm.backend import HealthReport, LVLMError
+from lvlmva_desktop.lvlm.check import CALL_KINDS, check_backend
+from lvlmva_desktop.lvlm.config import LVLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def config_problem(config: LVLMConfig) -> str | None:
 def run_health_check(config: LVLMConfig, state=None) -> HealthReport:
     """Open the LVLM from these settings, check it, close it; a model that cannot be opened is a failed
     check with the reason, not an error (the dialog shows both the same way)."""
-    from ..lvlm.config import open_backend
+    from lvlmva_desktop.lvlm.config import open_backend
 
     t0 = time.monotonic()
     try:

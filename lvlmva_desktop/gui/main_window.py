@@ -26,13 +26,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import UserError
-from . import workflow
-from .jobs import Job, JobRunner
-from .messages import MessagesPane
-from .session import Session
-from .theme import THEMES, apply_theme, current_theme
-from .training_widgets import format_time_left
+from lvlmva_desktop.core.runtime.errors import UserError
+from lvlmva_desktop.gui import workflow
+from lvlmva_desktop.gui.jobs import Job, JobRunner
+from lvlmva_desktop.gui.messages import MessagesPane
+from lvlmva_desktop.gui.session import Session
+from lvlmva_desktop.gui.theme import THEMES, apply_theme, current_theme
+from lvlmva_desktop.gui.training_widgets import format_time_left
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,13 @@ class MainWindow(QMainWindow):
 
     # -- panes --------------------------------------------------------------------------------------------
     def _build_panes(self) -> None:
-        from .browser import BrowserPane
-        from .chat_pane import ChatPane
-        from .heatmap import HeatmapPane
-        from .results import ResultsPane
-        from .review import ReviewPane
-        from .spec_editor import SpecEditorPane
-        from .training import TrainingPane
+        from lvlmva_desktop.gui.browser import BrowserPane
+        from lvlmva_desktop.gui.chat_pane import ChatPane
+        from lvlmva_desktop.gui.heatmap import HeatmapPane
+        from lvlmva_desktop.gui.results import ResultsPane
+        from lvlmva_desktop.gui.review import ReviewPane
+        from lvlmva_desktop.gui.spec_editor import SpecEditorPane
+        from lvlmva_desktop.gui.training import TrainingPane
 
         s, r = self.session, self.runner
         self.heatmap = HeatmapPane(s, r)
@@ -348,7 +348,7 @@ class MainWindow(QMainWindow):
             theme_menu.addAction(a)
         self.view_menu.addAction(self._action("&Reset layout", self.reset_layout))
         m = mb.addMenu("&Help")
-        from .help import PAGES
+        from lvlmva_desktop.gui.help import PAGES
 
         self.help_actions = []
         for i, (text, page) in enumerate(PAGES):
@@ -428,8 +428,8 @@ class MainWindow(QMainWindow):
             "opening another project"
         ):
             return False
-        from ..core.lock import ProjectLocked
-        from .recovery import ask_read_only, interrupted_notice
+        from lvlmva_desktop.core.store.lock import ProjectLocked
+        from lvlmva_desktop.gui.recovery import ask_read_only, interrupted_notice
 
         try:
             self.session.open_project(root)
@@ -454,7 +454,7 @@ class MainWindow(QMainWindow):
         notice = None if self.session.read_only else interrupted_notice(self.session.project)
         if notice:
             self.messages.post("warning", "A step was interrupted", notice)
-        from .review import remembered_position
+        from lvlmva_desktop.gui.review import remembered_position
 
         first = self.session.project.first_sample_id()
         stopped = remembered_position(self.session.root)
@@ -534,18 +534,18 @@ class MainWindow(QMainWindow):
         dlg.deleteLater()
 
     def show_help(self, title: str, page: str) -> None:
-        from .help import page_window
+        from lvlmva_desktop.gui.help import page_window
 
         self._show_modal(page_window(title.replace("&", ""), page, self))
 
     def show_shortcuts(self) -> None:
-        from .help import HelpWindow, shortcuts_markdown
+        from lvlmva_desktop.gui.help import HelpWindow, shortcuts_markdown
 
         actions = [a for menu in self.menuBar().actions() if menu.menu() for a in menu.menu().actions()]
         self._show_modal(HelpWindow("Keyboard shortcuts", shortcuts_markdown(actions), None, self))
 
     def resume_interrupted(self) -> None:
-        from .recovery import resume_job
+        from lvlmva_desktop.gui.recovery import resume_job
 
         self._submit(lambda: resume_job(self.session, self.messages.post))
 
@@ -555,7 +555,7 @@ class MainWindow(QMainWindow):
             self.open_project(d)
 
     def open_demo(self, folder: Path | None = None) -> None:
-        from ..core.demo import default_demo_folder
+        from lvlmva_desktop.core.data.demo import default_demo_folder
 
         folder = Path(folder or default_demo_folder())
         if (folder / "project.json").exists():
@@ -567,7 +567,7 @@ class MainWindow(QMainWindow):
         self.runner.submit(workflow.demo_job(folder, lambda root: self.open_project(root)))
 
     def new_project(self, source: Path | None = None) -> None:
-        from .dialogs import NewProjectDialog
+        from lvlmva_desktop.gui.dialogs import NewProjectDialog
 
         dlg = NewProjectDialog(self, source)
         accepted = dlg.exec() == NewProjectDialog.DialogCode.Accepted
@@ -589,7 +589,7 @@ class MainWindow(QMainWindow):
     def import_classifier(self, path: str | None = None, arch: str | None = None) -> None:
         """File > Import a trained classifier: the dialog (file, architecture guessed from the file,
         preprocessing); with ``path`` and ``arch`` given, imported with the default preprocessing."""
-        from .import_model import ImportClassifierDialog
+        from lvlmva_desktop.gui.import_model import ImportClassifierDialog
 
         p = self.session.project
         if p is None:
@@ -617,7 +617,7 @@ class MainWindow(QMainWindow):
             self.export_to(Path(d))
 
     def export_to(self, folder: Path) -> list[Path]:
-        from ..core.export import export_results
+        from lvlmva_desktop.core.store.export import export_results
 
         try:
             written = export_results(self.session.project, folder)
@@ -629,7 +629,7 @@ class MainWindow(QMainWindow):
 
     def audit_report(self, folder: Path | None = None) -> Job | None:
         """Ask for a folder and write report.html and report.pdf there, as a job on the main lane."""
-        from ..report.document import write_report
+        from lvlmva_desktop.report.document import write_report
 
         if self.session.project is None:
             self.show_error(UserError("No report to write", "Open a project first.", "", "project"))
@@ -675,13 +675,13 @@ class MainWindow(QMainWindow):
 
     def open_last_report(self) -> bool:
         """Open the report written last in this session with the desktop's program for HTML."""
-        from .messages import open_file
+        from lvlmva_desktop.gui.messages import open_file
 
         return self.last_report is not None and open_file(self.last_report)
 
     def verify_audit_log(self) -> bool:
         """Walk the project's audit hash chain; an altered or deleted entry is told as an error."""
-        from ..core.audit import verify_project
+        from lvlmva_desktop.core.store.audit import verify_project
 
         if self.session.project is None:
             self.show_error(UserError("Nothing to verify", "Open a project first.", "", "project"))
@@ -699,7 +699,7 @@ class MainWindow(QMainWindow):
 
     def _verify_content(self) -> None:
         """Then the tables and files against what the log recorded, in a job (it hashes every image)."""
-        from ..core.integrity import verify_content
+        from lvlmva_desktop.core.store.integrity import verify_content
 
         def done(content) -> None:
             lines = [content.summary()] + [c.line() for c in content.checks]
@@ -745,11 +745,11 @@ class MainWindow(QMainWindow):
         if not self._settle_unsaved_descriptions("the critique (it reads the saved ones)"):
             return
         if kind is None:
-            from .dialogs import CritiqueDialog
+            from lvlmva_desktop.gui.dialogs import CritiqueDialog
 
             cfg = self.session.lvlm_config()
             label = (cfg.folder or f"{cfg.model} at {cfg.base_url}") if cfg else None
-            from ..core.pipeline import has_artefact_masks
+            from lvlmva_desktop.core.method.pipeline import has_artefact_masks
 
             has_masks = self.session.project is not None and has_artefact_masks(self.session.project)
             dlg = CritiqueDialog(label, has_masks, self)
@@ -762,7 +762,7 @@ class MainWindow(QMainWindow):
         self._submit(lambda: workflow.critique_job(self.session, kind, accuracy, lvlm_options))
 
     def spot_check(self) -> None:
-        from .spot_check import SpotCheckDialog
+        from lvlmva_desktop.gui.spot_check import SpotCheckDialog
 
         self._show_modal(SpotCheckDialog(self.session, self))
 
@@ -780,7 +780,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("No step of the method is running.", 3000)
 
     def lvlm_settings(self) -> None:
-        from .lvlm_dialog import LVLMDialog
+        from lvlmva_desktop.gui.lvlm_dialog import LVLMDialog
 
         self._show_modal(LVLMDialog(self.session, self.runner, self))
 
@@ -893,8 +893,8 @@ class MainWindow(QMainWindow):
     def _on_job_message(self, job: Job, text: str) -> None:
         """A job's notice worth keeping: the GPU ran short and the job went on with smaller batches; the step
         will take long on the CPU; the attribution method had to change."""
-        from ..core.costs import is_slow_notice
-        from ..core.memory import is_memory_notice
+        from lvlmva_desktop.core.runtime.costs import is_slow_notice
+        from lvlmva_desktop.core.runtime.memory import is_memory_notice
 
         if is_memory_notice(text):
             self.messages.post("warning", f"{job.title}: smaller batches", text)
@@ -942,7 +942,7 @@ class MainWindow(QMainWindow):
             d.show()
 
     def about(self) -> None:
-        from .. import __version__
+        from lvlmva_desktop import __version__
 
         QMessageBox.about(
             self,

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import UserError
+from lvlmva_desktop.core.runtime.errors import UserError
 
 LEVEL_ICONS = {
     "error": QStyle.StandardPixmap.SP_MessageBoxCritical,

@@ -1,4 +1,4 @@
-"""The window's side of crash safety and of the one-writer rule (the work is core/recovery.py, core/lock.py).
+"""The window's side of crash safety and of the one-writer rule (the work is core/store/recovery.py, core/store/lock.py).
 
 On opening a project with a step a killed or crashed program left unfinished, the window says which one
 and that Method > Resume interrupted step continues it; the Resume job rebuilds the step's critic (an LVLM
@@ -13,8 +13,8 @@ from typing import Any
 
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from .jobs import Job
-from .session import Session
+from lvlmva_desktop.gui.jobs import Job
+from lvlmva_desktop.gui.session import Session
 
 # what each resumed step changes, for the panes to redraw
 _TOPICS = {
@@ -31,7 +31,7 @@ _TOPICS = {
 
 def interrupted_notice(project: Any) -> str | None:
     """The Messages pane's words about interrupted steps of a just-opened project (None if there are none)."""
-    from ..core import recovery
+    from lvlmva_desktop.core.store import recovery
 
     rows = recovery.resumable_runs(project)
     if not rows:
@@ -57,7 +57,7 @@ def ask_read_only(parent: QWidget, error: Exception) -> bool:
 
 def resume_job(session: Session, tell: Callable[[str, str, str], None] | None = None) -> Job:
     """The latest interrupted step, continued (a critique) or run again (any other step) as a Job."""
-    from ..core import recovery
+    from lvlmva_desktop.core.store import recovery
 
     project = session.project
     if project is None:
@@ -77,7 +77,9 @@ def resume_job(session: Session, tell: Callable[[str, str, str], None] | None = 
     def fn(p: Any, s: Any) -> Any:
         if not uses_lvlm:
             return recovery.resume(p, rid, device, s)
-        from ..lvlm.factory import lvlm_builder  # the one critic factory, as the CLI's resume uses
+        from lvlmva_desktop.lvlm.factory import (
+            lvlm_builder,  # the one critic factory, as the CLI's resume uses
+        )
 
         with session.use_lvlm(s.child(0.0, 0.05)) as backend:
             return recovery.resume(p, rid, device, s.child(0.05, 1.0), lvlm_builder(p, backend=backend))

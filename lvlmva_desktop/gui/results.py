@@ -1,6 +1,6 @@
 """Results view: the original model against its retrained (aligned) version on the test images.
 
-Everything shown comes from ``core.metrics.comparison`` (the stored evaluations): accuracy, worst-group
+Everything shown comes from ``core.method.metrics.comparison`` (the stored evaluations): accuracy, worst-group
 accuracy, alignment score, their changes, a per-group table and a grouped bar chart. Comparisons are
 chosen per retrained model (with its own original); a model not evaluated yet gets an Evaluate button.
 """
@@ -28,9 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .jobs import JobRunner
-from .session import Session
-from .training_widgets import PercentAxis
+from lvlmva_desktop.gui.jobs import JobRunner
+from lvlmva_desktop.gui.session import Session
+from lvlmva_desktop.gui.training_widgets import PercentAxis
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ResultsPane(QWidget):
         super().__init__(parent)
         self.session = session
         self.runner = runner
-        self.data: dict | None = None  # the comparison shown (core.metrics.comparison)
+        self.data: dict | None = None  # the comparison shown (core.method.metrics.comparison)
         self._balanced = False
 
         self.choice = QComboBox()
@@ -233,7 +233,9 @@ class ResultsPane(QWidget):
             )
         before, after = pair
         try:
-            from ..core.metrics import comparison  # imports torch: not before the window is up
+            from lvlmva_desktop.core.method.metrics import (
+                comparison,  # imports torch: not before the window is up
+            )
 
             self.data = comparison(self.session.project, before, after)
         except Exception as e:  # noqa: BLE001 - a damaged metrics row is told, not raised into Qt
@@ -388,7 +390,7 @@ class ResultsPane(QWidget):
     # -- evaluation -------------------------------------------------------------------------------------
     def evaluate(self) -> None:
         """Measure the models of the chosen comparison on the test images (a main-lane job)."""
-        from .workflow import evaluate_job
+        from lvlmva_desktop.gui.workflow import evaluate_job
 
         pair = self.choice.currentData()
         if pair is None:

@@ -1,7 +1,7 @@
 """The expert's review queue (issue 13): which image to look at next, how far the review is, and the
 verdicts the consistency check held back.
 
-- **Queue**: the alignment set's images in the order core.review.review_queue gives (the critic's least
+- **Queue**: the alignment set's images in the order core.views.review.review_queue gives (the critic's least
   certain verdicts first: undecided ones, then verdicts the consistency check doubts, then, for a local
   LVLM, the judge's lowest probability), with the reason in words. N / P go to the next / previous image
   still to review, A confirms the critic's verdicts on the current image's remaining segments (an undoable
@@ -40,8 +40,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .jobs import Job
-from .verdicts import SetVerdictCommand
+from lvlmva_desktop.gui.jobs import Job
+from lvlmva_desktop.gui.verdicts import SetVerdictCommand
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class ReviewPane(QWidget):
         expl_id, generation = self.expl_id, self._generation
 
         def fn(project, state):
-            from ..core.review import review_queue
+            from lvlmva_desktop.core.views.review import review_queue
 
             state.progress(0.0, None, "ordering the review queue")
             return [(i.sample_id, i.reason, i.reviewed) for i in review_queue(project, expl_id)]
@@ -260,7 +260,7 @@ class ReviewPane(QWidget):
             self.routing_label.setText(f"The queue is in the set's order ({error.title}: {error.message}).")
 
     def _refresh_reviewed(self, fill: bool = True) -> None:
-        from ..core.browse import verdict_status
+        from lvlmva_desktop.core.views.browse import verdict_status
 
         p = self.session.project
         status = verdict_status(p, self.expl_id) if p is not None and self.expl_id is not None else {}

@@ -20,7 +20,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 
-from ..core.settings_schema import SETTINGS_FILE  # the method's settings saved in the project folder
+from lvlmva_desktop.core.method.settings_schema import (
+    SETTINGS_FILE,  # the method's settings saved in the project folder
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +30,12 @@ log = logging.getLogger(__name__)
 class Session(QObject):
     changed = Signal(str)  # a topic, see the module docstring
     currentSampleChanged = Signal(int)  # sample id, -1 for none
-    error = Signal(object)  # core.errors.UserError: shown by the window's one message place
+    error = Signal(object)  # core.runtime.errors.UserError: shown by the window's one message place
     notice = Signal(str, str)  # (title, text): something the expert should read, in the Messages pane
 
     def __init__(self, device: str = "auto", parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.project = None  # core.project.Project, GUI-thread connection
+        self.project = None  # core.store.project.Project, GUI-thread connection
         self.root: Path | None = None
         self.device_name = device  # "auto", "cpu", "cuda", "cuda:1"
         self.current_sample: int = -1
@@ -51,9 +53,9 @@ class Session(QObject):
 
     # -- project ----------------------------------------------------------------------------------------
     def open_project(self, root: str | Path, read_only: bool = False, reason: str = "asked") -> None:
-        """Open for writing (core.lock.ProjectLocked if another program has it), or ``read_only`` (``reason``:
+        """Open for writing (core.store.lock.ProjectLocked if another program has it), or ``read_only`` (``reason``:
         why, for the words of a refused change). A folder that cannot be written opens read-only."""
-        from ..core.project import Project
+        from lvlmva_desktop.core.store.project import Project
 
         self.flush_settings_log()
         project = Project.open(root, read_only=read_only, reason=reason)
@@ -94,7 +96,7 @@ class Session(QObject):
 
     def report(self, exc: BaseException, during: str = "") -> None:
         """Tell the user about a failure of a GUI-thread action (jobs' failures arrive via the runner)."""
-        from ..core.errors import describe_error
+        from lvlmva_desktop.core.runtime.errors import describe_error
 
         log.warning("%s failed: %s", during or "an action", exc)
         self.error.emit(describe_error(exc, during))
@@ -125,12 +127,12 @@ class Session(QObject):
 
     # -- device -----------------------------------------------------------------------------------------
     def device(self):
-        from ..core.devices import resolve_device
+        from lvlmva_desktop.core.runtime.devices import resolve_device
 
         return resolve_device(self.device_name)
 
     def device_label(self) -> str:
-        from ..core.devices import describe_device
+        from lvlmva_desktop.core.runtime.devices import describe_device
 
         try:
             return describe_device(self.device())
@@ -140,15 +142,15 @@ class Session(QObject):
     # -- the method's settings for this project -----------------------------------------------------------
     def pipeline_settings(self):
         """The settings the expert chose (defaults of METHOD.md until changed), kept in the project folder
-        where the command line reads them too (core.settings_schema.project_settings)."""
-        from ..core.settings_schema import project_settings
+        where the command line reads them too (core.method.settings_schema.project_settings)."""
+        from lvlmva_desktop.core.method.settings_schema import project_settings
 
         if self._pipeline_settings is None:
             self._pipeline_settings, _ = project_settings(self.root)
         return self._pipeline_settings
 
     def save_pipeline_settings(self, settings) -> None:
-        from ..core.settings_schema import save_project_settings
+        from lvlmva_desktop.core.method.settings_schema import save_project_settings
 
         self._pipeline_settings = settings
         if self.root is not None and self.read_only:
@@ -163,7 +165,7 @@ class Session(QObject):
     def _log_unlogged_settings(self) -> None:
         """The settings file is replaced at once and logged a moment later: after a crash in between, the
         change is logged on the next opening, saying so."""
-        from ..core import audit
+        from lvlmva_desktop.core.store import audit
 
         path = self.root / SETTINGS_FILE
         if not path.is_file():
@@ -192,7 +194,7 @@ class Session(QObject):
     # -- the LVLM ---------------------------------------------------------------------------------------
     def lvlm_config(self):
         """The LVLM the user configured (kept in the user's settings: folders differ per workstation)."""
-        from ..lvlm.config import LVLMConfig
+        from lvlmva_desktop.lvlm.config import LVLMConfig
 
         raw = QSettings().value("lvlm/config", "")
         if not raw:
@@ -218,7 +220,7 @@ class Session(QObject):
         once its last user is done, never under a running critique or chat; the GUI thread never waits
         for a load (release_lvlm does not block).
         """
-        from ..lvlm.backend import LVLMError
+        from lvlmva_desktop.lvlm.backend import LVLMError
 
         config = self.lvlm_config()
         if config is None:
@@ -227,7 +229,7 @@ class Session(QObject):
         with self._backend_lock:
             if self._backend is None or self._backend_key != key:
                 self._retire_current()
-                from ..lvlm.config import open_backend
+                from lvlmva_desktop.lvlm.config import open_backend
 
                 self._backend = open_backend(config, state)
                 self._backend_key = key

@@ -27,9 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..lvlm.prompts import PromptError, default_texts, parse_examples
-from .spec_history import HistoryView, critique_runs_by_version
-from .spec_model import (
+from lvlmva_desktop.gui.spec_history import HistoryView, critique_runs_by_version
+from lvlmva_desktop.gui.spec_model import (
     EXAMPLES,
     DescriptionsCommand,
     Example,
@@ -40,6 +39,7 @@ from .spec_model import (
     examples_json,
     spec_problems,
 )
+from lvlmva_desktop.lvlm.prompts import PromptError, default_texts, parse_examples
 
 log = logging.getLogger(__name__)
 
@@ -529,7 +529,7 @@ class SpecEditorPane(QWidget):
                 self._saved_desc = dict(self._desc)
                 topics.append("descriptions")
             if "examples" in parts and self.examples_dirty():
-                from ..lvlm.prompts import TemplateSet
+                from lvlmva_desktop.lvlm.prompts import TemplateSet
 
                 TemplateSet.for_project(p)  # the program's defaults become version 1 first
                 self._examples_version = p.save_prompt_template(EXAMPLES, examples_json(self.examples()))

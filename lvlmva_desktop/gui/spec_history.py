@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..lvlm.prompts import PromptError, parse_examples
+from lvlmva_desktop.lvlm.prompts import PromptError, parse_examples
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QUndoCommand
 
-from ..lvlm.parsing import parse_verdicts
-from ..lvlm.prompts import PromptError, validate_template
+from lvlmva_desktop.lvlm.parsing import parse_verdicts
+from lvlmva_desktop.lvlm.prompts import PromptError, validate_template
 
 if TYPE_CHECKING:
-    from .spec_editor import SpecEditorPane
+    from lvlmva_desktop.gui.spec_editor import SpecEditorPane
 
 EXAMPLES = "judge_examples.json"
 BURST_S = 2.0  # typing in one field with pauses shorter than this is one undo step

@@ -1,4 +1,4 @@
-"""Method > Check the critic…: the blind spot-check of the critic's verdicts (core/spotcheck.py).
+"""Method > Check the critic…: the blind spot-check of the critic's verdicts (core/method/spotcheck.py).
 
 The expert picks how many segments to check and starts; the dialog then shows one segment at a time (the
 image, and the image with the segment outlined and the rest dimmed), with the class and its description
@@ -156,7 +156,7 @@ class SpotCheckDialog(QDialog):
 
     def _prepare(self) -> None:
         """What can be checked now: a clear word where there is nothing (no project, no critique)."""
-        from ..core.spotcheck import DEFAULT_N, critic_population
+        from lvlmva_desktop.core.method.spotcheck import DEFAULT_N, critic_population
 
         project = self.session.project
         problem, n = "", 0
@@ -205,7 +205,7 @@ class SpotCheckDialog(QDialog):
         self._show_width_hint()
 
     def _show_width_hint(self) -> None:
-        from ..core.spotcheck import wilson_interval
+        from lvlmva_desktop.core.method.spotcheck import wilson_interval
 
         n = self.count.value()
         lo, hi = wilson_interval(0.87 * n, n)
@@ -281,7 +281,7 @@ class SpotCheckDialog(QDialog):
 
     def start(self) -> None:
         """Draw the sample and show the first segment."""
-        from ..core.spotcheck import draw_sample, item_pictures
+        from lvlmva_desktop.core.method.spotcheck import draw_sample, item_pictures
 
         project = self.session.project
         if project is None or self.expl_id is None:
@@ -345,7 +345,7 @@ class SpotCheckDialog(QDialog):
 
     def finish(self) -> None:
         """Score and store the answers given, then show the result."""
-        from ..core.spotcheck import save_spot_check, score
+        from lvlmva_desktop.core.method.spotcheck import save_spot_check, score
 
         project = self.session.project
         if project is None or not self.answers:
@@ -358,7 +358,7 @@ class SpotCheckDialog(QDialog):
             return
         self.session.notify("verdicts", "spot_check")
         self._show_result()
-        from ..core.spotcheck import summary_lines
+        from lvlmva_desktop.core.method.spotcheck import summary_lines
 
         told = summary_lines(self.result) + ([self._meaning] if self._meaning else [])
         self.session.tell(f"Critic spot-check (run {self.run_id})", "\n".join(told))
@@ -395,7 +395,7 @@ class SpotCheckDialog(QDialog):
         return w
 
     def _show_result(self) -> None:
-        from ..core.spotcheck import STRATA, latest_spot_check
+        from lvlmva_desktop.core.method.spotcheck import STRATA, latest_spot_check
 
         r = self.result
         if r.accuracy is None:

@@ -27,7 +27,7 @@ def install(app, report: Path, limit_s: float = 300.0) -> None:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from .main_window import MainWindow
+    from lvlmva_desktop.gui.main_window import MainWindow
 
     started = time.time()
     out: dict = {"probe_installed": started}

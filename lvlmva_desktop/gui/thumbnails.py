@@ -1,7 +1,7 @@
 """The browser's thumbnail grid: its model (numpy rows), its view and delegate, and the thumbnail cache.
 
 Model/view, not one widget per image: ``BrowserModel`` holds the project's samples as numpy arrays
-(core.browse) and the rows that pass the filters; ``QListView`` asks only for the cells it paints, and the
+(core.views.browse) and the rows that pass the filters; ``QListView`` asks only for the cells it paints, and the
 delegate asks the ``ThumbnailCache`` only for those, so 50,000 images cost no more than 50 at paint time.
 
 Thumbnails are made off the GUI thread, only for what is painted, and kept in a size-bounded LRU cache.
@@ -39,7 +39,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont, QImage, QImageReader, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from ..core.browse import (
+from lvlmva_desktop.core.views.browse import (
     BrowseFilter,
     SampleTable,
     VerdictFlags,
@@ -90,7 +90,7 @@ def load_thumbnail(path: str, size: int) -> QImage:
 
 
 def _load_with_core(path: str) -> QImage:
-    from ..core.images import ImageLoadError, read_image
+    from lvlmva_desktop.core.data.images import ImageLoadError, read_image
 
     try:
         a = read_image(path)

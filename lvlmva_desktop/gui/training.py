@@ -31,11 +31,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.settings import PipelineSettings
-from . import workflow
-from .jobs import Job, JobRunner
-from .session import Session
-from .training_widgets import GROUPS, Curves, Field, LogSpinBox, StrengthBox, format_time_left
+from lvlmva_desktop.core.method.settings import PipelineSettings
+from lvlmva_desktop.gui import workflow
+from lvlmva_desktop.gui.jobs import Job, JobRunner
+from lvlmva_desktop.gui.session import Session
+from lvlmva_desktop.gui.training_widgets import (
+    GROUPS,
+    Curves,
+    Field,
+    LogSpinBox,
+    StrengthBox,
+    format_time_left,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +165,7 @@ class TrainingPane(QWidget):
                 w.addItem(text, value)
             w.currentIndexChanged.connect(self._save_settings)
             return w
-        # the range, the step and the unit are the schema's (core/settings_schema.py)
+        # the range, the step and the unit are the schema's (core/method/settings_schema.py)
         if f.kind == "int":
             w = QSpinBox()
             w.setRange(int(f.lo), int(f.hi))
@@ -363,7 +370,9 @@ class TrainingPane(QWidget):
         text = f"Saved as model {mid}."
         if ev is not None:
             before = next((e for m, e in evs.items() if m != mid), None)  # the original, after retraining
-            from ..core.metrics import deltas  # imports torch: not before the window is up
+            from lvlmva_desktop.core.method.metrics import (
+                deltas,  # imports torch: not before the window is up
+            )
 
             change = deltas(before, ev) if before is not None else {}
             text += f" Test accuracy {ev.accuracy:.1%}" + _pts(change.get("dAGA"))
@@ -395,7 +404,7 @@ class TrainingPane(QWidget):
         """What strength retraining used and why, as recorded with ``model_id`` (None for older models)."""
         import json
 
-        from ..core.strength import StrengthChoice
+        from lvlmva_desktop.core.method.strength import StrengthChoice
 
         try:
             info = json.loads(self.session.project.model_row(model_id)["info"] or "{}")

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.settings import PipelineSettings
-from ..core.settings_schema import (  # noqa: F401 - the choices' words, for the panes that show them
+from lvlmva_desktop.core.method.settings import PipelineSettings
+from lvlmva_desktop.core.method.settings_schema import (  # noqa: F401 - the choices' words, for the panes that show them
     ARCH_NAMES,
     BACKGROUND_NAMES,
     EVIDENCE_NAMES,
@@ -36,7 +36,7 @@ from ..core.settings_schema import (  # noqa: F401 - the choices' words, for the
 @dataclass(frozen=True)
 class Field:
     """One setting the expert may change in the pane: a view of its entry in the settings schema
-    (core/settings_schema.py), which carries its label, help, bounds, unit and default."""
+    (core/method/settings_schema.py), which carries its label, help, bounds, unit and default."""
 
     setting: Setting
 

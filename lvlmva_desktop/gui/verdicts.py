@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-if TYPE_CHECKING:  # core.pipeline imports torch; the window appears before torch loads
-    from ..core.viewer import SegmentVerdictRow
+if TYPE_CHECKING:  # core.method.pipeline imports torch; the window appears before torch loads
+    from lvlmva_desktop.core.views.viewer import SegmentVerdictRow
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .jobs import Job
-from .session import Session
+from lvlmva_desktop.gui.jobs import Job
+from lvlmva_desktop.gui.session import Session
 
 if TYPE_CHECKING:
-    from ..core.settings import PipelineSettings
+    from lvlmva_desktop.core.method.settings import PipelineSettings
 
 CRITICS = ("lvlm", "simulated", "expert")
 
@@ -84,7 +84,7 @@ def train_job(session: Session, settings: PipelineSettings | None = None) -> Job
     device = session.device()
 
     def fn(project: Any, state: Any) -> dict:
-        from ..core.pipeline import train_original
+        from lvlmva_desktop.core.method.pipeline import train_original
 
         mid = train_original(project, s.arch, s.train, device, state.child(0.0, 0.8))
         return {"model_id": mid, "evaluations": _evaluate(project, [mid], s, device, state, 0.8)}
@@ -101,7 +101,7 @@ def align_job(session: Session, model_id: int, expl_id: int, settings: PipelineS
     device = session.device()
 
     def fn(project: Any, state: Any) -> dict:
-        from ..core.pipeline import align_model
+        from lvlmva_desktop.core.method.pipeline import align_model
 
         new = align_model(project, model_id, expl_id, s.align, device, state.child(0.0, 0.75))
         evaluations = _evaluate(project, [model_id, new], s, device, state, 0.75)
@@ -114,7 +114,7 @@ def _evaluate(
     project: Any, model_ids: list[int], s: PipelineSettings, device: Any, state: Any, start: float
 ) -> dict:
     """Measure freshly trained models on the test images so the results view fills (skipped without any)."""
-    from ..core.pipeline import evaluate_models
+    from lvlmva_desktop.core.method.pipeline import evaluate_models
 
     if not project.has_samples("test"):
         return {}
@@ -123,7 +123,7 @@ def _evaluate(
 
 
 def sample_job(session: Session) -> Job:
-    from ..core.pipeline import sample_alignment_set
+    from lvlmva_desktop.core.method.pipeline import sample_alignment_set
 
     model_id = _need(
         session.original_model_id(), "Train or import the original model first (Method > Train)."
@@ -139,7 +139,7 @@ def sample_job(session: Session) -> Job:
 
 
 def explain_job(session: Session) -> Job:
-    from ..core.pipeline import explain_alignment_set
+    from lvlmva_desktop.core.method.pipeline import explain_alignment_set
 
     model_id = _need(
         session.original_model_id(), "Train or import the original model first (Method > Train)."
@@ -156,9 +156,9 @@ def explain_job(session: Session) -> Job:
 
 
 def critic_choice(kind: str, verdict_accuracy: float = 0.87, lvlm_options: dict | None = None) -> dict:
-    """The Critique dialog's choice as the identity a critique run records (core.critic.critic_spec);
+    """The Critique dialog's choice as the identity a critique run records (core.method.critic.critic_spec);
     the window's simulated critic always uses seed 0."""
-    from ..core.critic import critic_spec
+    from lvlmva_desktop.core.method.critic import critic_spec
 
     return critic_spec(kind, verdict_accuracy=verdict_accuracy, seed=0, lvlm_settings=lvlm_options)
 
@@ -166,7 +166,7 @@ def critic_choice(kind: str, verdict_accuracy: float = 0.87, lvlm_options: dict 
 def make_critic(project: Any, spec: dict, expl_id: int | None, backend: Any = None) -> Any:
     """The critic of a critique job, built in the job's thread by the one critic factory (lvlm/factory.py);
     an LVLM critic runs on ``backend``, the model the session loaded (session.use_lvlm)."""
-    from ..lvlm.factory import build_critic
+    from lvlmva_desktop.lvlm.factory import build_critic
 
     return build_critic(spec, project, expl_id, backend=backend)
 
@@ -174,7 +174,7 @@ def make_critic(project: Any, spec: dict, expl_id: int | None, backend: Any = No
 def critique_job(
     session: Session, kind: str, verdict_accuracy: float = 0.87, lvlm_options: dict | None = None
 ) -> Job:
-    from ..core.pipeline import run_critique
+    from lvlmva_desktop.core.method.pipeline import run_critique
 
     expl_id = _need(session.explanation_id(), "Explain the alignment set first (Method > Explain).")
     spec = critic_choice(kind, verdict_accuracy, lvlm_options)  # an unknown kind is refused here, in words
@@ -201,7 +201,7 @@ def critique_job(
 
 
 def evaluate_job(session: Session, model_ids: list[int] | None = None) -> Job:
-    from ..core.pipeline import evaluate_models
+    from lvlmva_desktop.core.method.pipeline import evaluate_models
 
     ids = model_ids or [m for m in (session.original_model_id(), session.aligned_model_id()) if m is not None]
     if not ids:
@@ -223,7 +223,7 @@ def evaluate_job(session: Session, model_ids: list[int] | None = None) -> Job:
 def import_model_job(session: Session, path: Path, arch: str, preprocess: dict | None = None) -> Job:
     """Register the user's own trained classifier (safetensors, or a weights-only .pth) as the original,
     with the preprocessing it was trained with (None: the defaults for imported weights)."""
-    from ..core.pipeline import describe_preprocessing, import_model
+    from lvlmva_desktop.core.method.pipeline import describe_preprocessing, import_model
 
     def run(p, s):
         mid = import_model(p, str(path), arch, preprocess)
@@ -245,7 +245,7 @@ def import_model_job(session: Session, path: Path, arch: str, preprocess: dict |
 
 
 def demo_job(folder: Path, on_done) -> Job:
-    from ..core.demo import create_demo_project
+    from lvlmva_desktop.core.data.demo import create_demo_project
 
     return Job(
         "demo",
@@ -268,8 +268,8 @@ def import_job(
     """Create a project in ``folder`` from a class-folder tree or a CSV manifest; returns the report."""
 
     def fn(_p, state):
-        from ..core.data import import_class_folders, import_csv_manifest
-        from ..core.project import Project
+        from lvlmva_desktop.core.data.importing import import_class_folders, import_csv_manifest
+        from lvlmva_desktop.core.store.project import Project
 
         sub = state.child(0.0, 0.9)
         if source_kind == "csv":

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..core.errors import PlainError
-from ..core.jobs import TaskState
+from lvlmva_desktop.core.runtime.errors import PlainError
+from lvlmva_desktop.core.runtime.jobs import TaskState
 
 Message = dict[str, Any]
 ChatRequest = list[Message]
@@ -47,7 +47,7 @@ class GenerationSettings:
     seed: int = 0
     ignore_eos: bool = False  # benchmarks only: always generate max_new_tokens (local back-end)
     # also return each generated token's probability (Generation.token_probs), where the back-end can: the
-    # critic asks for it to know how sure the judge was of each verdict (core/review.py)
+    # critic asks for it to know how sure the judge was of each verdict (core/views/review.py)
     token_probs: bool = False
 
     def to_dict(self) -> dict:

@@ -8,7 +8,7 @@ Later turns are text only. Answers stream piece by piece. ``chat_for_sample``, `
 
 ``chat_for_image`` opens a conversation about any image of the project: an image of the alignment set gets
 its critique and verdicts (``chat_for_sample``); any other image (a misclassified test image, say) gets the
-model's evidence and segments computed on demand by ``core.viewer.explain_samples`` (as the viewer computes
+model's evidence and segments computed on demand by ``core.views.viewer.explain_samples`` (as the viewer computes
 them) and the model's prediction, and its transcript is stored with no explanation (``explanation_id`` NULL).
 """
 
@@ -17,12 +17,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 
-from ..core import audit
-from ..core.critic import CritiqueRequest
-from ..core.jobs import TaskState
-from .backend import ChatRequest, GenerationSettings, LVLMBackend, text_message, user_message
-from .prompts import TemplateSet
-from .render import render_views, segment_context
+from lvlmva_desktop.core.method.critic import CritiqueRequest
+from lvlmva_desktop.core.runtime.jobs import TaskState
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.lvlm.backend import (
+    ChatRequest,
+    GenerationSettings,
+    LVLMBackend,
+    text_message,
+    user_message,
+)
+from lvlmva_desktop.lvlm.prompts import TemplateSet
+from lvlmva_desktop.lvlm.render import render_views, segment_context
 
 
 class ChatSession:
@@ -147,7 +153,7 @@ def chat_for_sample(
     project, expl_id: int, sample_id: int, backend: LVLMBackend, templates: TemplateSet | None = None
 ) -> ChatSession:
     """A conversation about one image, carrying its critique, verdicts and the stored transcript."""
-    from ..core.pipeline import critique_requests
+    from lvlmva_desktop.core.method.pipeline import critique_requests
 
     require_in_alignment_set(project, expl_id, sample_id)
     request = next(r for r in critique_requests(project, expl_id) if r.sample_id == sample_id)
@@ -182,7 +188,7 @@ def image_request(
     settings=None,
     state: TaskState | None = None,
 ) -> tuple[CritiqueRequest, str]:
-    """The image, the model's evidence and segments, computed now (``core.viewer.explain_samples``, as the
+    """The image, the model's evidence and segments, computed now (``core.views.viewer.explain_samples``, as the
     viewer computes an image's map), and a note for the system prompt with the model's prediction.
 
     With an explanation, its model and its recorded settings are used (the evidence agrees with the stored
@@ -190,8 +196,8 @@ def image_request(
     """
     import torch
 
-    from ..core.settings import PipelineSettings
-    from ..core.viewer import explain_samples
+    from lvlmva_desktop.core.method.settings import PipelineSettings
+    from lvlmva_desktop.core.views.viewer import explain_samples
 
     if expl_id is not None:
         row, _ = project.explanation(expl_id)

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..core.critic import CritiqueRequest
-from ..core.jobs import Cancelled, TaskState, ensure_state
-from .backend import GenerationSettings, HealthReport, LVLMBackend, LVLMError
-from .prompts import TemplateSet
+from lvlmva_desktop.core.method.critic import CritiqueRequest
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState, ensure_state
+from lvlmva_desktop.lvlm.backend import GenerationSettings, HealthReport, LVLMBackend, LVLMError
+from lvlmva_desktop.lvlm.prompts import TemplateSet
 
 # (kind, what it is in words): in the order they run
 CALL_KINDS: tuple[tuple[str, str], ...] = (
@@ -93,8 +93,8 @@ def _words(exc: BaseException) -> str:
 
 def _calls(backend: LVLMBackend, templates: TemplateSet) -> list[tuple[str, Callable[[dict], str]]]:
     """Each kind's request, sent the way the critic, the chat and the summary send it."""
-    from .chat import ChatSession, class_summary
-    from .critic import CriticSettings, LVLMCritic
+    from lvlmva_desktop.lvlm.chat import ChatSession, class_summary
+    from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
 
     critic = LVLMCritic(backend, templates, CriticSettings(use_cache=False, batch_size=2))
     requests = [probe_request(0, 4), probe_request(1, 2)]

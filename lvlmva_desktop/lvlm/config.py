@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .backend import LVLMBackend, LVLMError
+from lvlmva_desktop.lvlm.backend import LVLMBackend, LVLMError
 
 
 @dataclass
@@ -54,7 +54,11 @@ class LVLMConfig:
                 raise LVLMError(
                     "An LVLM server needs its base URL (e.g. http://gpu-server:8000/v1) and a model name."
                 )
-            from ..core.secrets import check_variable_name, has_credentials, without_credentials
+            from lvlmva_desktop.core.runtime.secrets import (
+                check_variable_name,
+                has_credentials,
+                without_credentials,
+            )
 
             if has_credentials(self.base_url):
                 raise LVLMError(
@@ -74,7 +78,7 @@ def open_backend(config: LVLMConfig, state=None) -> LVLMBackend:
     """Load the model (local) or prepare the client (endpoint); errors are LVLMError in words."""
     config.validate()
     if config.kind == "local":
-        from .local import LocalBackend
+        from lvlmva_desktop.lvlm.local import LocalBackend
 
         return LocalBackend(
             config.folder,
@@ -83,7 +87,7 @@ def open_backend(config: LVLMConfig, state=None) -> LVLMBackend:
             trust_remote_code=config.trust_remote_code,
             state=state,
         )
-    from .endpoint import EndpointBackend
+    from lvlmva_desktop.lvlm.endpoint import EndpointBackend
 
     return EndpointBackend(
         config.base_url,

@@ -13,7 +13,7 @@ was read from (``verdict_positions``; the critic's own text in one-call mode or 
 gap the judge left). For a judge that follows the answer format this is close to the probability
 renormalised over the verdict words, since the rest of the vocabulary gets almost no mass there; it is
 the model's own number, not a calibrated one. The review queue asks the expert about the least sure
-verdicts first (core/review.py).
+verdicts first (core/views/review.py).
 
 Rerunning an unchanged critique costs nothing: results are cached under a key made of the image, the
 attribution and segment maps, the class description, the template hashes, the model identity and the
@@ -31,10 +31,17 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..core.critic import UNDECIDED, Critique, CritiqueRequest, SegmentVerdict
-from ..core.jobs import TaskState, ensure_state
-from .backend import Generation, GenerationSettings, LVLMBackend, prob_at, text_message, user_message
-from .parsing import (
+from lvlmva_desktop.core.method.critic import UNDECIDED, Critique, CritiqueRequest, SegmentVerdict
+from lvlmva_desktop.core.runtime.jobs import TaskState, ensure_state
+from lvlmva_desktop.lvlm.backend import (
+    Generation,
+    GenerationSettings,
+    LVLMBackend,
+    prob_at,
+    text_message,
+    user_message,
+)
+from lvlmva_desktop.lvlm.parsing import (
     _PROSE,
     _SYNONYMS,
     ParseResult,
@@ -43,8 +50,8 @@ from .parsing import (
     normalise_verdict,
     parse_verdicts,
 )
-from .prompts import TemplateSet
-from .render import render_views, segment_context
+from lvlmva_desktop.lvlm.prompts import TemplateSet
+from lvlmva_desktop.lvlm.render import render_views, segment_context
 
 log = logging.getLogger(__name__)
 

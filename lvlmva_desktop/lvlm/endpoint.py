@@ -43,9 +43,15 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from ..core.jobs import TaskState, ensure_state
-from ..core.secrets import check_variable_name, has_credentials, remember, scrub, without_credentials
-from .backend import (
+from lvlmva_desktop.core.runtime.jobs import TaskState, ensure_state
+from lvlmva_desktop.core.runtime.secrets import (
+    check_variable_name,
+    has_credentials,
+    remember,
+    scrub,
+    without_credentials,
+)
+from lvlmva_desktop.lvlm.backend import (
     ChatRequest,
     Generation,
     GenerationSettings,

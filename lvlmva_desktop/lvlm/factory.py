@@ -1,10 +1,10 @@
 """The one critic factory, LVLM included: the command line, the window and resume build critics here.
 
 Each caller first says which critic it wants as the identity a critique run records (``Critic.identity()``):
-the command line and the window turn the user's choice into one with ``core.critic.critic_spec``, resume
-reads it from the interrupted run. ``build_critic`` then builds it through ``core.critic.critic_from_identity``;
+the command line and the window turn the user's choice into one with ``core.method.critic.critic_spec``, resume
+reads it from the interrupted run. ``build_critic`` then builds it through ``core.method.critic.critic_from_identity``;
 for an LVLM critic, with the model the caller loaded (``backend``) or opens on demand (``open_backend``),
-the project's prompt templates and its critique cache. Resume (core/recovery.py, which may not import this
+the project's prompt templates and its critique cache. Resume (core/store/recovery.py, which may not import this
 package) receives the same LVLM builder, ``lvlm_builder``, from its caller.
 
     spec = critic_spec("lvlm", lvlm_settings={"one_call": True})
@@ -21,11 +21,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..core.critic import Critic, LVLMCriticBuilder, critic_from_identity, critic_spec
+from lvlmva_desktop.core.method.critic import Critic, LVLMCriticBuilder, critic_from_identity, critic_spec
 
 if TYPE_CHECKING:
-    from .backend import LVLMBackend
-    from .critic import CriticSettings
+    from lvlmva_desktop.lvlm.backend import LVLMBackend
+    from lvlmva_desktop.lvlm.critic import CriticSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ __all__ = ["build_critic", "critic_settings", "critic_spec", "lvlm_builder"]
 def critic_settings(recorded: Mapping[str, Any] | None) -> CriticSettings:
     """The LVLM critic's settings from a recorded or chosen dict; what is not given keeps its default.
     A setting this version does not know (recorded by a newer one) is left out, and said so in the log."""
-    from .critic import CriticSettings
+    from lvlmva_desktop.lvlm.critic import CriticSettings
 
     given = dict(recorded or {})
     known = CriticSettings.__dataclass_fields__
@@ -57,8 +57,8 @@ def lvlm_builder(
         return None
 
     def build(settings: dict) -> Critic:
-        from .critic import LVLMCritic
-        from .prompts import TemplateSet
+        from lvlmva_desktop.lvlm.critic import LVLMCritic
+        from lvlmva_desktop.lvlm.prompts import TemplateSet
 
         chosen = critic_settings(settings)
         model = backend if backend is not None else open_backend()  # type: ignore[misc]

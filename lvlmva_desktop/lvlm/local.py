@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from ..core.devices import describe_device, resolve_device
-from ..core.jobs import TaskState, ensure_state
-from ..core.memory import GPUOutOfMemory, collect_garbage, is_out_of_memory, run_batched
-from .backend import (
+from lvlmva_desktop.core.runtime.devices import describe_device, resolve_device
+from lvlmva_desktop.core.runtime.jobs import TaskState, ensure_state
+from lvlmva_desktop.core.runtime.memory import GPUOutOfMemory, collect_garbage, is_out_of_memory, run_batched
+from lvlmva_desktop.lvlm.backend import (
     ChatRequest,
     Generation,
     GenerationSettings,
@@ -421,7 +421,7 @@ class LocalBackend:
         """Answers in order, ``settings.batch_size`` requests per model call; cancellable between calls.
 
         On GPU out-of-memory the batch is halved for the rest of the call and the answers already generated
-        are kept (core/memory.py); the answers do not depend on the batching (greedy, left padding)."""
+        are kept (core/runtime/memory.py); the answers do not depend on the batching (greedy, left padding)."""
         settings, state = settings or GenerationSettings(), ensure_state(state)
         n, size = len(requests), max(1, settings.batch_size)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from jinja2 import DictLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..core.resources import ResourcesMissing
-from ..core.resources import resources_dir as _resources_dir
+from lvlmva_desktop.core.runtime.resources import ResourcesMissing
+from lvlmva_desktop.core.runtime.resources import resources_dir as _resources_dir
 
 TEMPLATE_NAMES = (
     "critic.j2",
@@ -46,7 +46,7 @@ class PromptError(ValueError):
 
 
 def resources_dir() -> Path:
-    """The resources/ folder (core/resources.py); a missing one is a PromptError here."""
+    """The resources/ folder (core/runtime/resources.py); a missing one is a PromptError here."""
     try:
         return _resources_dir()
     except ResourcesMissing as exc:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..core.pictures import scale_for, to_pil
+from lvlmva_desktop.core.data.pictures import scale_for, to_pil
 
 # Distinct, colour-blind-friendly segment colours (Okabe-Ito), repeated if J > 8.
 PALETTE = (

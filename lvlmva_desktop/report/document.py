@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..core import audit
-from ..core.export import verdict_rows
-from ..core.jobs import TaskState, ensure_state
-from ..core.metrics import comparison
-from ..core.project import Project, ProjectError, current_user, sha256_file
-from ..core.segment import evidence_map, recorded_evidence
-from ..core.timefmt import when
-from ..lvlm.prompts import TEMPLATE_NAMES, TemplateSet, default_texts, resources_dir
-from .figures import data_uri, representative_heatmaps, thumbnail
+from lvlmva_desktop.core.method.metrics import comparison
+from lvlmva_desktop.core.method.segment import evidence_map, recorded_evidence
+from lvlmva_desktop.core.runtime.jobs import TaskState, ensure_state
+from lvlmva_desktop.core.runtime.timefmt import when
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.export import verdict_rows
+from lvlmva_desktop.core.store.project import Project, ProjectError, current_user, sha256_file
+from lvlmva_desktop.lvlm.prompts import TEMPLATE_NAMES, TemplateSet, default_texts, resources_dir
+from lvlmva_desktop.report.figures import data_uri, representative_heatmaps, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _run_row(r: sqlite3.Row) -> dict:
     results = json.loads(r["results"] or "{}")
     strength = ""
     if isinstance(results.get("strength"), dict):
-        from ..core.strength import StrengthChoice
+        from lvlmva_desktop.core.method.strength import StrengthChoice
 
         try:
             strength = StrengthChoice(**results["strength"]).summary()
@@ -95,11 +95,11 @@ def _run_row(r: sqlite3.Row) -> dict:
 
 # -- the parts -------------------------------------------------------------------------------------------
 def _qualification(project: Project) -> dict | None:
-    """The latest finished `lvlmva qualify` run: its table rows and headline (core/qualify.py)."""
+    """The latest finished `lvlmva qualify` run: its table rows and headline (core/method/qualify.py)."""
     row = project.latest_finished_run("qualify")
     if row is None:
         return None
-    from ..core.qualify import headline
+    from lvlmva_desktop.core.method.qualify import headline
 
     res = json.loads(row["results"] or "{}")
     if not res.get("rows"):
@@ -116,9 +116,9 @@ def _qualification(project: Project) -> dict | None:
 
 
 def _spot_check(project: Project, expl_id: int | None) -> dict | None:
-    """The newest blind spot-check of the critic (core/spotcheck.py), recomputed from its stored sample and
+    """The newest blind spot-check of the critic (core/method/spotcheck.py), recomputed from its stored sample and
     answers and matched with its audit entry; its figures as the report prints them."""
-    from ..core.spotcheck import STRATA, latest_spot_check
+    from lvlmva_desktop.core.method.spotcheck import STRATA, latest_spot_check
 
     sc = latest_spot_check(project, expl_id)
     if sc is None:
@@ -265,7 +265,7 @@ def _critic(project: Project, expl_id: int | None) -> dict:
 
 def model_input_text(row: sqlite3.Row) -> str:
     """A model version's architecture and preprocessing in words (recorded with it)."""
-    from ..core.models import ModelSpec
+    from lvlmva_desktop.core.method.models import ModelSpec
 
     spec = ModelSpec.from_dict(json.loads(row["spec"]))
     return f"{spec.arch}; {spec.preprocessing().describe(tuple(spec.image_size))}"
@@ -284,7 +284,7 @@ def attribution_text(settings: dict) -> str:
 def _alignment(project: Project, expl_id: int | None) -> dict | None:
     if expl_id is None:
         return None
-    from ..core.viewer import load_samples
+    from lvlmva_desktop.core.views.viewer import load_samples
 
     row, t = project.explanation(expl_id)
     ids = t["sample_ids"].tolist()
@@ -354,8 +354,8 @@ def _alignment(project: Project, expl_id: int | None) -> dict | None:
 
 
 def audit_status(project: Project) -> dict:
-    """The audit log's verification (core/audit.py), or "no audit log" where the table was never made."""
-    from ..core.project import MANIFEST
+    """The audit log's verification (core/store/audit.py), or "no audit log" where the table was never made."""
+    from lvlmva_desktop.core.store.project import MANIFEST
 
     try:
         anchor = audit.read_anchor(project.root / MANIFEST)
@@ -398,7 +398,7 @@ def gather_report(
     n_candidates: int = 48,
 ) -> dict:
     """Everything the report shows, read from the project (nothing is written to it)."""
-    from ..core.pipeline import environment
+    from lvlmva_desktop.core.method.pipeline import environment
 
     state = ensure_state(state)
     expl_id, before, after = _round(project)
@@ -416,7 +416,7 @@ def gather_report(
         }
         for m in project.models()
     ]
-    from ..core.integrity import verify_content
+    from lvlmva_desktop.core.store.integrity import verify_content
 
     state.progress(0.0, None, "verifying the project's content")
     content = verify_content(project, state.child(0.0, 0.1))
@@ -517,7 +517,7 @@ def write_report(
     try:
         html_tmp.write_text(render_html(report), encoding="utf-8")
         if pdf:
-            from .pdf import write_pdf
+            from lvlmva_desktop.report.pdf import write_pdf
 
             state.check()
             state.progress(0.8, None, "writing the PDF report")

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..core.jobs import TaskState
-from ..core.pictures import MASK_COLOUR, outline, scale_for, to_pil
-from ..lvlm.render import render_views
+from lvlmva_desktop.core.data.pictures import MASK_COLOUR, outline, scale_for, to_pil
+from lvlmva_desktop.core.runtime.jobs import TaskState
+from lvlmva_desktop.lvlm.render import render_views
 
 if TYPE_CHECKING:
-    from ..core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
 # CET-D1 (the viewer's default signed colour map) sampled at 9 points, blue (negative) to red (positive).
 _D1 = np.array(
@@ -150,16 +150,16 @@ def representative_heatmaps(
     if expl_id is None or before is None or after is None:
         out["note"] = "No aligned model yet: there is nothing to compare."
         return out
-    from ..core.pipeline import alignment_masks
-    from ..core.settings import PipelineSettings
-    from ..core.viewer import explain_samples, load_samples
+    from lvlmva_desktop.core.method.pipeline import alignment_masks
+    from lvlmva_desktop.core.method.settings import PipelineSettings
+    from lvlmva_desktop.core.views.viewer import explain_samples, load_samples
 
     row, t = project.explanation(expl_id)
     es = json.loads(row["settings"] or "{}").get("explain", {})
     settings = PipelineSettings.from_record({"explain": es}).explain  # as the explanation was made
     # the masks as the aligned model was trained with them: the plain masks of the verdicts, less the
     # segments the consistency check held back then (recorded with the model; none for older models)
-    from ..core.settings import AlignSettings
+    from lvlmva_desktop.core.method.settings import AlignSettings
 
     ids, masks, _ = alignment_masks(project, expl_id, AlignSettings(consistency_check=False))
     info = json.loads(project.model_row(after)["info"] or "{}")

@@ -14,8 +14,8 @@ from pathlib import Path
 from fpdf import FontFace
 from fpdf.enums import XPos, YPos
 
-from .document import SECTIONS, pct, settings_text, signed_pct
-from .pdf_layout import ACCENT, BAD, INK, MUTED, OK, VERDICT_INK, WARN, ReportPDF
+from lvlmva_desktop.report.document import SECTIONS, pct, settings_text, signed_pct
+from lvlmva_desktop.report.pdf_layout import ACCENT, BAD, INK, MUTED, OK, VERDICT_INK, WARN, ReportPDF
 
 PDF_TEXT = 420  # characters of a critic text in the PDF
 
@@ -176,7 +176,7 @@ def _critic(pdf: ReportPDF, r: dict) -> None:
 
 
 def _spot_check(pdf: ReportPDF, sc: dict | None) -> None:
-    """The newest blind spot-check of the critic (core/spotcheck.py), as the HTML shows it."""
+    """The newest blind spot-check of the critic (core/method/spotcheck.py), as the HTML shows it."""
     pdf.subheading("Critic spot-check")
     if not sc:
         pdf.note(

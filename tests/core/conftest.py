@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.pipeline import explain_alignment_set, sample_alignment_set, train_original
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.data.demo import create_demo_project
+from lvlmva_desktop.core.method.explain import ExplainSettings
+from lvlmva_desktop.core.method.pipeline import explain_alignment_set, sample_alignment_set, train_original
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.segment import SegmentSettings
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store.project import Project
 
 CPU = torch.device("cpu")
 

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from lvlmva_desktop.core.align import rrr_penalty
+from lvlmva_desktop.core.method.align import rrr_penalty
 
 
 def _model():

@@ -7,8 +7,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from lvlmva_desktop.core.align import rrr_penalty
-from lvlmva_desktop.core.architectures import (
+from lvlmva_desktop.core.method.align import rrr_penalty
+from lvlmva_desktop.core.method.architectures import (
     Preprocessed,
     all_architectures,
     check_architecture,
@@ -16,8 +16,13 @@ from lvlmva_desktop.core.architectures import (
     guess_architectures,
     make_attribution_safe,
 )
-from lvlmva_desktop.core.explain import ExplainSettings, attribute, median_references
-from lvlmva_desktop.core.models import build_model, check_no_reused_modules, load_pretrained_weights, spec_for
+from lvlmva_desktop.core.method.explain import ExplainSettings, attribute, median_references
+from lvlmva_desktop.core.method.models import (
+    build_model,
+    check_no_reused_modules,
+    load_pretrained_weights,
+    spec_for,
+)
 
 REQUIRED = (
     "densenet121",
@@ -107,7 +112,7 @@ def test_attribution_safety_changes_no_weight_and_no_output():
 
 
 def test_preprocessing_is_recorded_and_applied_inside_the_model(tmp_path):
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     spec = spec_for("efficientnet_b0", 2, 1, (48, 40), origin="imported")
     pre = spec.preprocessing()

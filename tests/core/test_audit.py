@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.benchsets import GENERATORS, default_class_descriptions
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.export import export_results
-from lvlmva_desktop.core.pipeline import EvalSettings, PipelineSettings, run_pipeline
-from lvlmva_desktop.core.project import DATABASE, MANIFEST, Project, current_user, sha256_file
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.data.benchsets import GENERATORS, default_class_descriptions
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.pipeline import EvalSettings, PipelineSettings, run_pipeline
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.export import export_results
+from lvlmva_desktop.core.store.project import DATABASE, MANIFEST, Project, current_user, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
@@ -381,8 +381,8 @@ def _die_during(root: Path, step: str) -> None:
     code = textwrap.dedent(
         f"""
         import os, signal
-        from lvlmva_desktop.core import audit
-        from lvlmva_desktop.core.project import Project
+        from lvlmva_desktop.core.store import audit
+        from lvlmva_desktop.core.store.project import Project
 
         def die(*a, **k):
             if {step!r} == "announce":

@@ -33,9 +33,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lvlmva_desktop.core.data import REASONS, import_csv_manifest
-from lvlmva_desktop.core.errors import describe_error
-from lvlmva_desktop.core.images import (
+from lvlmva_desktop.core.data.images import (
     LOAD_REASONS,
     SUPPORTED_SUFFIXES,
     ImageLoadError,
@@ -44,7 +42,9 @@ from lvlmva_desktop.core.images import (
     read_image,
     read_mask,
 )
-from lvlmva_desktop.core.project import Project, ProjectError
+from lvlmva_desktop.core.data.importing import REASONS, import_csv_manifest
+from lvlmva_desktop.core.runtime.errors import describe_error
+from lvlmva_desktop.core.store.project import Project, ProjectError
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -294,7 +294,7 @@ def test_a_real_zlib_bomb_is_refused_without_allocating_its_pixels(tmp_path):
     assert path.stat().st_size < 1_000_000
     code = (
         "import resource, sys, json\n"
-        "from lvlmva_desktop.core.images import read_image, ImageLoadError\n"
+        "from lvlmva_desktop.core.data.images import read_image, ImageLoadError\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n"
         "    read_image(sys.argv[1]); out = 'decoded'\n"

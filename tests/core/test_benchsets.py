@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lvlmva_desktop.core import benchsets
-from lvlmva_desktop.core.benchsets import (
+from lvlmva_desktop.core.data import benchsets
+from lvlmva_desktop.core.data.benchsets import (
     DESCRIPTIONS,
     GENERATORS,
     MANIFEST_COLUMNS,
@@ -21,7 +21,7 @@ from lvlmva_desktop.core.benchsets import (
     isic_like,
     surface,
 )
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 
 SMALL = {"n_train": 60, "n_test": 40}
 NAMES = sorted(GENERATORS)

@@ -5,8 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lvlmva_desktop.core import browse
-from lvlmva_desktop.core.browse import (
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.critic import Critique, SegmentVerdict
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.train import predict_proba
+from lvlmva_desktop.core.store.project import Project
+from lvlmva_desktop.core.views import browse
+from lvlmva_desktop.core.views.browse import (
     BrowseFilter,
     SampleTable,
     VerdictFlags,
@@ -19,11 +24,6 @@ from lvlmva_desktop.core.browse import (
     sort_rows,
     verdict_status,
 )
-from lvlmva_desktop.core.critic import Critique, SegmentVerdict
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.train import predict_proba
 
 CPU = torch.device("cpu")
 
@@ -113,7 +113,7 @@ def test_new_images_change_the_cache_key(proj, tmp_path):
 
 
 def test_predictions_can_be_cancelled(proj):
-    from lvlmva_desktop.core.jobs import Cancelled, TaskState
+    from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 
     mid = _model(proj)
     state = TaskState()

@@ -3,10 +3,16 @@
 import pytest
 import torch
 
-from lvlmva_desktop.core.metrics import Evaluation, GroupAccuracy, comparison, deltas, stored_evaluations
-from lvlmva_desktop.core.pipeline import EvalSettings, evaluate_models, train_original
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.method.metrics import (
+    Evaluation,
+    GroupAccuracy,
+    comparison,
+    deltas,
+    stored_evaluations,
+)
+from lvlmva_desktop.core.method.pipeline import EvalSettings, evaluate_models, train_original
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store.project import Project
 
 CPU = torch.device("cpu")
 EVAL = EvalSettings(n_attribution_images=6, n_background=2, min_group_size=1)

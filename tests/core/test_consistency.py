@@ -1,17 +1,17 @@
-"""The verdict consistency check (core/consistency.py): stray "spurious" verdicts on segments that look like
+"""The verdict consistency check (core/method/consistency.py): stray "spurious" verdicts on segments that look like
 segments judged relevant elsewhere are held back from the masks; consistent artefact verdicts are kept."""
 
 import pytest
 import torch
 
-from lvlmva_desktop.core.consistency import (
+from lvlmva_desktop.core.method.consistency import (
     masks_from_flags,
     segment_descriptors,
     verdict_consistency,
     verdict_masks,
 )
-from lvlmva_desktop.core.critic import SegmentVerdict, segment_mask
-from lvlmva_desktop.core.settings import AlignSettings
+from lvlmva_desktop.core.method.critic import SegmentVerdict, segment_mask
+from lvlmva_desktop.core.method.settings import AlignSettings
 
 N, H, W = 40, 16, 16
 WRONG = (3, 17, 30)  # lesion segments the critic wrongly judges spurious

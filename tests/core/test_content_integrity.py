@@ -1,4 +1,4 @@
-"""The report proves the data, not only the log (core/integrity.py): each tampering with a table or file,
+"""The report proves the data, not only the log (core/store/integrity.py): each tampering with a table or file,
 done as a hostile tester would (SQL and file edits only), is found by `audit --verify`, named, and refused
 by the step that would use it; an untouched project verifies as intact."""
 
@@ -14,17 +14,17 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.integrity import verify_content
-from lvlmva_desktop.core.pipeline import (
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.pipeline import (
     EvalSettings,
     align_model,
     evaluate_models,
     run_critique,
     train_original,
 )
-from lvlmva_desktop.core.project import Project, ProjectError, sha256_file
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.method.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.store.integrity import verify_content
+from lvlmva_desktop.core.store.project import Project, ProjectError, sha256_file
 from lvlmva_desktop.report.document import write_report
 
 CPU = torch.device("cpu")

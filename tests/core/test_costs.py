@@ -4,14 +4,14 @@ batch of the step's own model and images."""
 import pytest
 import torch
 
-from lvlmva_desktop.core import costs
-from lvlmva_desktop.core.benchsets import GENERATORS
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.jobs import TaskState
-from lvlmva_desktop.core.models import build_model, spec_for
-from lvlmva_desktop.core.pipeline import train_original
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.settings import TrainSettings
+from lvlmva_desktop.core.data.benchsets import GENERATORS
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.models import build_model, spec_for
+from lvlmva_desktop.core.method.pipeline import train_original
+from lvlmva_desktop.core.method.settings import TrainSettings
+from lvlmva_desktop.core.runtime import costs
+from lvlmva_desktop.core.runtime.jobs import TaskState
+from lvlmva_desktop.core.store.project import Project
 
 CPU = torch.device("cpu")
 

@@ -18,11 +18,11 @@ import torch
 from fixtures.crash import check_reopened, kill, last_progress, query, running_kinds, start, wait_for
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core import recovery
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.pipeline import run_critique
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.pipeline import run_critique
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store import recovery
+from lvlmva_desktop.core.store.project import Project
 
 CPU = torch.device("cpu")
 N_SET = 30  # images in the base project's alignment set

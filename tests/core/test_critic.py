@@ -1,6 +1,6 @@
 import torch
 
-from lvlmva_desktop.core.critic import (
+from lvlmva_desktop.core.method.critic import (
     RELEVANT,
     SPURIOUS,
     UNDECIDED,
@@ -101,8 +101,8 @@ def test_ground_truth_critic_judges_by_the_evidence_the_segments_follow():
 def test_critique_each_checks_before_and_reports_after_each_image():
     import pytest
 
-    from lvlmva_desktop.core.critic import Critique
-    from lvlmva_desktop.core.jobs import Cancelled, TaskState
+    from lvlmva_desktop.core.method.critic import Critique
+    from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 
     events = []
     state = TaskState(on_progress=lambda frac, msg: events.append(("progress", frac, msg)))

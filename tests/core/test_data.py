@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lvlmva_desktop.core.data import (
+from lvlmva_desktop.core.data.importing import (
     REASONS,
     ImportReport,
     assign_split,
     import_class_folders,
     import_csv_manifest,
 )
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 
 
 def _img(path, h=8, w=8, value=100, mode="L"):

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core import audit as audit_log
-from lvlmva_desktop.core import project as project_mod
-from lvlmva_desktop.core.integrity import verify_content
-from lvlmva_desktop.core.project import Project, ProjectError
+from lvlmva_desktop.core.store import audit as audit_log
+from lvlmva_desktop.core.store import project as project_mod
+from lvlmva_desktop.core.store.integrity import verify_content
+from lvlmva_desktop.core.store.project import Project, ProjectError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "main-project.zip"
 

@@ -1,4 +1,4 @@
-"""DICOM images (core/dicom.py through core/images.py): pixel values as pydicom's own modality LUT and VOI
+"""DICOM images (core/data/dicom.py through core/data/images.py): pixel values as pydicom's own modality LUT and VOI
 LUT/window give them, MONOCHROME1, colour, transfer syntaxes, multi-frame files, damaged files, import.
 
 The files are the ones shipped inside the pydicom package, used by path (pydicom's get_testdata_file may
@@ -17,9 +17,8 @@ import pytest
 from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-from lvlmva_desktop.core import dicom
-from lvlmva_desktop.core.data import REASONS, import_class_folders, import_csv_manifest
-from lvlmva_desktop.core.images import (
+from lvlmva_desktop.core.data import dicom
+from lvlmva_desktop.core.data.images import (
     LOAD_REASONS,
     SUPPORTED_SUFFIXES,
     ImageLoadError,
@@ -28,6 +27,7 @@ from lvlmva_desktop.core.images import (
     is_dicom_file,
     read_image,
 )
+from lvlmva_desktop.core.data.importing import REASONS, import_class_folders, import_csv_manifest
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 REPO = Path(__file__).resolve().parents[2]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lvlmva_desktop.core.explain import ExplainSettings, attribute
-from lvlmva_desktop.core.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.explain import ExplainSettings, attribute
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
 
 
 @pytest.mark.parametrize("arch,size", [("mlp", 12), ("small_cnn", 16), ("resnet18", 32)])
@@ -66,7 +66,7 @@ def test_attribution_turns_tf32_off_on_cuda_and_restores_it():
     """TF32 convolutions broke summation-to-delta on a ResNet-18 on an H200 (deltas ~5e-4 of the gap)."""
     import threading
 
-    from lvlmva_desktop.core.devices import exact_fp32
+    from lvlmva_desktop.core.runtime.devices import exact_fp32
 
     cuda = torch.device("cuda")  # only flags are touched: this runs without a GPU
     old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -98,7 +98,7 @@ def test_attribution_turns_tf32_off_on_cuda_and_restores_it():
 
 
 def test_reference_images_of_each_kind():
-    from lvlmva_desktop.core.explain import MEDIAN_SAMPLE, background_set, reference_images
+    from lvlmva_desktop.core.method.explain import MEDIAN_SAMPLE, background_set, reference_images
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(300, 3, 6, 6, generator=gen)
@@ -117,7 +117,7 @@ def test_median_reference_explains_how_an_image_differs_from_the_typical_one():
     # a linear model reading one pixel: against the typical (median) image the attribution is the
     # weight times the difference from the median, also where that difference is negative
     model = one_pixel_model(4, 3, 2.0)
-    from lvlmva_desktop.core.explain import reference_images
+    from lvlmva_desktop.core.method.explain import reference_images
 
     train = torch.full((9, 1, 2, 2), 0.6)
     train[:3] = 0.1  # a minority of darker images: the median stays 0.6
@@ -135,7 +135,7 @@ def test_median_reference_explains_how_an_image_differs_from_the_typical_one():
 
 
 def test_recorded_settings_from_before_a_setting_existed_keep_its_old_value():
-    from lvlmva_desktop.core.settings import PipelineSettings
+    from lvlmva_desktop.core.method.settings import PipelineSettings
 
     # a run or explanation recorded before "background" and "evidence" existed ran with the paper's choices
     old = PipelineSettings.from_record({"explain": {"n_background": 8}, "segment": {"n_components": 4}})
@@ -149,7 +149,7 @@ def test_recorded_settings_from_before_a_setting_existed_keep_its_old_value():
 
 
 def test_one_reference_image_is_enough_and_none_is_told():
-    from lvlmva_desktop.core.explain import reference_images
+    from lvlmva_desktop.core.method.explain import reference_images
 
     torch.manual_seed(0)
     model = build_model(ModelSpec("mlp", 2, 1, (4, 4))).eval()

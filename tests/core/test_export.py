@@ -7,11 +7,10 @@ import json
 
 import torch
 
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.export import export_results
-from lvlmva_desktop.core.pipeline import (
+from lvlmva_desktop.core.data.demo import create_demo_project
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.explain import ExplainSettings
+from lvlmva_desktop.core.method.pipeline import (
     EvalSettings,
     evaluate_models,
     explain_alignment_set,
@@ -19,10 +18,11 @@ from lvlmva_desktop.core.pipeline import (
     sample_alignment_set,
     train_original,
 )
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.segment import SegmentSettings
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store.export import export_results
+from lvlmva_desktop.core.store.project import Project
 
 
 def test_export_writes_verdicts_with_sources_and_metrics(tmp_path):
@@ -58,8 +58,8 @@ def test_exported_cells_never_start_a_formula(tmp_path):
     spreadsheet program (=, +, -, @) is written as text (a leading apostrophe); numbers stay numbers."""
     from PIL import Image
 
-    from lvlmva_desktop.core.data import import_csv_manifest
-    from lvlmva_desktop.core.export import spreadsheet_safe
+    from lvlmva_desktop.core.data.importing import import_csv_manifest
+    from lvlmva_desktop.core.store.export import spreadsheet_safe
 
     d = tmp_path / "d"
     d.mkdir()

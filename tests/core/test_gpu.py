@@ -3,10 +3,16 @@
 import pytest
 import torch
 
-from lvlmva_desktop.core.explain import ExplainSettings, attribute
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.segment import ppeps_wgm
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings, fine_tune_rrr, predict_proba, train_erm
+from lvlmva_desktop.core.method.explain import ExplainSettings, attribute
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.segment import ppeps_wgm
+from lvlmva_desktop.core.method.train import (
+    AlignSettings,
+    TrainSettings,
+    fine_tune_rrr,
+    predict_proba,
+    train_erm,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

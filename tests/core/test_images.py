@@ -7,7 +7,7 @@ import tifffile
 import torch
 from PIL import Image, ImageFile
 
-from lvlmva_desktop.core.images import (
+from lvlmva_desktop.core.data.images import (
     SUPPORTED_SUFFIXES,
     ImageLoadError,
     check_image,

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from lvlmva_desktop.core import segment as segment_mod
-from lvlmva_desktop.core.browse import model_predictions
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.errors import describe_error
-from lvlmva_desktop.core.explain import ExplainSettings, attribute
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
-from lvlmva_desktop.core.memory import GPUOutOfMemory, is_out_of_memory, run_batched
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.segment import SegmentSettings, ppeps_wgm
-from lvlmva_desktop.core.train import TrainSettings, predict_proba
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method import segment as segment_mod
+from lvlmva_desktop.core.method.explain import ExplainSettings, attribute
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.segment import SegmentSettings, ppeps_wgm
+from lvlmva_desktop.core.method.train import TrainSettings, predict_proba
+from lvlmva_desktop.core.runtime.errors import describe_error
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
+from lvlmva_desktop.core.runtime.memory import GPUOutOfMemory, is_out_of_memory, run_batched
+from lvlmva_desktop.core.store.project import Project
+from lvlmva_desktop.core.views.browse import model_predictions
 
 CPU = torch.device("cpu")
 
@@ -242,7 +242,7 @@ def test_segmentation_survives_oom_with_identical_segments(monkeypatch):
 
 # -- training stops, the project keeps no half model ---------------------------------------------------
 def test_training_oom_stops_with_advice_and_saves_nothing(tmp_path, monkeypatch):
-    from lvlmva_desktop.core import pipeline
+    from lvlmva_desktop.core.method import pipeline
 
     rep_rows = ["path,label"]
     from PIL import Image
@@ -275,7 +275,7 @@ def test_training_oom_stops_with_advice_and_saves_nothing(tmp_path, monkeypatch)
 
 def test_cli_reports_training_oom_as_one_error_line(tmp_path, monkeypatch, capsys):
     from lvlmva_desktop import cli
-    from lvlmva_desktop.core import pipeline
+    from lvlmva_desktop.core.method import pipeline
 
     real_build = pipeline.build_model
     monkeypatch.setattr(

@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import resnet18 as tv_resnet18
 
-from lvlmva_desktop.core.models import (
+from lvlmva_desktop.core.method.models import (
     ModelSpec,
     build_model,
     check_no_reused_modules,
@@ -74,7 +74,9 @@ def test_an_imported_classifier_must_be_complete_and_finite(tmp_path):
     ):
         load_pretrained_weights(build_model(spec), spec, only_bias, complete=True)
     no_stats = {k: v for k, v in full.items() if "running_" not in k}
-    with pytest.raises(ValueError, match=r"not in the file \(first features\.1\.running_mean, features\.1\.running_var"):
+    with pytest.raises(
+        ValueError, match=r"not in the file \(first features\.1\.running_mean, features\.1\.running_var"
+    ):
         load_pretrained_weights(
             build_model(spec), spec, _save(no_stats, tmp_path / "nostats.safetensors"), complete=True
         )
@@ -98,7 +100,9 @@ def test_an_imported_classifier_must_be_complete_and_finite(tmp_path):
     )
     assert ok == []
     # starting ERM from a backbone may leave the head random: not complete, and allowed there
-    backbone = _save({k: v for k, v in full.items() if not k.startswith("head.")}, tmp_path / "bb.safetensors")
+    backbone = _save(
+        {k: v for k, v in full.items() if not k.startswith("head.")}, tmp_path / "bb.safetensors"
+    )
     assert load_pretrained_weights(build_model(spec), spec, backbone) == []
     # but a file that is mostly something else is refused there too
     with pytest.raises(ValueError, match=r"19 of the model's 20 tensors are not in the file"):
@@ -107,13 +111,15 @@ def test_an_imported_classifier_must_be_complete_and_finite(tmp_path):
 
 def test_import_model_refuses_a_partial_checkpoint_from_the_command_line(tmp_path, capsys):
     from lvlmva_desktop.cli import main
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     path = _save({"head.bias": torch.zeros(2)}, tmp_path / "bias.safetensors")
     Project.create(tmp_path / "p", "p", ["a", "b"], (16, 16), 3).close()
     assert main(["import-model", str(tmp_path / "p"), str(path), "--arch", "small_cnn"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "do not fit a small_cnn for this project (2 classes, 3 channels)" in err
+    assert (
+        err.startswith("error: ") and "do not fit a small_cnn for this project (2 classes, 3 channels)" in err
+    )
     with Project.open(tmp_path / "p") as p:
         assert p.models() == []
         assert (

@@ -16,14 +16,14 @@ import pytest
 from fixtures.crash import REPO, query
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.lock import LOCK_FILE, ProjectLocked, held_here
-from lvlmva_desktop.core.project import Project, ProjectError, current_user
+from lvlmva_desktop.core.data.demo import create_demo_project
+from lvlmva_desktop.core.store.lock import LOCK_FILE, ProjectLocked, held_here
+from lvlmva_desktop.core.store.project import Project, ProjectError, current_user
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.store.project import Project
 p = Project.open(sys.argv[1])
 Path(sys.argv[2]).write_text("held")
 for i in range(int(sys.argv[3])):  # write while a second process tries its luck
@@ -35,7 +35,7 @@ p.close()
 
 SECOND = """
 import json, sys
-from lvlmva_desktop.core.project import Project, ProjectError
+from lvlmva_desktop.core.store.project import Project, ProjectError
 out = {}
 try:
     Project.open(sys.argv[1]).close()
@@ -231,7 +231,7 @@ def test_a_read_only_project_that_is_missing_says_so(tmp_path):
 def test_a_forked_child_does_not_inherit_the_writer_lock(tmp_path):
     """The child must be refused (the parent writes), and closing its inherited copy must not free the
     parent's lock."""
-    from lvlmva_desktop.core import lock as lock_mod
+    from lvlmva_desktop.core.store import lock as lock_mod
 
     root = tmp_path / "p"
     Project.create(root, "p", ["a", "b"], (8, 8), 1).close()
@@ -257,7 +257,7 @@ def test_a_forked_child_does_not_inherit_the_writer_lock(tmp_path):
     os.close(r)
     assert said == "refused new-token"
     # the parent still holds the lock: a third process is refused
-    code = "import sys; from lvlmva_desktop.core.project import Project\ntry:\n    Project.open(sys.argv[1]); print('opened')\nexcept Exception as e:\n    print(type(e).__name__)"
+    code = "import sys; from lvlmva_desktop.core.store.project import Project\ntry:\n    Project.open(sys.argv[1]); print('opened')\nexcept Exception as e:\n    print(type(e).__name__)"
     got = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, cwd=REPO)
     assert got.stdout.strip() == "ProjectLocked", got.stderr
     parent.close()

@@ -5,20 +5,20 @@ import json
 import pytest
 import torch
 
-from lvlmva_desktop.core.benchsets import GENERATORS, default_class_descriptions
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
-from lvlmva_desktop.core.pipeline import (
+from lvlmva_desktop.core.data.benchsets import GENERATORS, default_class_descriptions
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.pipeline import (
     EvalSettings,
     PipelineSettings,
     alignment_masks,
     results_table,
     run_pipeline,
 )
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
+from lvlmva_desktop.core.store.project import Project
 
 CPU = torch.device("cpu")
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lvlmva_desktop.core import project as project_mod
-from lvlmva_desktop.core.critic import Critique, SegmentVerdict
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.project import Project, ProjectError
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.critic import Critique, SegmentVerdict
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.store import project as project_mod
+from lvlmva_desktop.core.store.project import Project, ProjectError
 
 
 def _dataset(tmp_path, n=6):
@@ -88,7 +88,7 @@ def test_model_versions_are_immutable_and_hash_checked(proj):
 
 
 def test_runs_record_finished_failed_and_cancelled(proj):
-    from lvlmva_desktop.core.jobs import Cancelled
+    from lvlmva_desktop.core.runtime.jobs import Cancelled
 
     with proj.run("x", {"a": 1}) as run:
         run.results = {"ok": True}

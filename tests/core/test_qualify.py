@@ -1,4 +1,4 @@
-"""Qualification on a site's own data (core/qualify.py, `lvlmva qualify`): the table of ERM, RRR with the
+"""Qualification on a site's own data (core/method/qualify.py, `lvlmva qualify`): the table of ERM, RRR with the
 true masks and LVLM-VA with simulated critics, kept in the project and shown in the report."""
 
 import json
@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.benchsets import generate_isic_like
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.project import Project, ProjectError
-from lvlmva_desktop.core.qualify import ERM, GT, headline, qualify, sim_row, summary_figures, table
-from lvlmva_desktop.core.settings import PipelineSettings
+from lvlmva_desktop.core.data.benchsets import generate_isic_like
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.qualify import ERM, GT, headline, qualify, sim_row, summary_figures, table
+from lvlmva_desktop.core.method.settings import PipelineSettings
+from lvlmva_desktop.core.store.project import Project, ProjectError
 
 CPU = torch.device("cpu")
 HEADLINE = re.compile(

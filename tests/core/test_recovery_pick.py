@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from lvlmva_desktop.core import recovery
-from lvlmva_desktop.core.project import Project, ProjectError
+from lvlmva_desktop.core.store import recovery
+from lvlmva_desktop.core.store.project import Project, ProjectError
 
 
 def test_a_run_resumed_once_is_not_resumed_again(tmp_path):

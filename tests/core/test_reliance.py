@@ -1,10 +1,10 @@
-"""Reliance on masked regions (core/reliance.py): the exchange of masked content, the counterfactual
+"""Reliance on masked regions (core/method/reliance.py): the exchange of masked content, the counterfactual
 images of the penalty, and the measured change of the prediction."""
 
 import torch
 from torch import nn
 
-from lvlmva_desktop.core.reliance import (
+from lvlmva_desktop.core.method.reliance import (
     counterfactual_batch,
     exchange,
     masked_reliance,

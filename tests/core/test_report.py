@@ -16,12 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.metrics import comparison
-from lvlmva_desktop.core.pipeline import (
+from lvlmva_desktop.core.data.demo import create_demo_project
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.explain import ExplainSettings
+from lvlmva_desktop.core.method.metrics import comparison
+from lvlmva_desktop.core.method.pipeline import (
     EvalSettings,
     align_model,
     environment,
@@ -31,10 +30,11 @@ from lvlmva_desktop.core.pipeline import (
     sample_alignment_set,
     train_original,
 )
-from lvlmva_desktop.core.project import DATABASE, MANIFEST, Project
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.segment import SegmentSettings
+from lvlmva_desktop.core.method.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.project import DATABASE, MANIFEST, Project
 from lvlmva_desktop.lvlm.prompts import TemplateSet
 from lvlmva_desktop.report.document import (
     SECTIONS,
@@ -279,7 +279,7 @@ def test_a_project_without_an_audit_log_says_so(built, report, tmp_path):
 
 def test_heatmaps_use_the_masks_the_aligned_model_was_trained_with(built, tmp_path):
     """Segments the consistency check held back (recorded with the model) are not in the report's masks."""
-    from lvlmva_desktop.core.jobs import TaskState
+    from lvlmva_desktop.core.runtime.jobs import TaskState
     from lvlmva_desktop.report.figures import representative_heatmaps
 
     root = _copy(built, tmp_path)
@@ -306,7 +306,7 @@ def test_heatmaps_use_the_masks_the_aligned_model_was_trained_with(built, tmp_pa
 def test_hundreds_of_classes_and_a_label_of_thousands_of_characters_fit_the_pdf(tmp_path):
     """400 classes and one label of 3,300 characters made a table row taller than a page: the PDF cuts such
     a cell and says so; the HTML holds the whole text."""
-    from lvlmva_desktop.core.data import import_csv_manifest
+    from lvlmva_desktop.core.data.importing import import_csv_manifest
     from lvlmva_desktop.report.document import write_report
 
     d = tmp_path / "d"

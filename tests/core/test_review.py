@@ -14,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lvlmva_desktop.core.consistency import ConsistencyResult
-from lvlmva_desktop.core.critic import RELEVANT, SPURIOUS, UNDECIDED, Critique, SegmentVerdict
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.integrity import verdict_problems
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.review import (
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.consistency import ConsistencyResult
+from lvlmva_desktop.core.method.critic import RELEVANT, SPURIOUS, UNDECIDED, Critique, SegmentVerdict
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.store.integrity import verdict_problems
+from lvlmva_desktop.core.store.project import Project
+from lvlmva_desktop.core.views.review import (
     MISSED_COST,
     Doubt,
     ReviewItem,

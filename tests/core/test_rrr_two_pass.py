@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from lvlmva_desktop.core.align import rrr_penalty
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.reliance import counterfactual_batch
-from lvlmva_desktop.core.train import _reference_batchnorm, batch_loss
+from lvlmva_desktop.core.method.align import rrr_penalty
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.method.reliance import counterfactual_batch
+from lvlmva_desktop.core.method.train import _reference_batchnorm, batch_loss
 
 
 class _old_reference_batchnorm:

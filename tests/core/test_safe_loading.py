@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.models import ModelSpec, build_model, load_pretrained_weights
-from lvlmva_desktop.core.pipeline import import_model
-from lvlmva_desktop.core.project import Project, ProjectError
+from lvlmva_desktop.core.method.models import ModelSpec, build_model, load_pretrained_weights
+from lvlmva_desktop.core.method.pipeline import import_model
+from lvlmva_desktop.core.store.project import Project, ProjectError
 
 SPEC = ModelSpec("small_cnn", 2, 3, (16, 16))
 
@@ -126,7 +126,7 @@ def test_model_version_changed_on_disk_is_refused(tmp_path):
         os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
         torch.manual_seed(99)
         other = build_model(SPEC)
-        from lvlmva_desktop.core.models import spec_metadata
+        from lvlmva_desktop.core.method.models import spec_metadata
 
         save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path), spec_metadata(SPEC))
         with pytest.raises(ProjectError, match=f"Model version {mid} was modified on disk"):

@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from lvlmva_desktop.core.metrics import alignment_score, deltas, evaluate_predictions, verdict_accuracy
-from lvlmva_desktop.core.sampling import SamplingSettings, predictive_entropy, select_alignment_set
+from lvlmva_desktop.core.method.metrics import alignment_score, deltas, evaluate_predictions, verdict_accuracy
+from lvlmva_desktop.core.method.sampling import SamplingSettings, predictive_entropy, select_alignment_set
 
 
 def test_entropy_values():

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
-from lvlmva_desktop.core.segment import (
+from lvlmva_desktop.core.method.segment import (
     COVARIANCE_TYPES,
     SegmentationResult,
     SegmentSettings,
     ppeps_wgm,
     ppeps_wgm_single,
 )
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 
 
 def blob_map(h, w, centres, masses, sigmas, dtype=torch.float64):
@@ -398,7 +398,7 @@ def test_absolute_evidence_gives_negative_evidence_its_own_segment():
 
 
 def test_evidence_map_kinds_keep_non_finite_values():
-    from lvlmva_desktop.core.segment import evidence_map, recorded_evidence
+    from lvlmva_desktop.core.method.segment import evidence_map, recorded_evidence
 
     a = torch.tensor([[-2.0, 3.0], [float("-inf"), float("nan")]])
     p, q = evidence_map(a, "positive"), evidence_map(a, "absolute")

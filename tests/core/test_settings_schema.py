@@ -1,4 +1,4 @@
-"""The settings schema (core/settings_schema.py): one entry per setting of the dataclasses, with one name,
+"""The settings schema (core/method/settings_schema.py): one entry per setting of the dataclasses, with one name,
 the dataclass's default, bounds, unit and help; old names read from saved files and recorded runs; the
 settings saved for a project read by the core; bad names and values refused in words."""
 
@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from lvlmva_desktop.core import settings_schema as schema
-from lvlmva_desktop.core.settings import AlignSettings, PipelineSettings
-from lvlmva_desktop.core.settings_schema import SETTINGS_FILE, SettingError
+from lvlmva_desktop.core.method import settings_schema as schema
+from lvlmva_desktop.core.method.settings import AlignSettings, PipelineSettings
+from lvlmva_desktop.core.method.settings_schema import SETTINGS_FILE, SettingError
 
 
 def test_every_field_of_the_dataclasses_has_one_entry_with_its_default():
@@ -169,7 +169,7 @@ def test_a_project_written_by_an_older_program_reads_its_recorded_settings_under
     import zipfile
     from pathlib import Path
 
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     with zipfile.ZipFile(Path(__file__).resolve().parents[1] / "fixtures" / "main-project.zip") as z:
         z.extractall(tmp_path)

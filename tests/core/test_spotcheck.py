@@ -1,4 +1,4 @@
-"""The blind spot-check of the critic (core/spotcheck.py): the stratified draw, the Wilson interval, the
+"""The blind spot-check of the critic (core/method/spotcheck.py): the stratified draw, the Wilson interval, the
 weighted score, what an accuracy means (interpolated between measured points), the stored run with its
 audit entry and expert verdicts, the picture shown, and the report's section."""
 
@@ -16,23 +16,20 @@ import numpy as np
 import pytest
 import torch
 
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.integrity import verify_content
-from lvlmva_desktop.core.pictures import MASK_COLOUR
-from lvlmva_desktop.core.pipeline import (
+from lvlmva_desktop.core.data.demo import create_demo_project
+from lvlmva_desktop.core.data.pictures import MASK_COLOUR
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.explain import ExplainSettings
+from lvlmva_desktop.core.method.pipeline import (
     explain_alignment_set,
     run_critique,
     sample_alignment_set,
     train_original,
 )
-from lvlmva_desktop.core.project import Project, ProjectError
-from lvlmva_desktop.core.qualify import sim_row
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.spotcheck import (
+from lvlmva_desktop.core.method.qualify import sim_row
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.segment import SegmentSettings
+from lvlmva_desktop.core.method.spotcheck import (
     SPOT_CHECK,
     MeasuredPoints,
     SpotItem,
@@ -50,7 +47,10 @@ from lvlmva_desktop.core.spotcheck import (
     segment_picture,
     wilson_interval,
 )
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.integrity import verify_content
+from lvlmva_desktop.core.store.project import Project, ProjectError
 from lvlmva_desktop.report.document import gather_report, render_html
 from lvlmva_desktop.report.pdf import write_pdf
 

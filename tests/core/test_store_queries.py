@@ -1,4 +1,4 @@
-"""The store's named queries (core/store/ and core/project.py) on a small project, against what it holds:
+"""The store's named queries (core/store/ and core/store/project.py) on a small project, against what it holds:
 counts per split, the explanation's model, the verdicts by source, the runs by kind, the audit entries."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.pipeline import run_critique
-from lvlmva_desktop.core.project import Project, ProjectError
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.pipeline import run_critique
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store.project import Project, ProjectError
 
 N_TRAIN, N_TEST, N_SET = 64, 48, 6
 
@@ -240,6 +240,6 @@ def test_chat_exchange_and_audit_queries(project):
 
 
 def _audit_rows(project: Project, action: str) -> list[dict]:
-    from lvlmva_desktop.core import audit
+    from lvlmva_desktop.core.store import audit
 
     return [e for e in audit.entries(project.db) if e["action"] == action]

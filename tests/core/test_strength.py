@@ -1,4 +1,4 @@
-"""The penalty strength that chooses itself (core/strength.py) and the counterfactual penalty behind it:
+"""The penalty strength that chooses itself (core/method/strength.py) and the counterfactual penalty behind it:
 nothing is changed where the model does not rely on the masked regions, a real shortcut is removed and
 the reliance measured, a strength set by hand is used as it is, and every choice is recorded in words."""
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from lvlmva_desktop.core import strength as strength_mod
-from lvlmva_desktop.core.reliance import Reliance, masked_reliance
-from lvlmva_desktop.core.settings import AlignSettings
-from lvlmva_desktop.core.strength import StrengthChoice, align_with_strength
-from lvlmva_desktop.core.train import TrainSettings, predict_proba, train_erm
+from lvlmva_desktop.core.method import strength as strength_mod
+from lvlmva_desktop.core.method.reliance import Reliance, masked_reliance
+from lvlmva_desktop.core.method.settings import AlignSettings
+from lvlmva_desktop.core.method.strength import StrengthChoice, align_with_strength
+from lvlmva_desktop.core.method.train import TrainSettings, predict_proba, train_erm
 
 CPU = torch.device("cpu")
 H = W = 8

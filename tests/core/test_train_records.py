@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lvlmva_desktop.core import train
-from lvlmva_desktop.core.jobs import TaskState
-from lvlmva_desktop.core.models import ModelSpec, build_model
+from lvlmva_desktop.core.method import train
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.runtime.jobs import TaskState
 
 CPU = torch.device("cpu")
 
@@ -74,7 +74,7 @@ def test_rrr_step_records_carry_the_penalty():
 def test_an_align_run_recorded_before_the_automatic_strength_keeps_its_penalty():
     """A run recorded with only a number for λ ran the paper's input-gradient penalty without a floor;
     read back (resume, the report), it keeps that, not today's defaults."""
-    from lvlmva_desktop.core.settings import PipelineSettings
+    from lvlmva_desktop.core.method.settings import PipelineSettings
 
     old = PipelineSettings.from_record({"align": {"lambda": 30.0, "epochs": 5}}).align
     assert old.penalty == "gradient" and old.lambda_ == 30.0 and old.reliance_floor == 0.0

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lvlmva_desktop.core.critic import GroundTruthCritic
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.pipeline import alignment_masks, explain_alignment_set, run_critique
-from lvlmva_desktop.core.project import Project, ProjectError
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.train import TrainSettings
-from lvlmva_desktop.core.viewer import explain_samples, load_samples, segment_verdict_rows
+from lvlmva_desktop.core.method.critic import GroundTruthCritic
+from lvlmva_desktop.core.method.explain import ExplainSettings
+from lvlmva_desktop.core.method.pipeline import alignment_masks, explain_alignment_set, run_critique
+from lvlmva_desktop.core.method.segment import SegmentSettings
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store.project import Project, ProjectError
+from lvlmva_desktop.core.views.viewer import explain_samples, load_samples, segment_verdict_rows
 
 CPU = torch.device("cpu")
 EXPLAIN = ExplainSettings(n_background=4, background="train")
@@ -102,8 +102,8 @@ def test_verdict_rows_keep_critic_and_expert_apart_and_take_back(project):
 def test_other_references_and_absolute_evidence_reach_the_viewer_the_critic_and_the_masks(
     project, background
 ):
-    from lvlmva_desktop.core.pipeline import critique_requests
-    from lvlmva_desktop.core.segment import evidence_map
+    from lvlmva_desktop.core.method.pipeline import critique_requests
+    from lvlmva_desktop.core.method.segment import evidence_map
 
     _, mid, ids, t = _ids(project)
     explain = ExplainSettings(n_background=4, background=background)

@@ -56,7 +56,7 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory) -> Path:
     """A small demo project (generated ISIC-like lesions, 240 train / 120 test, 32x32): data only."""
-    from lvlmva_desktop.core.demo import create_demo_project
+    from lvlmva_desktop.core.data.demo import create_demo_project
 
     return create_demo_project(tmp_path_factory.mktemp("demo") / "demo", **SMALL_DEMO)
 
@@ -67,18 +67,18 @@ def explained_template(tmp_path_factory, demo_template) -> Path:
     critique by the simulated critic (ground truth with 13% verdict errors)."""
     import torch
 
-    from lvlmva_desktop.core.critic import GroundTruthCritic
-    from lvlmva_desktop.core.explain import ExplainSettings
-    from lvlmva_desktop.core.pipeline import (
+    from lvlmva_desktop.core.method.critic import GroundTruthCritic
+    from lvlmva_desktop.core.method.explain import ExplainSettings
+    from lvlmva_desktop.core.method.pipeline import (
         explain_alignment_set,
         run_critique,
         sample_alignment_set,
         train_original,
     )
-    from lvlmva_desktop.core.project import Project
-    from lvlmva_desktop.core.sampling import SamplingSettings
-    from lvlmva_desktop.core.segment import SegmentSettings
-    from lvlmva_desktop.core.train import TrainSettings
+    from lvlmva_desktop.core.method.sampling import SamplingSettings
+    from lvlmva_desktop.core.method.segment import SegmentSettings
+    from lvlmva_desktop.core.method.train import TrainSettings
+    from lvlmva_desktop.core.store.project import Project
 
     root = tmp_path_factory.mktemp("explained") / "demo"
     shutil.copytree(demo_template, root)

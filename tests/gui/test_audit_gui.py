@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.project import DATABASE
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.project import DATABASE
 from lvlmva_desktop.gui.main_window import MainWindow
 
 

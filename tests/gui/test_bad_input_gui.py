@@ -7,7 +7,7 @@ import shutil
 
 import torch
 
-from lvlmva_desktop.core.memory import run_batched
+from lvlmva_desktop.core.runtime.memory import run_batched
 from lvlmva_desktop.gui.jobs import Job
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 
-from lvlmva_desktop.core.browse import SampleTable, verdict_status
+from lvlmva_desktop.core.views.browse import SampleTable, verdict_status
 from lvlmva_desktop.gui.browser import BrowserPane
 from lvlmva_desktop.gui.jobs import JobRunner
 from lvlmva_desktop.gui.session import Session
@@ -225,7 +225,7 @@ def test_prediction_alignment_and_verdict_filters(qtbot, open_pane, explained_pr
 def test_new_model_recomputes_predictions_and_greys_filters_meanwhile(qtbot, open_pane, explained_project):
     import torch
 
-    from lvlmva_desktop.core.models import ModelSpec, build_model
+    from lvlmva_desktop.core.method.models import ModelSpec, build_model
 
     session, _, pane = open_pane(explained_project)
     wait_predictions(qtbot, pane)

@@ -1,7 +1,7 @@
 """Defect of issue 13: the chat worked only on the alignment set's images ("Image #1668 is not in the
 alignment set…"), so a misclassified test image could not be discussed. Now any image of the project can be
 discussed: outside the alignment set the LVLM gets the model's evidence and segments computed on demand
-(``core.viewer.explain_samples``, as the viewer computes them) and the model's prediction."""
+(``core.views.viewer.explain_samples``, as the viewer computes them) and the model's prediction."""
 
 from __future__ import annotations
 
@@ -90,9 +90,9 @@ def test_the_conversation_of_an_outside_image_carries_the_models_evidence_and_pr
     numbered in the pictures, and the prediction in words."""
     import json
 
-    from lvlmva_desktop.core.project import Project
-    from lvlmva_desktop.core.settings import PipelineSettings
-    from lvlmva_desktop.core.viewer import explain_samples
+    from lvlmva_desktop.core.method.settings import PipelineSettings
+    from lvlmva_desktop.core.store.project import Project
+    from lvlmva_desktop.core.views.viewer import explain_samples
     from lvlmva_desktop.lvlm.chat import chat_for_image
     from lvlmva_desktop.lvlm.config import open_backend
 
@@ -118,9 +118,9 @@ def test_the_conversation_of_an_outside_image_carries_the_models_evidence_and_pr
 
 
 def test_without_an_explanation_the_chat_still_works(qtbot, opened, demo_project):
-    from lvlmva_desktop.core.pipeline import train_original
-    from lvlmva_desktop.core.project import Project
-    from lvlmva_desktop.core.train import TrainSettings
+    from lvlmva_desktop.core.method.pipeline import train_original
+    from lvlmva_desktop.core.method.train import TrainSettings
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(demo_project) as p:
         train_original(p, "small_cnn", TrainSettings(epochs=1), torch.device("cpu"))

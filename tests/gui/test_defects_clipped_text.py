@@ -88,9 +88,9 @@ def test_sort_by_shows_whole_words_at_the_default_size(window_in_font, demo_proj
 
 def _evaluated_pair(root) -> None:
     """The original model and a second version of it ("retrained"), both measured on the test images."""
-    from lvlmva_desktop.core.pipeline import evaluate_models
-    from lvlmva_desktop.core.project import Project
-    from lvlmva_desktop.core.settings import EvalSettings
+    from lvlmva_desktop.core.method.pipeline import evaluate_models
+    from lvlmva_desktop.core.method.settings import EvalSettings
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(root) as p:
         original = p.latest_model("erm")

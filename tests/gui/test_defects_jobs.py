@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from lvlmva_desktop.core.jobs import TimeLeft
+from lvlmva_desktop.core.runtime.jobs import TimeLeft
 from lvlmva_desktop.gui.jobs import Job, JobRunner
 from lvlmva_desktop.gui.training_widgets import format_time_left
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from lvlmva_desktop.core.memory import collect_garbage
+from lvlmva_desktop.core.runtime.memory import collect_garbage
 from lvlmva_desktop.gui import gc_guard
 from lvlmva_desktop.gui.jobs import Job, JobRunner
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PySide6.QtCore import Qt
 
-from lvlmva_desktop.core.pipeline import PipelineSettings
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.viewer import explain_samples, segment_verdict_rows
+from lvlmva_desktop.core.method.pipeline import PipelineSettings
+from lvlmva_desktop.core.store.project import Project
+from lvlmva_desktop.core.views.viewer import explain_samples, segment_verdict_rows
 from lvlmva_desktop.gui.heatmap import HeatmapPane
 from lvlmva_desktop.gui.heatmap_view import overlay_levels
 from lvlmva_desktop.gui.jobs import JobRunner
@@ -358,8 +358,8 @@ def test_maps_of_an_explanation_from_before_the_new_defaults_keep_its_references
     same way and numbers the segments at their positive evidence, whatever the project's settings say."""
     import json
 
-    from lvlmva_desktop.core.segment import evidence_map
-    from lvlmva_desktop.core.settings import ExplainSettings, SegmentSettings
+    from lvlmva_desktop.core.method.segment import evidence_map
+    from lvlmva_desktop.core.method.settings import ExplainSettings, SegmentSettings
     from lvlmva_desktop.lvlm.render import centres
 
     session, runner, pane, errors = env

@@ -127,8 +127,8 @@ def test_event_loop_keeps_answering_during_real_training(qtbot, demo_project):
     """The issue's measure: a QTimer's longest gap stays under 200 ms while a job runs."""
     import torch
 
-    from lvlmva_desktop.core.pipeline import train_original
-    from lvlmva_desktop.core.train import TrainSettings
+    from lvlmva_desktop.core.method.pipeline import train_original
+    from lvlmva_desktop.core.method.train import TrainSettings
 
     runner = _runner(demo_project)
     gaps = []
@@ -179,7 +179,7 @@ def test_shutdown_cancels_and_leaves_no_threads(qtbot):
 
 def test_a_job_belongs_to_the_project_it_was_submitted_for(qtbot, tmp_path):
     """Submitted for A, started after the window moved to B: it opens A, and A's handlers are skipped."""
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     roots = {"now": None}
     for name in ("a", "b"):

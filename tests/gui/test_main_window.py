@@ -52,7 +52,7 @@ def test_a_step_that_cannot_run_yet_says_what_to_do_first(window, demo_project, 
     qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)  # sample, before training
     assert not window.runner.is_busy("main")
     # with a model, Sample opens up; Explain still waits for the alignment set
-    from lvlmva_desktop.core.models import ModelSpec, build_model
+    from lvlmva_desktop.core.method.models import ModelSpec, build_model
 
     p = window.session.project
     spec = ModelSpec("small_cnn", len(p.classes), p.channels, p.image_size)
@@ -153,7 +153,7 @@ def test_new_project_dialog_refuses_a_used_folder(qtbot, tmp_path):
 
 
 def test_import_a_trained_classifier_and_export(window, qtbot, demo_project, explained_project, tmp_path):
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(explained_project) as other:
         weights = other.abs(other.model_row(other.latest_model())["path"])

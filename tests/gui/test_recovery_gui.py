@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QMessageBox
 from lvlmva_desktop.gui.jobs import Job
 
 HOLD = (
-    "import sys, time; from pathlib import Path; from lvlmva_desktop.core.project import Project; "
+    "import sys, time; from pathlib import Path; from lvlmva_desktop.core.store.project import Project; "
     "p = Project.open(sys.argv[1]); Path(sys.argv[2]).write_text('held'); time.sleep(600)"
 )
 

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
-from lvlmva_desktop.core import audit
+from lvlmva_desktop.core.store import audit
 
 
 def test_audit_report_from_the_file_menu(window, qtbot, explained_project, tmp_path, monkeypatch):

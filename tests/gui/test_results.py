@@ -10,9 +10,9 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from lvlmva_desktop.core.metrics import comparison
-from lvlmva_desktop.core.pipeline import align_model, evaluate_models, train_original
-from lvlmva_desktop.core.train import AlignSettings, TrainSettings
+from lvlmva_desktop.core.method.metrics import comparison
+from lvlmva_desktop.core.method.pipeline import align_model, evaluate_models, train_original
+from lvlmva_desktop.core.method.train import AlignSettings, TrainSettings
 from lvlmva_desktop.gui.jobs import JobRunner
 from lvlmva_desktop.gui.results import ResultsPane, group_label, pct, points
 from lvlmva_desktop.gui.session import Session

@@ -108,9 +108,9 @@ def held_back_project(explained_project):
     it holds some "spurious" verdicts back (the default needs 20; this set has 16 images)."""
     import torch
 
-    from lvlmva_desktop.core.pipeline import align_model
-    from lvlmva_desktop.core.project import Project
-    from lvlmva_desktop.core.settings import AlignSettings
+    from lvlmva_desktop.core.method.pipeline import align_model
+    from lvlmva_desktop.core.method.settings import AlignSettings
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(explained_project) as p:
         eid = p.latest_id("explanations")

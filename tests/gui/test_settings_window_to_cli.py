@@ -10,7 +10,7 @@ import json
 from PySide6.QtCore import Qt
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.store.project import Project
 
 
 def _last_align_settings(root) -> dict:
@@ -69,10 +69,10 @@ def test_a_setting_changed_in_the_window_is_what_align_uses_next(qtbot, window, 
 
 
 def test_the_training_panes_form_is_the_schemas(qtbot, window, demo_project):
-    """Every editor of the pane takes its range, step, unit and help from core/settings_schema.py."""
+    """Every editor of the pane takes its range, step, unit and help from core/method/settings_schema.py."""
     from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox
 
-    from lvlmva_desktop.core.settings_schema import setting
+    from lvlmva_desktop.core.method.settings_schema import setting
     from lvlmva_desktop.gui.training_widgets import GROUPS, LogSpinBox, StrengthBox
 
     assert window.open_project(demo_project)

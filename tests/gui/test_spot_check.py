@@ -13,9 +13,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QAbstractButton, QApplication, QLabel, QWidget
 
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.integrity import verify_content
-from lvlmva_desktop.core.spotcheck import SPOT_CHECK, latest_spot_check, score
+from lvlmva_desktop.core.method.spotcheck import SPOT_CHECK, latest_spot_check, score
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.integrity import verify_content
 from lvlmva_desktop.gui.session import Session
 from lvlmva_desktop.gui.spot_check import SpotCheckDialog
 

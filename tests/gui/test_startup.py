@@ -104,7 +104,7 @@ print("RESULT " + json.dumps(out))
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory) -> Path:
     """A demo-like project built here, in the test process (the subprocess only opens it)."""
-    from lvlmva_desktop.core.demo import create_demo_project
+    from lvlmva_desktop.core.data.demo import create_demo_project
 
     return create_demo_project(tmp_path_factory.mktemp("startup") / "demo", **DEMO)
 

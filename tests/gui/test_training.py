@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QApplication
 
-from lvlmva_desktop.core.pipeline import PipelineSettings
+from lvlmva_desktop.core.method.pipeline import PipelineSettings
 from lvlmva_desktop.gui import workflow
 from lvlmva_desktop.gui.jobs import Job, JobRunner
 from lvlmva_desktop.gui.session import SETTINGS_FILE, Session

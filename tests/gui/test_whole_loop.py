@@ -171,7 +171,7 @@ def test_the_whole_loop_by_clicks_and_keys(qtbot, demo_project, tmp_path, artifa
         lambda: win.results.summary.item(0, 1) is not None and win.results.summary.item(0, 1).text() != "",
         timeout=10_000,
     )
-    from lvlmva_desktop.core.metrics import comparison
+    from lvlmva_desktop.core.method.metrics import comparison
 
     cmp = comparison(s.project, s.original_model_id(), aligned)
     assert win.results.summary.item(0, 0).text() == f"{cmp['before']['accuracy']:.1%}"

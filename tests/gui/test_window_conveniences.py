@@ -113,7 +113,7 @@ def test_a_dropped_project_opens_and_a_dropped_image_folder_starts_a_new_project
 
 
 def test_an_alignment_set_as_large_as_the_training_set_is_flagged(window, qtbot, tmp_path):
-    from lvlmva_desktop.core.demo import create_demo_project
+    from lvlmva_desktop.core.data.demo import create_demo_project
 
     small = create_demo_project(tmp_path / "small", n_train=24, n_test=12, size=32)
     assert window.open_project(small)

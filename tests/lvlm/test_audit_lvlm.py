@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import torch
 
-from lvlmva_desktop.core import audit
-from lvlmva_desktop.core.benchsets import GENERATORS, default_class_descriptions
-from lvlmva_desktop.core.data import import_csv_manifest
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.pipeline import (
+from lvlmva_desktop.core.data.benchsets import GENERATORS, default_class_descriptions
+from lvlmva_desktop.core.data.importing import import_csv_manifest
+from lvlmva_desktop.core.method.explain import ExplainSettings
+from lvlmva_desktop.core.method.pipeline import (
     explain_alignment_set,
     run_critique,
     sample_alignment_set,
     train_original,
 )
-from lvlmva_desktop.core.project import Project
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.segment import SegmentSettings
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store import audit
+from lvlmva_desktop.core.store.project import Project
 from lvlmva_desktop.lvlm.backend import GenerationSettings
 from lvlmva_desktop.lvlm.chat import ask_and_store, chat_for_sample
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic

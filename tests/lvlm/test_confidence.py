@@ -18,10 +18,10 @@ from fixtures.tiny_lvlm import FAMILIES, chat_request, make_tiny_lvlm, overfit_t
 from test_critic_flow import ScriptedBackend, _req
 from test_endpoint import Stub, _completion
 
-from lvlmva_desktop.core.critic import SPURIOUS
-from lvlmva_desktop.core.integrity import verdict_problems
-from lvlmva_desktop.core.models import ModelSpec, build_model
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.method.critic import SPURIOUS
+from lvlmva_desktop.core.method.models import ModelSpec, build_model
+from lvlmva_desktop.core.store.integrity import verdict_problems
+from lvlmva_desktop.core.store.project import Project
 from lvlmva_desktop.lvlm.backend import Generation, GenerationSettings, prob_at, token_ends
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic, verdict_positions
 from lvlmva_desktop.lvlm.endpoint import EndpointBackend
@@ -173,7 +173,7 @@ def overfit_dir(tmp_path_factory):
 def _project_with_explanation(tmp_path, sample_ids_wanted=2):
     from PIL import Image
 
-    from lvlmva_desktop.core.data import import_csv_manifest
+    from lvlmva_desktop.core.data.importing import import_csv_manifest
 
     d = tmp_path / "data"
     d.mkdir()
@@ -233,8 +233,8 @@ def test_a_local_judges_confidences_are_its_token_probabilities_and_are_stored(o
 
 
 def test_a_confidence_outside_zero_to_one_is_refused(tmp_path):
-    from lvlmva_desktop.core.critic import Critique, SegmentVerdict
-    from lvlmva_desktop.core.project import ProjectError
+    from lvlmva_desktop.core.method.critic import Critique, SegmentVerdict
+    from lvlmva_desktop.core.store.project import ProjectError
 
     p, eid, sids = _project_with_explanation(tmp_path, 1)
     with p:

@@ -16,26 +16,26 @@ import torch
 
 from lvlmva_desktop.cli import build_parser, main
 from lvlmva_desktop.cli.critic_args import make_critic
-from lvlmva_desktop.core import recovery
-from lvlmva_desktop.core.critic import (
+from lvlmva_desktop.core.data.demo import create_demo_project
+from lvlmva_desktop.core.method.critic import (
     ExpertCritic,
     GroundTruthCritic,
     UnknownCritic,
     critic_from_identity,
     critic_spec,
 )
-from lvlmva_desktop.core.demo import create_demo_project
-from lvlmva_desktop.core.explain import ExplainSettings
-from lvlmva_desktop.core.pipeline import (
+from lvlmva_desktop.core.method.explain import ExplainSettings
+from lvlmva_desktop.core.method.pipeline import (
     explain_alignment_set,
     run_critique,
     sample_alignment_set,
     train_original,
 )
-from lvlmva_desktop.core.project import Project, ProjectError
-from lvlmva_desktop.core.sampling import SamplingSettings
-from lvlmva_desktop.core.segment import SegmentSettings
-from lvlmva_desktop.core.train import TrainSettings
+from lvlmva_desktop.core.method.sampling import SamplingSettings
+from lvlmva_desktop.core.method.segment import SegmentSettings
+from lvlmva_desktop.core.method.train import TrainSettings
+from lvlmva_desktop.core.store import recovery
+from lvlmva_desktop.core.store.project import Project, ProjectError
 from lvlmva_desktop.gui import workflow
 from lvlmva_desktop.lvlm.config import LVLMConfig, open_backend
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
@@ -193,7 +193,7 @@ def test_resume_rebuilds_the_simulated_critic_that_ran(project):
 
 
 def recovery_requests(p: Project, eid: int):
-    from lvlmva_desktop.core.pipeline import critique_requests
+    from lvlmva_desktop.core.method.pipeline import critique_requests
 
     return critique_requests(p, eid)
 

@@ -7,8 +7,8 @@ test_end_to_end.py.
 
 import torch
 
-from lvlmva_desktop.core.critic import CritiqueRequest
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.method.critic import CritiqueRequest
+from lvlmva_desktop.core.store.project import Project
 from lvlmva_desktop.lvlm.backend import Generation, request_images
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
 from lvlmva_desktop.lvlm.prompts import TemplateSet
@@ -193,7 +193,7 @@ class _ReportingBackend(ScriptedBackend):
 
 
 def test_the_progress_never_goes_back_between_the_critic_the_judge_and_the_retry():
-    from lvlmva_desktop.core.jobs import TaskState
+    from lvlmva_desktop.core.runtime.jobs import TaskState
 
     seen = []
     state = TaskState(on_progress=lambda frac, msg: seen.append(frac))

@@ -12,8 +12,8 @@ from fixtures.tiny_lvlm import make_tiny_lvlm, overfit_for_project
 from test_cli import FAST, explained_cli_project
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.pipeline import critique_requests
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.method.pipeline import critique_requests
+from lvlmva_desktop.core.store.project import Project
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
 
 TARGET = json.dumps(

@@ -24,7 +24,7 @@ import pytest
 from fixtures.tiny_lvlm import chat_request, make_tiny_lvlm, sample_image
 from PIL import Image
 
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 from lvlmva_desktop.lvlm.backend import GenerationSettings, LVLMBackend, LVLMError
 from lvlmva_desktop.lvlm.endpoint import EndpointBackend, api_root
 

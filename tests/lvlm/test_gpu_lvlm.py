@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lvlmva_desktop.core.critic import VERDICTS, CritiqueRequest
+from lvlmva_desktop.core.method.critic import VERDICTS, CritiqueRequest
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
 from lvlmva_desktop.lvlm.local import LocalBackend
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from fixtures.tiny_lvlm import FAMILIES, chat_request, make_tiny_lvlm, overfit_tiny_lvlm, sample_image
 
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 from lvlmva_desktop.lvlm.backend import Generation, GenerationSettings, LVLMBackend, LVLMError
 from lvlmva_desktop.lvlm.local import TESTED_FAMILIES, LocalBackend, folder_hash
 

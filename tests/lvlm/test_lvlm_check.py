@@ -11,7 +11,7 @@ import pytest
 from fixtures.tiny_lvlm import family_parts, sample_image
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.jobs import Cancelled, TaskState
+from lvlmva_desktop.core.runtime.jobs import Cancelled, TaskState
 from lvlmva_desktop.lvlm.backend import GenerationSettings, LVLMError, text_message, user_message
 from lvlmva_desktop.lvlm.check import CALL_KINDS, check_backend, probe_request
 from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic

@@ -12,7 +12,7 @@ import pytest
 from test_cli import FAST, explained_cli_project
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.store.project import Project
 
 # The seven families a new user tried, and what the check says of each: "passes" (then the critique and the
 # summary must finish), or the words it refuses the folder with. None is refused today: PaliGemma, whose

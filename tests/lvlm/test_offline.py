@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lvlmva_desktop.core.offline import OFFLINE_ENV, enforce_offline
+from lvlmva_desktop.core.runtime.offline import OFFLINE_ENV, enforce_offline
 
 SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "offline_run.py"
 ROOT = Path(__file__).resolve().parents[2]

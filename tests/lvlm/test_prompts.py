@@ -2,7 +2,7 @@
 
 import pytest
 
-from lvlmva_desktop.core.project import Project
+from lvlmva_desktop.core.store.project import Project
 from lvlmva_desktop.lvlm.prompts import TEMPLATE_NAMES, PromptError, TemplateSet, validate_template
 
 

@@ -1,4 +1,4 @@
-"""No secret in anything stored (core/secrets.py): a canary key is planted in every path a key can take (a
+"""No secret in anything stored (core/runtime/secrets.py): a canary key is planted in every path a key can take (a
 URL's password, a server that echoes the Authorization header in its error, a key given where a variable
 name belongs, the environment) and then searched for in the project folder (database, log, files), the
 audit report, the settings folder and everything printed."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lvlmva_desktop.cli import main
-from lvlmva_desktop.core.secrets import REDACTED, looks_like_key, scrub, without_credentials
+from lvlmva_desktop.core.runtime.secrets import REDACTED, looks_like_key, scrub, without_credentials
 from lvlmva_desktop.lvlm.backend import LVLMError
 from lvlmva_desktop.lvlm.config import LVLMConfig
 from lvlmva_desktop.lvlm.endpoint import EndpointBackend
@@ -144,7 +144,7 @@ def test_the_canary_key_is_found_nowhere(tmp_path, monkeypatch, capsys):
     assert run("report", str(proj), "--out", str(tmp_path / "report"), "--device", "cpu") == 0
     assert run("audit", str(proj), "--verify") == 0
     assert run("status", str(proj)) == 0
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
     with Project.open(proj, read_only=True) as p:
         failed = p.db.execute("SELECT error FROM runs WHERE kind='critique'").fetchall()

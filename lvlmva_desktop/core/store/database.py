@@ -8,11 +8,11 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from lvlmva_desktop.core import audit as audit_log
+from lvlmva_desktop.core.store import audit as audit_log
 from lvlmva_desktop.core.store.files import DATABASE, ProjectError
 
 #: The database's schema version, kept in SQLite's header (PRAGMA user_version): no table holds it, so the
-#: audit log's hash chain and the content check (core/integrity.py) are not touched by it. A database
+#: audit log's hash chain and the content check (core/store/integrity.py) are not touched by it. A database
 #: written before versions were recorded reads 0. DB_MIGRATIONS[v] turns a version-v database into v+1
 #: (see _migrate_database: all of them in one transaction, when the project is opened for writing).
 DB_SCHEMA_VERSION = 1
@@ -70,7 +70,7 @@ def _database_version_1(db: sqlite3.Connection) -> None:
     """0 -> 1: the tables as they were when versions began to be recorded. A database written then (or
     later, before versions were recorded) has them all, and nothing in it changes; an older one gets the
     tables and columns it lacks, as every opening added them before there were versions."""
-    from lvlmva_desktop.core.recovery import RUN_COLUMNS
+    from lvlmva_desktop.core.store.recovery import RUN_COLUMNS
 
     for statement in (_SCHEMA + audit_log.SCHEMA).split(";"):
         if statement.strip():  # one by one: executescript would commit the migrations' transaction

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from lvlmva_desktop.core.errors import PlainError
+from lvlmva_desktop.core.runtime.errors import PlainError
 
 MANIFEST = "project.json"
 DATABASE = "project.sqlite"
@@ -55,7 +55,7 @@ def write_tensors(tensors: dict, path: Path, root: Path, metadata: dict | None =
 def read_project_image(path: Path, sample_id: int, reader):
     """``reader(path)`` (read_image or read_mask), with a file that cannot be read told as one
     ProjectError naming the image and the file (and what to do when the project or its images moved)."""
-    from lvlmva_desktop.core.images import ImageLoadError
+    from lvlmva_desktop.core.data.images import ImageLoadError
 
     try:
         return reader(path)

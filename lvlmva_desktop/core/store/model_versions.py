@@ -12,7 +12,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from lvlmva_desktop.core.models import ModelSpec, build_model, spec_metadata
+from lvlmva_desktop.core.method.models import ModelSpec, build_model, spec_metadata
 from lvlmva_desktop.core.store.files import (
     ProjectError,
     sha256_file,

@@ -9,14 +9,14 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from lvlmva_desktop.core.jobs import Cancelled
+from lvlmva_desktop.core.runtime.jobs import Cancelled
 from lvlmva_desktop.core.store.files import (
     ProjectError,
     sha256_file,
 )
 
 if TYPE_CHECKING:
-    from lvlmva_desktop.core.project import Project
+    from lvlmva_desktop.core.store.project import Project
 
 
 class RunStore:
@@ -28,9 +28,9 @@ class RunStore:
         """Record a run: 'running' now, then finished / cancelled / failed with the error text.
 
         The row names the writing process (pid, host, a per-process token), so a later open can tell a
-        run whose process died (marked 'interrupted', core/recovery.py) from one still going.
+        run whose process died (marked 'interrupted', core/store/recovery.py) from one still going.
         """
-        from lvlmva_desktop.core.lock import writer_identity
+        from lvlmva_desktop.core.store.lock import writer_identity
 
         if self._resumes is not None:  # the first run started inside ``resuming`` says what it resumes
             settings, self._resumes = {**settings, "resumes": self._resumes}, None
@@ -50,7 +50,7 @@ class RunStore:
             self._finish_run(handle.id, "cancelled", handle.results, "cancelled by the user")
             raise
         except BaseException as e:
-            from lvlmva_desktop.core.secrets import scrub
+            from lvlmva_desktop.core.runtime.secrets import scrub
 
             # the log is append-only: what a server echoed of a key must never reach it
             self._finish_run(handle.id, "failed", handle.results, scrub(f"{type(e).__name__}: {e}"))
@@ -72,7 +72,7 @@ class RunStore:
 
     @contextlib.contextmanager
     def resuming(self, run_id: int) -> Iterator[None]:
-        """The next run started inside records ``resumes: run_id`` in its settings (core/recovery.py)."""
+        """The next run started inside records ``resumes: run_id`` in its settings (core/store/recovery.py)."""
         self._resumes = run_id
         try:
             yield

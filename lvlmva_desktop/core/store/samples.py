@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from lvlmva_desktop.core.data import ImportReport
-from lvlmva_desktop.core.images import mask_to_tensor, read_image, read_mask, to_tensor
-from lvlmva_desktop.core.jobs import TaskState, ensure_state
+from lvlmva_desktop.core.data.images import mask_to_tensor, read_image, read_mask, to_tensor
+from lvlmva_desktop.core.data.importing import ImportReport
+from lvlmva_desktop.core.runtime.jobs import TaskState, ensure_state
 from lvlmva_desktop.core.store.files import (
     ProjectError,
     atomic_write_json,
@@ -59,7 +59,7 @@ class SampleStore:
         if unknown:
             raise ProjectError(f"Labels {unknown} are not classes of this project ({self.classes}).")
         added = 0
-        ledger: list[list] = []  # every row this import added, as written (core/integrity.py reads it)
+        ledger: list[list] = []  # every row this import added, as written (core/store/integrity.py reads it)
         with self.transaction() as db:
             for s in report.samples:
                 row = (
@@ -169,7 +169,7 @@ class SampleStore:
 
     def sample_columns(self) -> list[tuple[int, int, str, str, str]]:
         """Every image as a plain tuple (id, label, split, group or "", path), ascending id: one query
-        without Row objects, fast at 50,000 rows (core/browse.py)."""
+        without Row objects, fast at 50,000 rows (core/views/browse.py)."""
         cur = self.db.cursor()
         cur.row_factory = None
         return cur.execute(
@@ -284,7 +284,7 @@ class SampleStore:
         masks = torch.zeros(len(rows), h, w, dtype=torch.bool)
         has_mask = torch.zeros(len(rows), dtype=torch.bool)
         changed: list[str] = []
-        from lvlmva_desktop.core.images import file_sha256
+        from lvlmva_desktop.core.data.images import file_sha256
 
         for i, r in enumerate(rows):
             state.check()

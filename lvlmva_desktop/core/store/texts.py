@@ -8,7 +8,7 @@ import json
 import sqlite3
 import time
 
-from lvlmva_desktop.core import audit as audit_log
+from lvlmva_desktop.core.store import audit as audit_log
 from lvlmva_desktop.core.store.files import (
     ProjectError,
     current_user,

@@ -10,7 +10,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from lvlmva_desktop.core import audit as audit_log
+from lvlmva_desktop.core.store import audit as audit_log
 from lvlmva_desktop.core.store.files import (
     ProjectError,
     current_user,
@@ -134,7 +134,7 @@ class VerdictStore:
     # -- critiques and verdicts -------------------------------------------------------------------------
     def save_critique(self, run_id: int | None, expl_id: int, critique: object) -> int:
         """Store a critic's text and its verdicts (source 'critic'); an expert's later word overrides them."""
-        from lvlmva_desktop.core.critic import Critique
+        from lvlmva_desktop.core.method.critic import Critique
 
         assert isinstance(critique, Critique)
         now = time.time()
@@ -173,7 +173,7 @@ class VerdictStore:
             )
             # each image's critique is chained as it is stored, so a run that stops half-way (cancelled,
             # failed, killed) leaves no unhashed verdicts behind; the run's own entry hashes them together.
-            # The verdicts' confidences only order the expert's review (core/review.py), never a mask: the
+            # The verdicts' confidences only order the expert's review (core/views/review.py), never a mask: the
             # entry hashes what it always hashed, so logs written before they existed still verify.
             self.audit(
                 "critique_image",
@@ -191,7 +191,7 @@ class VerdictStore:
         return cid
 
     def set_expert_verdict(self, expl_id: int, sample_id: int, segment: int, verdict: str) -> None:
-        from lvlmva_desktop.core.critic import VERDICTS
+        from lvlmva_desktop.core.method.critic import VERDICTS
 
         if verdict not in VERDICTS:
             raise ProjectError(f"Unknown verdict '{verdict}'; use one of {', '.join(VERDICTS)}.")
