@@ -213,8 +213,7 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
     def lvlm_critique() -> str:
         need("project", "model", "lvlm_folder")
         from lvlmva_desktop.lvlm.config import LVLMConfig, open_backend
-        from lvlmva_desktop.lvlm.critic import CriticSettings, LVLMCritic
-        from lvlmva_desktop.lvlm.prompts import TemplateSet
+        from lvlmva_desktop.lvlm.factory import build_critic, critic_spec
 
         set_id = pipeline.sample_alignment_set(project, s["model"], SamplingSettings(n=2, seed=1), device)
         eid = pipeline.explain_alignment_set(
@@ -222,14 +221,15 @@ def _run_checks(tmp: Path, out: TextIO) -> list[bool]:
         )
         backend = open_backend(LVLMConfig(kind="local", folder=str(s["lvlm_folder"]), device="cpu"))
         try:
-            settings = CriticSettings(
-                use_cache=False,
-                critic_max_new_tokens=8,
-                judge_max_new_tokens=8,
-                strict_retry=False,
-                image_min_side=56,
-            )
-            critic = LVLMCritic(backend, TemplateSet.for_project(project), settings)
+            # built as a critique run of the window or the command line builds it (lvlm/factory.py)
+            settings = {
+                "use_cache": False,
+                "critic_max_new_tokens": 8,
+                "judge_max_new_tokens": 8,
+                "strict_retry": False,
+                "image_min_side": 56,
+            }
+            critic = build_critic(critic_spec("lvlm", lvlm_settings=settings), project, eid, backend=backend)
             res = pipeline.run_critique(project, eid, critic)
             ident = backend.identity()
         finally:
