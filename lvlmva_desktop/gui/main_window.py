@@ -545,9 +545,7 @@ class MainWindow(QMainWindow):
         self._show_modal(HelpWindow("Keyboard shortcuts", shortcuts_markdown(actions), None, self))
 
     def resume_interrupted(self) -> None:
-        from lvlmva_desktop.gui.recovery import resume_job
-
-        self._submit(lambda: resume_job(self.session, self.messages.post))
+        self._submit(lambda: workflow.resume_job(self.session, self.messages.post))
 
     def open_project_dialog(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Open project folder")
@@ -629,8 +627,6 @@ class MainWindow(QMainWindow):
 
     def audit_report(self, folder: Path | None = None) -> Job | None:
         """Ask for a folder and write report.html and report.pdf there, as a job on the main lane."""
-        from lvlmva_desktop.report.document import write_report
-
         if self.session.project is None:
             self.show_error(UserError("No report to write", "Open a project first.", "", "project"))
             return None
@@ -638,7 +634,6 @@ class MainWindow(QMainWindow):
             folder = self.ask_report_folder()
             if folder is None:
                 return None
-        device = self.session.device()
 
         def done(paths: list[Path]) -> None:
             self.last_report = paths[0] if paths else None
@@ -650,14 +645,7 @@ class MainWindow(QMainWindow):
                 paths,
             )
 
-        return self._submit(
-            lambda: Job(
-                "report",
-                "Writing the audit report",
-                lambda p, s: write_report(p, folder, device, state=s),
-                on_done=done,
-            )
-        )
+        return self._submit(lambda: workflow.report_job(self.session, folder, done))
 
     def ask_report_folder(self) -> Path | None:
         """Where the report goes: a folder to type or pick; a new name is created (the folder dialog alone

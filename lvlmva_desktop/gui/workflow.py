@@ -1,6 +1,7 @@
 """Every step of the method as a Job, built from what the session holds now: train and align (the
 Training pane's buttons, Method > Train and Retrain), sample, explain, critique, evaluate, importing a
-classifier or images, and the demo project (the window's menu and toolbar).
+classifier or images, the demo project, the audit report and the resumption of an interrupted step (the
+window's menu and toolbar).
 
 Each builder checks that the step can run (a model exists before sampling, ...) and raises ValueError in
 plain words otherwise, so the window can say what to do first (train_job and align_job are given what they
@@ -9,6 +10,7 @@ run on by the Training pane, which says itself what is missing). The work itself
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -285,3 +287,76 @@ def import_job(
         return report
 
     return Job("import", "Importing the images", fn, needs_project=False, on_done=on_done)
+
+
+def report_job(session: Session, folder: Path, on_done: Callable[[list[Path]], None] | None = None) -> Job:
+    """Write the audit report (report.html and report.pdf) into ``folder`` (File > Audit report…)."""
+    from lvlmva_desktop.report.document import write_report
+
+    if session.project is None:
+        raise ValueError("Open a project first.")
+    device = session.device()
+    return Job(
+        "report",
+        "Writing the audit report",
+        lambda p, s: write_report(p, folder, device, state=s),
+        on_done=on_done,
+    )
+
+
+# what each resumed step changes, for the panes to redraw
+_TOPICS = {
+    "critique": ("critique", "verdicts"),
+    "train": ("models",),
+    "align": ("models",),
+    "import_model": ("models",),
+    "sample": ("alignment",),
+    "explain": ("explanation",),
+    "evaluate": ("metrics",),
+    "pipeline": ("models", "alignment", "explanation", "critique", "verdicts", "metrics"),
+}
+
+
+def resume_job(session: Session, tell: Callable[[str, str, str], None] | None = None) -> Job:
+    """The latest interrupted step, continued (a critique) or run again (any other step) as a Job."""
+    from lvlmva_desktop.core.store import recovery
+
+    project = session.project
+    if project is None:
+        raise ValueError("Open a project first.")
+    if project.read_only:
+        raise ValueError("This project is open read-only; open it for writing to resume a step.")
+    row = recovery.pick(project)  # "No interrupted step to resume" in words when there is none
+    rid, kind = int(row["id"]), row["kind"]
+    uses_lvlm = (recovery.recorded_critic(project, row) or {}).get("kind") == "lvlm"
+    if uses_lvlm and session.lvlm_config() is None:
+        raise ValueError(
+            f"Run {rid} used an LVLM critic: configure the vision-language model first (LVLM > Settings)."
+        )
+    description = recovery.describe(project, row)
+    device = session.device()
+
+    def fn(p: Any, s: Any) -> Any:
+        if not uses_lvlm:
+            return recovery.resume(p, rid, device, s)
+        from lvlmva_desktop.lvlm.factory import (
+            lvlm_builder,  # the one critic factory, as the CLI's resume uses
+        )
+
+        with session.use_lvlm(s.child(0.0, 0.05)) as backend:
+            return recovery.resume(p, rid, device, s.child(0.05, 1.0), lvlm_builder(p, backend=backend))
+
+    def done(result: Any) -> None:
+        session.notify(*_TOPICS.get(kind, ()))
+        if tell is not None:
+            tell("info", f"Run {rid} resumed as run {result.new_run}", description)
+
+    return Job(
+        "resume",
+        f"Resuming the interrupted {kind} (run {rid})",
+        fn,
+        on_done=done,
+        on_partial=lambda r: (
+            session.notify("verdicts") if isinstance(r, dict) and r.get("kind") == "critique" else None
+        ),
+    )
