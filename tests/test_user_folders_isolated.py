@@ -1,5 +1,6 @@
-"""The test session never writes into the user's own folders: the built-in demo project, the LVLM
-settings and the window's QSettings all live in the session's temporary home (tests/conftest.py)."""
+"""The test session never writes into the user's own folders: the built-in demo project and the LVLM
+settings live in the session's temporary home (tests/conftest.py), the window's QSettings in a temporary
+folder too (that home, or the one tests/gui/conftest.py sets)."""
 
 from __future__ import annotations
 
@@ -28,5 +29,8 @@ def test_qsettings_are_written_in_the_sessions_config_folder(qapp):
     s.setValue("tests/isolated", 1)
     s.sync()
     path = Path(s.fileName()).resolve()
-    assert path.is_relative_to(Path(os.environ["XDG_CONFIG_HOME"]).resolve()), path
+    # the session's config folder, or the folder tests/gui/conftest.py points QSettings to when the GUI
+    # tests run in the same session: a temporary folder either way, never the user's ~/.config
+    assert path.is_relative_to(Path(tempfile.gettempdir()).resolve()), path
+    assert not path.is_relative_to(Path.home().resolve() / ".config"), path
     assert path.is_file()
