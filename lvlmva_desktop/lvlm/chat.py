@@ -296,8 +296,8 @@ def ask_and_store(
     if state is not None:
         state.check()
     answer = "".join(pieces).strip()
-    model = json.dumps(chat.backend.identity(), default=str)
     identity = chat.backend.identity()
+    model = json.dumps(identity, default=str)
     project.add_chat_exchange(
         expl_id,
         sample_id,

@@ -378,31 +378,31 @@ class Project(SampleStore, TextStore, RunStore, ModelVersionStore, VerdictStore)
     def logged_entry(self, action: str, key: str, value: object) -> dict | None:
         """The newest audit entry ``action`` whose parameter ``key`` is ``value``, as {"id", "hashes"} (the
         hashes as recorded); None when there is none. Entries that cannot be read are passed over."""
-        for r in self.db.execute(
-            "SELECT id, params, hashes FROM audit_log WHERE action=? ORDER BY id DESC", (action,)
-        ):
-            try:
-                params, hashes = json.loads(r["params"]), json.loads(r["hashes"])
-            except (TypeError, ValueError):
-                continue
-            if isinstance(params, dict) and params.get(key) == value:
-                return {"id": r["id"], "hashes": hashes}
+        for entry_id, hashes in self._audit_entries(action, key, value):
+            return {"id": entry_id, "hashes": hashes}
         return None
 
-    def logged_hash(self, action: str, key: str, value: object, name: str) -> str | None:
-        """The hash ``name`` of the newest audit entry ``action`` whose parameter ``key`` is ``value``; None
-        when there is none (or no audit log): what was recorded when the thing was written."""
-        try:
-            rows = self.db.execute(
-                "SELECT params, hashes FROM audit_log WHERE action=? ORDER BY id DESC", (action,)
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return None
+    def _audit_entries(self, action: str, key: str, value: object) -> Iterator[tuple[int, object]]:
+        """(id, hashes as recorded) of each audit entry ``action`` whose parameter ``key`` is ``value``,
+        newest first; entries whose JSON cannot be read are passed over."""
+        rows = self.db.execute(
+            "SELECT id, params, hashes FROM audit_log WHERE action=? ORDER BY id DESC", (action,)
+        ).fetchall()
         for r in rows:
             try:
                 params, hashes = json.loads(r["params"]), json.loads(r["hashes"])
             except (TypeError, ValueError):
                 continue
-            if isinstance(params, dict) and params.get(key) == value and isinstance(hashes, dict):
-                return hashes.get(name)
+            if isinstance(params, dict) and params.get(key) == value:
+                yield r["id"], hashes
+
+    def logged_hash(self, action: str, key: str, value: object, name: str) -> str | None:
+        """The hash ``name`` of the newest audit entry ``action`` whose parameter ``key`` is ``value``; None
+        when there is none (or no audit log): what was recorded when the thing was written."""
+        try:
+            for _, hashes in self._audit_entries(action, key, value):
+                if isinstance(hashes, dict):
+                    return hashes.get(name)
+        except sqlite3.OperationalError:
+            return None
         return None

@@ -113,9 +113,7 @@ class SampleStore:
 
     def has_samples(self, split: str | None = None) -> bool:
         """Whether the project has any image (of ``split``; of any split with None)."""
-        if split is None:
-            return self.db.execute("SELECT 1 FROM samples LIMIT 1").fetchone() is not None
-        return self.db.execute("SELECT 1 FROM samples WHERE split=? LIMIT 1", (split,)).fetchone() is not None
+        return self.count_samples(split) > 0
 
     def split_counts(self) -> dict[str, int]:
         """Images per split, the splits in alphabetical order (only splits that have images)."""
@@ -124,7 +122,7 @@ class SampleStore:
 
     def sample_splits(self) -> list[str]:
         """The splits that have images, in alphabetical order."""
-        return [r[0] for r in self.db.execute("SELECT DISTINCT split FROM samples ORDER BY split")]
+        return list(self.split_counts())
 
     def count_with_masks(self) -> int:
         """How many images have a ground-truth artefact mask."""
@@ -133,10 +131,7 @@ class SampleStore:
     def has_masks(self) -> bool:
         """Whether any image has a ground-truth artefact mask (then verdict accuracy and the simulated
         critic apply)."""
-        return (
-            self.db.execute("SELECT 1 FROM samples WHERE mask_path IS NOT NULL LIMIT 1").fetchone()
-            is not None
-        )
+        return self.count_with_masks() > 0
 
     def sample_row(self, sample_id: int) -> sqlite3.Row | None:
         """One image's samples-table row; None when the project has no image ``sample_id``."""

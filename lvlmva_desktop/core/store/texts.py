@@ -102,14 +102,10 @@ class TextStore:
         self, expl_id: int | None, sample_id: int | None, role: str, text: str, model: str = ""
     ) -> int:
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (expl_id, sample_id, role, text, model, time.time(), current_user()),
-            )
+            message_id = _insert_chat_message(db, expl_id, sample_id, role, text, model)
             params = {"explanation_id": expl_id, "sample_id": sample_id, "role": role, "model": model}
             self.audit("chat", params, {"text": audit_log.text_hash(text)})
-        return int(cur.lastrowid)
+        return message_id
 
     def add_chat_exchange(
         self,
@@ -123,11 +119,7 @@ class TextStore:
         "chat" audit entry (``params``, ``hashes``) committed with them."""
         with self.transaction() as db:
             for role, text, model in messages:
-                db.execute(
-                    "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    (expl_id, sample_id, role, text, model, time.time(), current_user()),
-                )
+                _insert_chat_message(db, expl_id, sample_id, role, text, model)
             self.audit("chat", params, hashes)
 
     def chat_messages(self, expl_id: int | None, sample_id: int | None) -> list[sqlite3.Row]:
@@ -136,3 +128,15 @@ class TextStore:
             "SELECT * FROM chat_messages WHERE explanation_id IS ? AND sample_id IS ? ORDER BY id",
             (expl_id, sample_id),
         ).fetchall()
+
+
+def _insert_chat_message(
+    db: sqlite3.Connection, expl_id: int | None, sample_id: int | None, role: str, text: str, model: str
+) -> int:
+    """One row of a chat transcript, by the user running the program now; returns its id."""
+    cur = db.execute(
+        "INSERT INTO chat_messages (explanation_id, sample_id, role, text, model, created, author) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (expl_id, sample_id, role, text, model, time.time(), current_user()),
+    )
+    return int(cur.lastrowid)
