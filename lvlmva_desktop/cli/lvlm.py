@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from lvlmva_desktop.cli.critic_args import add_lvlm_args, lvlm_config, lvlm_critic_options, open_lvlm  # noqa: F401
+from lvlmva_desktop.cli.critic_args import add_lvlm_args, open_lvlm
 
 
 def cmd_lvlm_check(args):
